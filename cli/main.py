@@ -1,0 +1,24 @@
+"""The `vozvrat` command: one Typer app, each area of the product registers its own sub-commands."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="vozvrat",
+    help="vozvrat: refund claims for ticket operators.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; kept in one list so the CLI surface is visible here.
+    from cli import policy_commands  # noqa: F401  quote, deadline
+    from cli import db_commands  # noqa: F401  db upgrade, bench transitions, diagram
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

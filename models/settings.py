@@ -1,0 +1,50 @@
+"""Runtime settings, read from the environment (prefix VOZVRAT_) with embedded defaults for `make demo`."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOZVRAT_", extra="ignore")
+
+    database_url: str = "sqlite:///vozvrat.db"
+
+    # Outbound email (aiosmtplib). Defaults point at the local sink started by `make up` / `make demo`.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Возврат билетов <vozvrat@example.ru>"
+    supervisor_email: str = "supervisor@example.ru"
+    # Kill switch: when false nothing leaves the outbox (messages wait, nothing is lost).
+    outbound_email_enabled: bool = True
+
+    # Acquirer (YooKassa API or the local stand-in speaking its protocol).
+    acquirer_api_url: str = "http://127.0.0.1:8765/v3"
+    acquirer_shop_id: str = "100500"
+    acquirer_secret_key: SecretStr = SecretStr("test_standin_secret")
+
+    # Key for bank details at rest (Fernet, urlsafe base64 32 bytes). The default is for the demo only.
+    secret_key: SecretStr = SecretStr("ZGVtby1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q=")
+
+    # The operator, payer of bank transfers in the 1C export.
+    operator_name: str = "ООО «Возврат Билетов»"
+    operator_inn: str = "7707083893"
+    operator_kpp: str = "773601001"
+    operator_account: str = "40702810900000000001"
+    operator_bank_bik: str = "044525225"
+    operator_bank_name: str = "ПАО СБЕРБАНК"
+    operator_bank_corr_account: str = "30101810400000000225"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    prefect_ui_url: str = Field(default="http://127.0.0.1:4200")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
