@@ -16,6 +16,7 @@ def _register() -> None:
     # Each module adds its commands to `app`; kept in one list so the CLI surface is visible here.
     from cli import policy_commands  # noqa: F401  quote, deadline
     from cli import db_commands  # noqa: F401  db upgrade, bench transitions, diagram
+    from cli import bank_commands  # noqa: F401  check-bank
 
 
 _register()
