@@ -1,0 +1,17 @@
+"""One way for every `vozvrat` command to fail on bad input: one line on stderr, exit code 2."""
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+
+__all__ = ["USAGE_ERROR", "fail"]
+
+USAGE_ERROR = 2  # same code click uses for usage errors
+
+
+def fail(message: str) -> NoReturn:
+    """Print `error: <message>` (one line) to stderr and exit with code 2; never a traceback."""
+    one_line = " ".join(str(message).split())
+    typer.echo(f"error: {one_line}", err=True)
+    raise typer.Exit(USAGE_ERROR)

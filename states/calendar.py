@@ -1,0 +1,114 @@
+"""The Russian production calendar: working days, and deadlines counted in working days.
+
+Source of truth: `holidays.RU` (fixed holidays, holidays moved off weekends, and the government's
+yearly transfers of days off, with working Saturdays). A year whose transfers the installed
+`holidays` release does not know yet gives a *provisional* deadline: still computed from the fixed
+holidays and weekends, but flagged, never silently presented as final.
+
+Pure: no I/O, no clock. The holidays object is built once per process and shared.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+
+import holidays
+from holidays.countries.russia import Russia
+
+__all__ = [
+    "CalendarError",
+    "Deadline",
+    "PUBLISHED_YEARS",
+    "DECISION_WORKING_DAYS",
+    "DECISION_WORKING_DAYS_EXTENDED",
+    "PAYOUT_WORKING_DAYS",
+    "is_published",
+    "is_working_day",
+    "add_working_days",
+    "decision_deadline",
+    "payout_deadline",
+]
+
+DECISION_WORKING_DAYS = 10
+DECISION_WORKING_DAYS_EXTENDED = 20
+PAYOUT_WORKING_DAYS = 10
+
+
+class CalendarError(ValueError):
+    """Bad input to a working-day computation (e.g. a count below 1)."""
+
+
+def _published_years() -> frozenset[int]:
+    """Years whose production calendar (transfers of days off) `holidays.RU` knows.
+
+    `holidays` encodes each year's government decree on transfers as an entry of
+    `special_public_holidays` keyed by year (every year since 2005 has one, because the New Year
+    holidays always cover a weekend). A year is published when it is not later than the last year
+    with such an entry; derived from the data so a `holidays` upgrade extends it without code.
+    """
+    transfer_years = [
+        year
+        for year, entries in Russia(years=[]).special_public_holidays.items()
+        if entries
+    ]
+    return frozenset(range(Russia.start_year, max(transfer_years) + 1))
+
+
+PUBLISHED_YEARS: frozenset[int] = _published_years()
+
+# `holidays` fills years lazily on first lookup (a dict mutation); lookups share one lock so
+# threads (Prefect task runners) never see a half-filled year.
+_LOCK = threading.Lock()
+
+
+@cache
+def _russian_calendar() -> holidays.HolidayBase:
+    return holidays.RU(years=range(min(PUBLISHED_YEARS) + 20, max(PUBLISHED_YEARS) + 6))
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A due date; `provisional` when it depends on a year whose transfers are not yet published."""
+
+    due: date
+    provisional: bool
+
+    def to_json(self) -> dict:
+        return {"deadline": self.due.isoformat(), "provisional": self.provisional}
+
+
+def is_published(year: int) -> bool:
+    """Whether the production calendar (transfers of days off) of `year` is known."""
+    return year in PUBLISHED_YEARS
+
+
+def is_working_day(day: date) -> bool:
+    """Russian production calendar: weekends and holidays are off, working Saturdays are on."""
+    with _LOCK:
+        return _russian_calendar().is_working_day(day)
+
+
+def add_working_days(start: date, n: int) -> Deadline:
+    """The n-th working day after `start` (`start` itself is not counted, whatever it is).
+
+    Provisional when any year from `start` to the due date has no published transfers.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CalendarError(f"working days must be an integer of at least 1, got {n!r}")
+    with _LOCK:
+        due = _russian_calendar().get_nth_working_day(start, n)
+    provisional = any(not is_published(year) for year in range(start.year, due.year + 1))
+    return Deadline(due=due, provisional=provisional)
+
+
+def decision_deadline(filed_on: date, *, extended: bool = False) -> Deadline:
+    """Decree 1491: the organizer decides within 10 working days of the claim, 20 if extended."""
+    days = DECISION_WORKING_DAYS_EXTENDED if extended else DECISION_WORKING_DAYS
+    return add_working_days(filed_on, days)
+
+
+def payout_deadline(decided_on: date) -> Deadline:
+    """Decree 1491: money is paid within 10 working days of the decision to refund."""
+    return add_working_days(decided_on, PAYOUT_WORKING_DAYS)
