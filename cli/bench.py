@@ -1,0 +1,102 @@
+"""`vozvrat bench transitions`: claims filed and moved in batches, against a plain executemany.
+
+Prints one JSON line. Setup (event, orders, tickets) is not timed. `raw_insert_rows_per_s` is the
+rate of inserting the very claim rows the pipeline files, with one SQLAlchemy executemany, in the
+same database; `claims_per_s` is claims through filing (with quotes and audit rows) and three batch
+transitions (assess, start_payout, payout_succeeded) with audit and outbox rows.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import delete, func, insert, select
+
+from models.claim_store import apply_batch, audit_t, claim_rows, claim_t, insert_claims, outbox_t
+from models.db import make_engine
+from models.migrate import upgrade
+from models.tables import Event, Order, Organizer, Ticket, Venue
+from states.policy import Reason
+
+TRIGGERS = ("assess", "start_payout", "payout_succeeded")
+
+
+def _seed(engine, claims: int, now: datetime) -> list[int]:
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru", policy={})).inserted_primary_key[0]
+        venue = conn.execute(insert(Venue.__table__).values(name="Стадион", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
+        event = conn.execute(
+            insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Стадионный концерт", starts_at=now + timedelta(days=30), status="cancelled")
+        ).inserted_primary_key[0]
+        conn.execute(insert(Order.__table__), [
+            {"number": f"B{i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"b{i}@example.ru", "buyer_phone": "", "channel": "site",
+             "payment_method": "card", "acquirer_payment_id": f"pay-{i}", "created_at": now - timedelta(days=10)} for i in range(claims)
+        ])
+        conn.execute(insert(Ticket.__table__), [
+            {"order_id": i + 1, "event_id": event, "price_paid": 350000 + i % 100, "nominal": 400000, "service_fee": 0, "delivery_fee": 0,
+             "promo": False, "barcode": f"S{i}", "barcode_status": "valid"} for i in range(claims)
+        ])
+        return [r[0] for r in conn.execute(select(Ticket.__table__.c.id).order_by(Ticket.__table__.c.id))]
+
+
+def run_transitions_bench(*, claims: int, url: str | None = None, chunk_size: int = 5000) -> dict:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    tmp = None
+    if url is None:
+        tmp = tempfile.mkdtemp(prefix="vozvrat-bench-")
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    ticket_ids = _seed(engine, claims, now)
+
+    # The rows the pipeline will file, built untimed, then inserted with one plain executemany.
+    with engine.connect() as conn:
+        rows = [r for start in range(0, claims, chunk_size)
+                for r in claim_rows(conn, ticket_ids=ticket_ids[start : start + chunk_size], reason=Reason.CANCELLED, actor="bench", now=now)]
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(insert(claim_t), rows)
+    raw_s = time.perf_counter() - t0
+    with engine.begin() as conn:
+        conn.execute(delete(claim_t))
+
+    t0 = time.perf_counter()
+    claim_ids: list[int] = []
+    for start in range(0, claims, chunk_size):
+        with engine.begin() as conn:
+            chunk_rows = claim_rows(conn, ticket_ids=ticket_ids[start : start + chunk_size], reason=Reason.CANCELLED, actor="bench", now=now)
+            claim_ids.extend(insert_claims(conn, chunk_rows, actor="bench", now=now))
+    stages = {"file": time.perf_counter() - t0}
+    for trigger in TRIGGERS:
+        t1 = time.perf_counter()
+        result = apply_batch(engine, claim_ids=claim_ids, trigger=trigger, actor="bench", now=now, chunk_size=chunk_size)
+        stages[trigger] = time.perf_counter() - t1
+        if result.moved_count != claims:
+            raise RuntimeError(f"{trigger}: moved {result.moved_count} of {claims} ({len(result.refused)} refused, {len(result.conflicts)} conflicts)")
+    total_s = time.perf_counter() - t0
+
+    with engine.connect() as conn:
+        audit_rows = conn.execute(select(func.count()).select_from(audit_t)).scalar_one()
+        outbox_rows = conn.execute(select(func.count()).select_from(outbox_t)).scalar_one()
+        paid = conn.execute(select(func.count()).select_from(claim_t).where(claim_t.c.state == "paid")).scalar_one()
+    engine.dispose()
+    raw_rate = claims / raw_s
+    rate = claims / total_s
+    return {
+        "bench": "transitions",
+        "backend": engine.dialect.name,
+        "claims": claims,
+        "chunk_size": chunk_size,
+        "claims_per_s": round(rate, 1),
+        "raw_insert_rows_per_s": round(raw_rate, 1),
+        "ratio": round(raw_rate / rate, 2),
+        "seconds": {k: round(v, 3) for k, v in stages.items()} | {"total": round(total_s, 3), "raw_insert": round(raw_s, 3)},
+        "audit_rows": audit_rows,
+        "outbox_rows": outbox_rows,
+        "paid": paid,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    }

@@ -1,0 +1,71 @@
+"""`vozvrat db upgrade`, `vozvrat diagram`, `vozvrat bench transitions`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.errors import fail
+from cli.main import app
+
+db_app = typer.Typer(help="The claims database.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; each prints one JSON line.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+DIAGRAM_HEADER = "# Claim lifecycle\n\nGenerated from `states/lifecycle.py` by `vozvrat diagram` (a test fails when it is stale).\n\n"
+
+
+def lifecycle_markdown() -> str:
+    from states.lifecycle import mermaid_diagram
+
+    return DIAGRAM_HEADER + "```mermaid\n" + mermaid_diagram().strip() + "\n```\n"
+
+
+@db_app.command("upgrade")
+def db_upgrade(url: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db")) -> None:
+    """Build or upgrade the database to the newest schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.migrate import upgrade
+    from models.settings import get_settings
+
+    target = url or get_settings().database_url
+    try:
+        upgrade(target)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot upgrade {target}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    typer.echo(f"database at head: {target}")
+
+
+@app.command("diagram")
+def diagram(out: Path = typer.Option(Path("docs/lifecycle.md"), help="Markdown file to write"),
+            check: bool = typer.Option(False, help="Exit 1 when the file differs from the table")) -> None:
+    """Render the lifecycle table as a mermaid diagram."""
+    text = lifecycle_markdown()
+    if check:
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
+            typer.echo(f"{out} is stale: run `vozvrat diagram --out {out}`", err=True)
+            raise typer.Exit(1)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+@bench_app.command("transitions")
+def bench_transitions(
+    claims: int = typer.Option(60000, min=1, help="How many claims to file and move"),
+    url: str = typer.Option(None, help="Database URL; default a fresh SQLite file in a temp folder"),
+    chunk_size: int = typer.Option(5000, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON line"),
+) -> None:
+    """File claims and move them through three batch transitions; compare with a plain executemany."""
+    from cli.bench import run_transitions_bench
+
+    result = run_transitions_bench(claims=claims, url=url, chunk_size=chunk_size)
+    if not as_json:
+        typer.echo(f"{claims} claims: {result['claims_per_s']}/s through the lifecycle, "
+                   f"{result['raw_insert_rows_per_s']}/s raw insert (ratio {result['ratio']})", err=True)
+    typer.echo(json.dumps(result, ensure_ascii=False))

@@ -1,0 +1,187 @@
+"""The durable record: organizers, events, orders, tickets, claims, their audit trail and the outbox.
+
+Money columns are integer kopecks. Datetimes are tz-aware (stored as UTC). Card numbers are never
+stored: an order keeps only the acquirer's payment id.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from models.db import UtcDateTime
+from states.lifecycle import OPEN_STATES
+
+_OPEN_STATES_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATES)) + ")"
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UtcDateTime, nullable=nullable, index=index)
+
+
+class Organizer(SQLModel, table=True):
+    __tablename__ = "organizer"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    email: str
+    # Per-organizer refund policy as data (states.policy.OrganizerPolicy.from_mapping); empty: the legal minimum.
+    policy: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Regime(SQLModel, table=True):
+    """A high-alert regime (Decree 442): a region and a period."""
+
+    __tablename__ = "regime"
+    id: int | None = Field(default=None, primary_key=True)
+    region: str = Field(index=True)
+    starts_on: date
+    ends_on: date | None = None
+    note: str = ""
+
+
+class Venue(SQLModel, table=True):
+    __tablename__ = "venue"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    timezone: str  # IANA, e.g. Europe/Moscow
+    region: str = ""
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    id: int | None = Field(default=None, primary_key=True)
+    organizer_id: int = Field(foreign_key="organizer.id", index=True)
+    venue_id: int = Field(foreign_key="venue.id")
+    title: str
+    starts_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    status: str = "scheduled"  # scheduled | cancelled | postponed | replaced
+    new_starts_at: datetime | None = _ts()
+    claims_until: date | None = None  # a postponed event's last day for refund claims
+    regime_id: int | None = Field(default=None, foreign_key="regime.id")
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "ticket_order"
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(unique=True)
+    buyer_name: str
+    buyer_email: str
+    buyer_phone: str = ""
+    channel: str = "site"  # site | box_office
+    payment_method: str = "card"  # card | cash | bso
+    acquirer_payment_id: str | None = None  # the acquirer's payment id; never a card number
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "ticket"
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="ticket_order.id", index=True)
+    event_id: int = Field(foreign_key="event.id", index=True)
+    price_paid: int = Field(sa_type=BigInteger)
+    nominal: int | None = Field(default=None, sa_type=BigInteger)
+    service_fee: int = Field(default=0, sa_type=BigInteger)
+    delivery_fee: int = Field(default=0, sa_type=BigInteger)
+    promo: bool = False
+    barcode: str = Field(unique=True)
+    barcode_status: str = "valid"  # valid | scanned | void
+
+
+class Claim(SQLModel, table=True):
+    __tablename__ = "claim"
+    __table_args__ = (
+        # At most one open claim per ticket, enforced by the database (partial unique index).
+        Index(
+            "uq_claim_open_ticket",
+            "ticket_id",
+            unique=True,
+            sqlite_where=text(_OPEN_STATES_SQL),
+            postgresql_where=text(_OPEN_STATES_SQL),
+        ),
+        # The SLA watch reads due claims with these, never the whole table.
+        Index("ix_claim_state_decision_due", "state", "decision_due"),
+        Index("ix_claim_state_payout_due", "state", "payout_due"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(unique=True)  # shown to the buyer
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    event_id: int = Field(foreign_key="event.id", index=True)
+    reason: str
+    state: str = Field(default="filed", index=True)
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    filed_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    filed_by: str = "buyer"
+    description: str = ""
+    name_mismatch_explanation: str | None = None
+    # The quote the buyer was shown (states.policy.Quote.to_json) and its amount in kopecks.
+    quote: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    amount: int = Field(default=0, sa_type=BigInteger)
+    approved_amount: int | None = Field(default=None, sa_type=BigInteger)
+    decision_due: date | None = None
+    payout_due: date | None = None
+    deadline_provisional: bool = False
+    extended: bool = False
+    extension_reason: str | None = None
+    decided_at: datetime | None = _ts()
+    decided_by: str | None = None
+    decision_note: str | None = None
+    refusal_code: str | None = None
+    refusal_message: str | None = None
+    escalated_at: datetime | None = _ts()
+    paid_at: datetime | None = _ts()
+    flow_run_id: str | None = None
+    bank_details: str | None = None  # encrypted at rest (models.crypto); shown masked
+
+
+class Document(SQLModel, table=True):
+    __tablename__ = "document"
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    kind: str
+    received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    sick_from: date | None = None
+    sick_to: date | None = None
+    person_name: str | None = None
+    relation: str | None = None
+    judged_false: bool = False
+    filename: str | None = None
+
+
+class ClaimTransition(SQLModel, table=True):
+    """The audit trail: one row per state change (and per internal step such as an extension)."""
+
+    __tablename__ = "claim_transition"
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    trigger: str
+    from_state: str
+    to_state: str
+    actor: str
+    at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    note: str | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Messages and payouts to dispatch, written in the same transaction as the step that caused them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
+        Index("ix_outbox_due", "status", "kind", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # email | payout
+    dedup_key: str = Field(sa_type=String(200))
+    claim_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("claim.id"), index=True, nullable=True))
+    template: str | None = None
+    recipient: str | None = None
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = "pending"  # pending | sent | failed | held
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    sent_at: datetime | None = _ts()
+    last_error: str | None = None

@@ -1,0 +1,477 @@
+"""The claim lifecycle: states, the transition table (data), pure guards and the effects of each step.
+
+Nothing here touches a database or a clock: a guard takes the claim's facts and `now`.
+`models/lifecycle_store.py` lays this machine over the stored rows.
+
+Reading guide:
+- `ClaimState`: every state a claim can be in.
+- `TRANSITIONS`: the table, in the shape `transitions.Machine` takes (rows for one trigger and source
+  are tried in order; the first whose guards pass wins).
+- `GUARDS`: each guard with the refusal it stands for, so a failed trigger says why.
+- `effects()`: the columns a step writes besides the state (deadlines, decision, voided barcode).
+- `NOTIFICATIONS`: which buyer email a step sends (through the outbox, in the same transaction).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from transitions import Machine, MachineError
+
+from states import calendar
+from states.policy import (
+    DOCUMENTED_REASONS,
+    EVENT_REASONS,
+    ORGANIZER_DECIDES,
+    LEGAL_POLICY,
+    DocumentEvidence,
+    OrganizerPolicy,
+    PolicyError,
+    Reason,
+    TicketPrice,
+    check_documented_claim,
+    quote_refund,
+)
+
+
+class ClaimState(StrEnum):
+    FILED = "filed"
+    AWAITING_DOCUMENTS = "awaiting_documents"
+    AWAITING_ORGANIZER = "awaiting_organizer"
+    ESCALATED = "escalated"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PAYOUT_PENDING = "payout_pending"
+    PAYOUT_FAILED = "payout_failed"
+    NEEDS_BANK_DETAILS = "needs_bank_details"
+    PAID = "paid"
+    VOUCHER_ISSUED = "voucher_issued"
+    WITHDRAWN = "withdrawn"
+    CLOSED = "closed"
+
+
+S = ClaimState
+# A claim in one of these states no longer holds its ticket: a new claim for the ticket may be filed
+# (e.g. the voluntary fallback after a refusal). The database enforces one open claim per ticket.
+FINAL_STATES: frozenset[ClaimState] = frozenset({S.PAID, S.REJECTED, S.VOUCHER_ISSUED, S.WITHDRAWN, S.CLOSED})
+OPEN_STATES: frozenset[ClaimState] = frozenset(set(S) - FINAL_STATES)
+# States where the organizer's decision is awaited and the decision SLA runs.
+DECISION_STATES: frozenset[ClaimState] = frozenset({S.AWAITING_ORGANIZER})
+# States where money is owed and the payout SLA runs.
+PAYOUT_STATES: frozenset[ClaimState] = frozenset({S.APPROVED, S.PAYOUT_PENDING, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS})
+
+
+class Trigger(StrEnum):
+    ASSESS = "assess"
+    SUBMIT_DOCUMENTS = "submit_documents"
+    APPROVE = "approve"
+    REJECT = "reject"
+    EXTEND_REVIEW = "extend_review"
+    ESCALATE = "escalate"
+    EXPIRE_DOCUMENTS = "expire_documents"
+    WITHDRAW = "withdraw"
+    ISSUE_VOUCHER = "issue_voucher"
+    START_PAYOUT = "start_payout"
+    BANK_DETAILS_RECEIVED = "bank_details_received"
+    PAYOUT_SUCCEEDED = "payout_succeeded"
+    PAYOUT_FAILED = "payout_failed"
+    RETRY_PAYOUT = "retry_payout"
+    FLAG_PAYOUT_OVERDUE = "flag_payout_overdue"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFacts:
+    """What the guards may look at: a snapshot of the claim, its ticket, order and event."""
+
+    reason: Reason
+    state: ClaimState
+    filed_at: datetime
+    event_start: datetime  # aware, in the venue's time zone
+    ticket: TicketPrice
+    barcode_status: str = "valid"  # valid | scanned | void
+    payment_method: str = "card"  # card | cash | bso
+    acquirer_payment_id: str | None = None
+    has_bank_details: bool = False
+    event_status: str = "scheduled"  # scheduled | cancelled | postponed | replaced
+    high_alert_regime: bool = False
+    policy: OrganizerPolicy = LEGAL_POLICY
+    order_created_at: datetime | None = None
+    buyer_name: str = ""
+    name_mismatch_explanation: str | None = None
+    documents: tuple[DocumentEvidence, ...] = ()
+    extended: bool = False
+    decision_due: date | None = None
+    payout_due: date | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    name: str
+    check: Callable[[ClaimFacts, datetime], bool]
+    code: str
+    message_ru: str
+
+
+GUARDS: dict[str, Guard] = {}
+
+
+def guard(code: str, message_ru: str) -> Callable[[Callable[[ClaimFacts, datetime], bool]], Callable]:
+    def register(fn: Callable[[ClaimFacts, datetime], bool]) -> Callable[[ClaimFacts, datetime], bool]:
+        GUARDS[fn.__name__] = Guard(fn.__name__, fn, code, message_ru)
+        return fn
+
+    return register
+
+
+def _quote(c: ClaimFacts):
+    return quote_refund(reason=c.reason, event_start=c.event_start, filed_at=c.filed_at, ticket=c.ticket, policy=c.policy)
+
+
+def _documented_refusals(c: ClaimFacts):
+    return check_documented_claim(
+        reason=c.reason,
+        event_start=c.event_start,
+        filed_at=c.filed_at,
+        order_created_at=c.order_created_at or c.filed_at,
+        buyer_name=c.buyer_name,
+        name_mismatch_explanation=c.name_mismatch_explanation,
+        documents=c.documents,
+    )
+
+
+@guard("TICKET_SCANNED", "Билет уже прошёл контроль на входе, вернуть его нельзя.")
+def ticket_scanned(c: ClaimFacts, now: datetime) -> bool:
+    """A ticket scanned at the entrance cannot be refunded."""
+    return c.barcode_status == "scanned"
+
+
+@guard("TICKET_SCANNED", "Билет уже прошёл контроль на входе, вернуть его нельзя.")
+def ticket_not_scanned(c: ClaimFacts, now: datetime) -> bool:
+    return c.barcode_status != "scanned"
+
+
+@guard("NOT_AUTOMATIC", "Заявку рассматривает организатор.")
+def paid_without_decision(c: ClaimFacts, now: datetime) -> bool:
+    """Voluntary refunds follow the Art. 52.1 table; cancellations pay 100 %: no one needs to decide."""
+    return c.reason == Reason.VOLUNTARY or c.reason in EVENT_REASONS
+
+
+@guard("NOT_ELIGIBLE", "По правилам возврата сумма к возврату равна нулю.")
+def quote_eligible(c: ClaimFacts, now: datetime) -> bool:
+    """Art. 52.1 table (voluntary) or 100 % (event cancelled, replaced, postponed)."""
+    try:
+        quote = _quote(c)
+    except PolicyError:
+        return False
+    return quote.eligible and quote.amount > 0
+
+
+@guard("NOT_VOLUNTARY", "Заявка подана не по собственной инициативе.")
+def voluntary_reason(c: ClaimFacts, now: datetime) -> bool:
+    return c.reason == Reason.VOLUNTARY
+
+
+@guard("NOT_DOCUMENTED", "Причина заявки не требует документов.")
+def documented_reason(c: ClaimFacts, now: datetime) -> bool:
+    return c.reason in DOCUMENTED_REASONS
+
+
+@guard("DOCUMENTED_REFUSAL", "Заявка не соответствует условиям возврата по болезни или смерти близкого.")
+def documented_refusal(c: ClaimFacts, now: datetime) -> bool:
+    """Decree 1491: a documented claim with a disqualifying fact (filed after the event, late or false documents...)."""
+    return bool(_documented_refusals(c))
+
+
+@guard("DOCUMENTS_OUTSTANDING", "Документы ещё не получены.")
+def documents_outstanding(c: ClaimFacts, now: datetime) -> bool:
+    return not c.documents
+
+
+@guard("NO_DOCUMENTS", "Для рассмотрения заявки нужен подтверждающий документ.")
+def has_documents(c: ClaimFacts, now: datetime) -> bool:
+    return bool(c.documents)
+
+
+@guard("ORGANIZER_DOES_NOT_DECIDE", "Эту заявку организатор не рассматривает.")
+def organizer_decides(c: ClaimFacts, now: datetime) -> bool:
+    return c.reason in ORGANIZER_DECIDES
+
+
+@guard("ALREADY_EXTENDED", "Срок рассмотрения уже продлён до 20 рабочих дней.")
+def not_extended(c: ClaimFacts, now: datetime) -> bool:
+    """The organizer may extend the review from 10 to 20 working days, once."""
+    return not c.extended
+
+
+@guard("NOT_OVERDUE", "Срок рассмотрения ещё не истёк.")
+def decision_overdue(c: ClaimFacts, now: datetime) -> bool:
+    """Past the decision deadline: the due day itself still counts as in time."""
+    return c.decision_due is not None and now.astimezone(c.event_start.tzinfo).date() > c.decision_due
+
+
+@guard("PAYOUT_NOT_OVERDUE", "Срок выплаты ещё не истёк.")
+def payout_overdue(c: ClaimFacts, now: datetime) -> bool:
+    return c.payout_due is not None and now.astimezone(c.event_start.tzinfo).date() > c.payout_due
+
+
+@guard("DOCUMENTS_WINDOW_OPEN", "Срок представления документов ещё не истёк.")
+def documents_window_closed(c: ClaimFacts, now: datetime) -> bool:
+    """Documents may follow within 14 days of the event (Decree 1491)."""
+    from states.policy import documents_deadline
+
+    return now > documents_deadline(c.event_start)
+
+
+@guard("NOT_IN_REGIME", "Ваучер предлагается только при отмене в режиме повышенной готовности.")
+def voucher_allowed(c: ClaimFacts, now: datetime) -> bool:
+    """Decree 442: in a high-alert regime the organizer may offer a voucher instead of money."""
+    return c.high_alert_regime and c.reason in EVENT_REASONS
+
+
+@guard("PAYOUT_CHANNEL_MISSING", "Для возврата нужны банковские реквизиты.")
+def payout_channel_ready(c: ClaimFacts, now: datetime) -> bool:
+    """A card purchase goes back to the card via the acquirer; cash and BSO need full bank details."""
+    if c.payment_method == "card":
+        return bool(c.acquirer_payment_id)
+    return c.has_bank_details
+
+
+@guard("BANK_DETAILS_MISSING", "Нужны банковские реквизиты: БИК, номер счёта и ФИО получателя.")
+def has_bank_details(c: ClaimFacts, now: datetime) -> bool:
+    return c.has_bank_details
+
+
+def _row(trigger: Trigger, source, dest, *conditions: str, unless: tuple[str, ...] = ()) -> dict[str, Any]:
+    sources = [source] if isinstance(source, ClaimState) else list(source)
+    return {
+        "trigger": trigger.value,
+        "source": [s.value for s in sources],
+        "dest": dest.value if dest is not None else None,  # None: internal (state kept, audit row written)
+        "conditions": list(conditions),
+        "unless": list(unless),
+    }
+
+
+T = Trigger
+DECIDABLE = (S.AWAITING_ORGANIZER, S.ESCALATED)
+OPEN_BEFORE_DECISION = (S.FILED, S.AWAITING_DOCUMENTS, S.AWAITING_ORGANIZER, S.ESCALATED)
+
+TRANSITIONS: list[dict[str, Any]] = [
+    # Intake: rows for `assess` are tried in this order.
+    _row(T.ASSESS, S.FILED, S.REJECTED, "ticket_scanned"),
+    _row(T.ASSESS, S.FILED, S.APPROVED, "paid_without_decision", "quote_eligible"),
+    _row(T.ASSESS, S.FILED, S.REJECTED, "voluntary_reason"),
+    _row(T.ASSESS, S.FILED, S.REJECTED, "documented_reason", "documented_refusal"),
+    _row(T.ASSESS, S.FILED, S.AWAITING_DOCUMENTS, "documented_reason", "documents_outstanding"),
+    _row(T.ASSESS, S.FILED, S.AWAITING_ORGANIZER, "organizer_decides"),
+    _row(T.SUBMIT_DOCUMENTS, S.AWAITING_DOCUMENTS, S.AWAITING_ORGANIZER, "has_documents"),
+    _row(T.EXPIRE_DOCUMENTS, S.AWAITING_DOCUMENTS, S.REJECTED, "documents_window_closed"),
+    # The organizer (or, once escalated, the operator's supervisor) decides.
+    _row(T.APPROVE, DECIDABLE, S.APPROVED, "ticket_not_scanned"),
+    _row(T.REJECT, DECIDABLE + (S.AWAITING_DOCUMENTS,), S.REJECTED),
+    _row(T.EXTEND_REVIEW, S.AWAITING_ORGANIZER, None, "not_extended"),
+    _row(T.ESCALATE, S.AWAITING_ORGANIZER, S.ESCALATED, "decision_overdue"),
+    _row(T.WITHDRAW, OPEN_BEFORE_DECISION, S.WITHDRAWN),
+    # Event cancelled in a high-alert regime: a voucher instead of money (Decree 442).
+    _row(T.ISSUE_VOUCHER, S.FILED, S.VOUCHER_ISSUED, "voucher_allowed"),
+    # Money.
+    _row(T.START_PAYOUT, S.APPROVED, S.PAYOUT_PENDING, "ticket_not_scanned", "payout_channel_ready"),
+    _row(T.START_PAYOUT, S.APPROVED, S.NEEDS_BANK_DETAILS, "ticket_not_scanned", unless=("payout_channel_ready",)),
+    _row(T.BANK_DETAILS_RECEIVED, S.NEEDS_BANK_DETAILS, S.PAYOUT_PENDING, "has_bank_details"),
+    _row(T.PAYOUT_SUCCEEDED, S.PAYOUT_PENDING, S.PAID),
+    _row(T.PAYOUT_FAILED, S.PAYOUT_PENDING, S.PAYOUT_FAILED),
+    _row(T.RETRY_PAYOUT, S.PAYOUT_FAILED, S.PAYOUT_PENDING),
+    _row(T.FLAG_PAYOUT_OVERDUE, (S.APPROVED, S.PAYOUT_PENDING, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS), None, "payout_overdue"),
+    _row(T.CLOSE, (S.PAID, S.REJECTED, S.VOUCHER_ISSUED, S.WITHDRAWN), S.CLOSED),
+]
+
+# Buyer-facing email sent when a step lands in a state (template names in tasks/templates/email/).
+NOTIFICATIONS: Mapping[tuple[str, str], str] = {
+    (T.ASSESS, S.APPROVED): "decision_approved",
+    (T.ASSESS, S.REJECTED): "decision_rejected",
+    (T.ASSESS, S.AWAITING_DOCUMENTS): "documents_needed",
+    (T.EXPIRE_DOCUMENTS, S.REJECTED): "decision_rejected",
+    (T.APPROVE, S.APPROVED): "decision_approved",
+    (T.REJECT, S.REJECTED): "decision_rejected",
+    (T.EXTEND_REVIEW, S.AWAITING_ORGANIZER): "review_extended",
+    (T.START_PAYOUT, S.NEEDS_BANK_DETAILS): "bank_details_needed",
+    (T.PAYOUT_SUCCEEDED, S.PAID): "refund_sent",
+}
+
+
+def edges() -> set[tuple[str, str]]:
+    """Every (source, target) pair of the table; an internal transition is (s, s)."""
+    out: set[tuple[str, str]] = set()
+    for row in TRANSITIONS:
+        for source in row["source"]:
+            out.add((source, row["dest"] or source))
+    return out
+
+
+# --- deciding a trigger for one claim -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of asking the table: a target state, or the refusals that stopped every row."""
+
+    trigger: str
+    source: str
+    dest: str | None = None
+    refusals: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (code, message_ru)
+
+    @property
+    def allowed(self) -> bool:
+        return self.dest is not None
+
+
+_ROWS_BY_KEY: dict[tuple[str, str], list[dict[str, Any]]] = {}
+for _r in TRANSITIONS:
+    for _s in _r["source"]:
+        _ROWS_BY_KEY.setdefault((_r["trigger"], _s), []).append(_r)
+
+
+class InvalidTrigger(ValueError):
+    """The trigger does not exist from the claim's current state."""
+
+
+def decide(trigger: str, facts: ClaimFacts, now: datetime) -> Outcome:
+    """Walk the table's rows for (trigger, state) in order, like `transitions.Machine` does.
+
+    The batch path uses this directly (one Python call per claim, no machine per claim);
+    a property test checks that it always agrees with the `transitions` machine below.
+    """
+    source = facts.state.value if isinstance(facts.state, ClaimState) else facts.state
+    rows = _ROWS_BY_KEY.get((trigger, source))
+    if not rows:
+        raise InvalidTrigger(f"trigger {trigger!r} is not allowed from state {source!r}")
+    refusals: list[tuple[str, str]] = []
+    for row in rows:
+        failed = next((g for g in row["conditions"] if not GUARDS[g].check(facts, now)), None)
+        if failed is None:
+            failed = next((g for g in row["unless"] if GUARDS[g].check(facts, now)), None)
+        if failed is None:
+            return Outcome(trigger, source, row["dest"] or source)
+        g = GUARDS[failed]
+        refusals.append((g.code, g.message_ru))
+    return Outcome(trigger, source, None, tuple(dict.fromkeys(refusals)))
+
+
+class ClaimModel:
+    """The object `transitions` drives for one claim: its state plus the facts the guards read."""
+
+    def __init__(self, facts: ClaimFacts):
+        self.facts = facts
+        self.state = facts.state.value
+
+
+def _condition(name: str) -> Callable:
+    check = GUARDS[name].check
+    return lambda event: check(event.model.facts, event.kwargs["now"])
+
+
+def build_machine(model: ClaimModel | None = None, *, graph: bool = False):
+    """The `transitions` machine over the table. With graph=True, a GraphMachine (mermaid engine)."""
+    rows = [
+        {
+            **row,
+            "conditions": [_condition(c) for c in row["conditions"]],
+            "unless": [_condition(c) for c in row["unless"]],
+        }
+        for row in TRANSITIONS
+    ]
+    kwargs: dict[str, Any] = dict(
+        states=[s.value for s in ClaimState],
+        transitions=rows,
+        initial=model.state if model else ClaimState.FILED.value,
+        send_event=True,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
+    if graph:
+        from transitions.extensions import GraphMachine
+
+        rows_named = [dict(r) for r in TRANSITIONS]  # names, not lambdas, on the diagram's edges
+        kwargs["transitions"] = rows_named
+        return GraphMachine(model=model, graph_engine="mermaid", show_conditions=True, title="Claim lifecycle", **kwargs)
+    return Machine(model=model, **kwargs)
+
+
+def fire(trigger: str, facts: ClaimFacts, now: datetime) -> Outcome:
+    """Apply a trigger through the `transitions` machine (the single-claim path)."""
+    model = ClaimModel(facts)
+    build_machine(model)
+    try:
+        moved = model.trigger(trigger, now=now)
+    except (MachineError, AttributeError) as exc:
+        raise InvalidTrigger(f"trigger {trigger!r} is not allowed from state {model.state!r}") from exc
+    if not moved:
+        return decide(trigger, facts, now)  # same rows, to collect the refusals
+    return Outcome(trigger, facts.state.value if isinstance(facts.state, ClaimState) else facts.state, model.state)
+
+
+def mermaid_diagram() -> str:
+    """The lifecycle as a mermaid state diagram, generated from TRANSITIONS."""
+    model = ClaimModel.__new__(ClaimModel)
+    model.state = ClaimState.FILED.value
+    machine = build_machine(None, graph=True)
+    machine.add_model(model)
+    return model.get_graph().draw(None)
+
+
+def intake_refusal(facts: ClaimFacts, now: datetime) -> tuple[str, str]:
+    """Why a claim was refused without anyone deciding: the policy's own code and Russian message."""
+    if ticket_scanned(facts, now):
+        g = GUARDS["ticket_scanned"]
+        return g.code, g.message_ru
+    if facts.reason in DOCUMENTED_REASONS:
+        refusals = _documented_refusals(facts)
+        if refusals:
+            return refusals[0].code, refusals[0].message_ru
+        return "DOCUMENTS_LATE", "Документы не поступили в течение 14 дней после мероприятия."
+    try:
+        quote = _quote(facts)
+    except PolicyError as exc:
+        return "NOT_ELIGIBLE", str(exc)
+    return quote.refusal_code or "NOT_ELIGIBLE", quote.refusal_message_ru or GUARDS["quote_eligible"].message_ru
+
+
+# --- what a step writes besides the state -----------------------------------------------------------
+
+def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Columns a step sets on the claim (and `ticket_barcode_status` on its ticket). Pure."""
+    data = data or {}
+    local_today = now.astimezone(facts.event_start.tzinfo).date()
+    out: dict[str, Any] = {}
+    if trigger == T.ASSESS and dest == S.AWAITING_ORGANIZER or trigger == T.SUBMIT_DOCUMENTS:
+        filed_on = facts.filed_at.astimezone(facts.event_start.tzinfo).date()
+        due = calendar.decision_deadline(filed_on, extended=facts.extended)
+        out |= {"decision_due": due.due, "deadline_provisional": due.provisional}
+    if trigger == T.EXTEND_REVIEW:
+        filed_on = facts.filed_at.astimezone(facts.event_start.tzinfo).date()
+        due = calendar.decision_deadline(filed_on, extended=True)
+        out |= {"extended": True, "decision_due": due.due, "deadline_provisional": due.provisional}
+    if dest in (S.APPROVED, S.REJECTED) and trigger != T.CLOSE:
+        out |= {"decided_at": now, "decision_due": None}
+    if dest == S.APPROVED:
+        due = calendar.payout_deadline(local_today)
+        out |= {"payout_due": due.due, "deadline_provisional": due.provisional}
+    if dest == S.ESCALATED:
+        out |= {"escalated_at": now}
+    if trigger == T.FLAG_PAYOUT_OVERDUE:
+        out |= {"escalated_at": now}
+    if trigger == T.START_PAYOUT and dest == S.PAYOUT_PENDING or trigger == T.BANK_DETAILS_RECEIVED:
+        out |= {"ticket_barcode_status": "void"}  # money is on its way: the barcode must not open the door
+    if dest == S.PAID:
+        out |= {"payout_due": None, "paid_at": now}
+    if dest in (S.WITHDRAWN, S.VOUCHER_ISSUED):
+        out |= {"decision_due": None}
+    if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS):
+        out["refusal_code"], out["refusal_message"] = intake_refusal(facts, now)
+    for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount"):
+        if key in data:
+            out[key] = data[key]
+    return out
