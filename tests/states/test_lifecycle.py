@@ -1,0 +1,171 @@
+"""The claim lifecycle table (states/lifecycle.py): its edges pinned, its shape checked, its guards by example."""
+from __future__ import annotations
+
+from collections import deque
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from states.lifecycle import (
+    FINAL_STATES,
+    GUARDS,
+    NOTIFICATIONS,
+    OPEN_STATES,
+    TRANSITIONS,
+    ClaimFacts,
+    ClaimState,
+    InvalidTrigger,
+    Trigger,
+    decide,
+    edges,
+    effects,
+    fire,
+)
+from states.policy import Reason, TicketPrice
+
+S = ClaimState
+MSK = ZoneInfo("Europe/Moscow")
+EVENT = datetime(2026, 3, 20, 19, 0, tzinfo=MSK)
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=MSK)
+
+# Every (source, target) pair of the lifecycle. Adding or removing a step must change this literal.
+EXPECTED_EDGES = {
+    ("filed", "rejected"),
+    ("filed", "approved"),
+    ("filed", "awaiting_documents"),
+    ("filed", "awaiting_organizer"),
+    ("filed", "voucher_issued"),
+    ("filed", "withdrawn"),
+    ("awaiting_documents", "awaiting_organizer"),
+    ("awaiting_documents", "rejected"),
+    ("awaiting_documents", "withdrawn"),
+    ("awaiting_organizer", "approved"),
+    ("awaiting_organizer", "rejected"),
+    ("awaiting_organizer", "escalated"),
+    ("awaiting_organizer", "withdrawn"),
+    ("awaiting_organizer", "awaiting_organizer"),  # extend_review (internal)
+    ("escalated", "approved"),
+    ("escalated", "rejected"),
+    ("escalated", "withdrawn"),
+    ("approved", "payout_pending"),
+    ("approved", "needs_bank_details"),
+    ("approved", "approved"),  # flag_payout_overdue (internal)
+    ("needs_bank_details", "payout_pending"),
+    ("needs_bank_details", "needs_bank_details"),
+    ("payout_pending", "paid"),
+    ("payout_pending", "payout_failed"),
+    ("payout_pending", "payout_pending"),
+    ("payout_failed", "payout_pending"),
+    ("payout_failed", "payout_failed"),
+    ("paid", "closed"),
+    ("rejected", "closed"),
+    ("voucher_issued", "closed"),
+    ("withdrawn", "closed"),
+}
+
+
+def facts(**kw) -> ClaimFacts:
+    base = dict(reason=Reason.VOLUNTARY, state=S.FILED, filed_at=NOW, event_start=EVENT, ticket=TicketPrice(350000, 400000, 35000))
+    return ClaimFacts(**(base | kw))
+
+
+def _graph() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {s.value: set() for s in ClaimState}
+    for source, target in edges():
+        out[source].add(target)
+    return out
+
+
+def test_edges_are_exactly_the_pinned_set():
+    assert edges() == EXPECTED_EDGES
+
+
+def test_every_state_is_reachable_from_filed():
+    graph, seen, todo = _graph(), {"filed"}, deque(["filed"])
+    while todo:
+        for nxt in graph[todo.popleft()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    assert seen == {s.value for s in ClaimState}
+
+
+def test_every_open_state_has_a_way_out_and_closed_has_none():
+    graph = _graph()
+    stuck = [s.value for s in OPEN_STATES if not graph[s.value] - {s.value}]
+    assert stuck == []
+    assert graph["closed"] == set()
+    # Every final state except closed can still be closed (archived).
+    assert {s.value for s in FINAL_STATES if "closed" in graph[s.value]} == {s.value for s in FINAL_STATES} - {"closed"}
+
+
+def test_open_and_final_states_partition_the_states():
+    assert OPEN_STATES | FINAL_STATES == set(ClaimState)
+    assert not OPEN_STATES & FINAL_STATES
+
+
+def test_table_uses_only_known_triggers_states_and_guards():
+    states = {s.value for s in ClaimState}
+    for row in TRANSITIONS:
+        assert row["trigger"] in {t.value for t in Trigger}
+        assert set(row["source"]) <= states
+        assert row["dest"] is None or row["dest"] in states
+        assert set(row["conditions"]) | set(row["unless"]) <= set(GUARDS)
+    assert {row["trigger"] for row in TRANSITIONS} == {t.value for t in Trigger}
+
+
+def test_every_notification_is_a_step_of_the_table():
+    for trigger, dest in NOTIFICATIONS:
+        assert any(row["trigger"] == trigger and (row["dest"] or row["source"][0]) == dest for row in TRANSITIONS), (trigger, dest)
+
+
+@pytest.mark.parametrize(
+    ("kw", "trigger", "now", "dest"),
+    [
+        pytest.param({}, "assess", NOW, "approved", id="voluntary d>=10 approved"),
+        pytest.param({"filed_at": datetime(2026, 3, 18, 12, tzinfo=MSK)}, "assess", NOW, "rejected", id="voluntary d<3 rejected"),
+        pytest.param({"barcode_status": "scanned", "reason": Reason.CANCELLED}, "assess", NOW, "rejected", id="scanned rejected"),
+        pytest.param({"reason": Reason.ILLNESS}, "assess", NOW, "awaiting_documents", id="illness no documents"),
+        pytest.param({"reason": Reason.OTHER}, "assess", NOW, "awaiting_organizer", id="other to organizer"),
+        pytest.param({"reason": Reason.CANCELLED}, "assess", NOW, "approved", id="cancelled approved"),
+        pytest.param({"state": S.AWAITING_ORGANIZER, "reason": Reason.OTHER}, "extend_review", NOW, "awaiting_organizer", id="extend internal"),
+        pytest.param({"state": S.APPROVED, "payment_method": "cash"}, "start_payout", NOW, "needs_bank_details", id="cash no details"),
+        pytest.param({"state": S.APPROVED, "acquirer_payment_id": "pay-1"}, "start_payout", NOW, "payout_pending", id="card"),
+    ],
+)
+def test_decide_and_fire_pick_the_documented_target(kw, trigger, now, dest):
+    f = facts(**kw)
+    assert decide(trigger, f, now).dest == dest
+    assert fire(trigger, f, now).dest == dest
+
+
+def test_refusal_names_the_failed_guard():
+    f = facts(state=S.AWAITING_ORGANIZER, reason=Reason.OTHER, decision_due=date(2026, 3, 16))
+    on_due_day = datetime(2026, 3, 16, 23, 59, tzinfo=MSK)
+    assert decide("escalate", f, on_due_day).refusals == ((GUARDS["decision_overdue"].code, GUARDS["decision_overdue"].message_ru),)
+    assert fire("escalate", f, on_due_day).refusals[0][0] == "NOT_OVERDUE"
+    assert decide("escalate", f, on_due_day + timedelta(minutes=1)).dest == "escalated"
+
+
+def test_overdue_is_judged_in_the_venue_time_zone():
+    # 21:30 UTC on the due day is already the next day in Moscow: overdue.
+    f = facts(state=S.AWAITING_ORGANIZER, reason=Reason.OTHER, decision_due=date(2026, 3, 16))
+    assert decide("escalate", f, datetime(2026, 3, 16, 21, 30, tzinfo=ZoneInfo("UTC"))).dest == "escalated"
+
+
+@pytest.mark.parametrize("state", [S.PAID, S.CLOSED, S.REJECTED])
+def test_a_trigger_missing_from_a_state_is_invalid_in_both_evaluators(state):
+    with pytest.raises(InvalidTrigger):
+        decide("approve", facts(state=state), NOW)
+    with pytest.raises(InvalidTrigger):
+        fire("approve", facts(state=state), NOW)
+
+
+def test_effects_of_approval_and_submission():
+    approved = effects("assess", "approved", facts(), NOW)
+    assert approved["payout_due"] == date(2026, 3, 16)  # 10 working days; 9 March 2026 is a day off
+    assert approved["decided_at"] == NOW
+    submitted = effects("submit_documents", "awaiting_organizer", facts(reason=Reason.ILLNESS, state=S.AWAITING_DOCUMENTS), NOW)
+    assert submitted["decision_due"] == date(2026, 3, 16)
+    payout = effects("start_payout", "payout_pending", facts(state=S.APPROVED), NOW)
+    assert payout["ticket_barcode_status"] == "void"
