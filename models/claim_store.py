@@ -7,6 +7,7 @@ with one UPDATE per (source, target, effects) group and bulk inserts for audit a
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,21 +16,24 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ARRAY, Integer, any_, String, bindparam, case, cast, func, insert, literal, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from models.db import UtcDateTime
 from models.tables import Claim, ClaimTransition, Document, Event, Order, Organizer, OutboxMessage, Regime, Ticket, Venue
 from states.lifecycle import (
+    FACTLESS_TRIGGERS,
     NOTIFICATIONS,
     ClaimFacts,
     ClaimState,
     InvalidTrigger,
+    cached_quote,
     Outcome,
     decide,
     effects,
     fire,
 )
-from states.policy import DocumentEvidence, OrganizerPolicy, Reason, TicketPrice, quote_refund
+from states.policy import DocumentEvidence, documents_deadline, OrganizerPolicy, Reason, TicketPrice, quote_refund
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
@@ -83,6 +87,20 @@ class BatchResult:
         self.invalid.update(other.invalid)
 
 
+def id_in(conn: Connection, column, values: Iterable[Any]):
+    """`column IN (values)` as ONE bound parameter (a JSON array on SQLite, an array on PostgreSQL).
+
+    An expanding IN of 5,000 ids costs SQLAlchemy a fresh compile and 5,000 named parameters per
+    statement; this keeps one cached statement for any list size.
+    """
+    values = list(values)
+    is_text = bool(values) and isinstance(values[0], str)
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(String if is_text else Integer), unique=True))
+    each = func.json_each(bindparam(None, json.dumps(values), type_=String, unique=True)).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
 # --- facts: one query for any number of claims ---------------------------------------------------
 
 @lru_cache(maxsize=256)
@@ -93,6 +111,12 @@ def _zone(name: str) -> ZoneInfo:
 @lru_cache(maxsize=1024)
 def _policy(items: tuple) -> OrganizerPolicy:
     return OrganizerPolicy.from_mapping(dict(items))
+
+
+@lru_cache(maxsize=4096)
+def _ticket_price(price_paid: int, nominal: int | None, service_fee: int, delivery_fee: int, promo: bool) -> TicketPrice:
+    # A hall has a handful of price categories: validate each once, not once per seat.
+    return TicketPrice(price_paid, nominal, service_fee, delivery_fee, promo)
 
 
 def _freeze(value: Any) -> Any:
@@ -117,8 +141,7 @@ _FACTS_COLUMNS = (
     order_t.c.created_at.label("order_created_at"),
     event_t.c.id.label("event_id"), event_t.c.title.label("event_title"), event_t.c.starts_at,
     event_t.c.status.label("event_status"), event_t.c.regime_id,
-    venue_t.c.timezone, organizer_t.c.policy, organizer_t.c.id.label("organizer_id"),
-    organizer_t.c.email.label("organizer_email"),
+    venue_t.c.timezone, event_t.c.organizer_id,
 )
 
 
@@ -130,8 +153,12 @@ def _facts_query():
         .join(order_t, order_t.c.id == ticket_t.c.order_id)
         .join(event_t, event_t.c.id == claim_t.c.event_id)
         .join(venue_t, venue_t.c.id == event_t.c.venue_id)
-        .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
     )
+
+
+def _policies(conn: Connection, organizer_ids: set[int]) -> dict[int, OrganizerPolicy]:
+    rows = conn.execute(select(organizer_t.c.id, organizer_t.c.policy).where(organizer_t.c.id.in_(organizer_ids)))
+    return {r.id: _thaw_policy(r.policy) for r in rows}
 
 
 def _documents_for(conn: Connection, claim_ids: Sequence[int]) -> dict[int, tuple[DocumentEvidence, ...]]:
@@ -160,31 +187,36 @@ def _regime_active(conn: Connection, regime_ids: set[int], now: datetime) -> dic
 
 def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for_update: bool = False) -> dict[int, tuple[Any, ClaimFacts]]:
     """Read claims with everything their guards look at: one query, plus documents when any are documented."""
-    query = _facts_query().where(claim_t.c.id.in_(list(claim_ids)))
+    query = _facts_query().where(id_in(conn, claim_t.c.id, claim_ids))
     if for_update and conn.dialect.name == "postgresql":
         query = query.with_for_update(of=claim_t)
     rows = conn.execute(query).all()
     documented = [r.id for r in rows if r.reason in (Reason.ILLNESS.value, Reason.DEATH.value)]
     docs = _documents_for(conn, documented)
     regimes = _regime_active(conn, {r.regime_id for r in rows if r.regime_id}, now)
+    policies = _policies(conn, {r.organizer_id for r in rows})
+    starts: dict[tuple, datetime] = {}
     out: dict[int, tuple[Any, ClaimFacts]] = {}
     for r in rows:
-        tz = _zone(r.timezone)
+        key = (r.starts_at, r.timezone)
+        event_start = starts.get(key)
+        if event_start is None:
+            event_start = starts[key] = r.starts_at.astimezone(_zone(r.timezone))
         out[r.id] = (
             r,
             ClaimFacts(
                 reason=Reason(r.reason),
                 state=ClaimState(r.state),
                 filed_at=r.filed_at,
-                event_start=r.starts_at.astimezone(tz),
-                ticket=TicketPrice(r.price_paid, r.nominal, r.service_fee, r.delivery_fee, r.promo),
+                event_start=event_start,
+                ticket=_ticket_price(r.price_paid, r.nominal, r.service_fee, r.delivery_fee, r.promo),
                 barcode_status=r.barcode_status,
                 payment_method=r.payment_method,
                 acquirer_payment_id=r.acquirer_payment_id,
                 has_bank_details=bool(r.bank_details),
                 event_status=r.event_status,
                 high_alert_regime=bool(r.regime_id and regimes.get(r.regime_id)),
-                policy=_thaw_policy(r.policy),
+                policy=policies[r.organizer_id],
                 order_created_at=r.order_created_at,
                 buyer_name=r.buyer_name,
                 name_mismatch_explanation=r.name_mismatch_explanation,
@@ -197,49 +229,104 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
     return out
 
 
-# --- payloads for the outbox ---------------------------------------------------------------------
+# --- audit and outbox, set-based -----------------------------------------------------------------
+#
+# Both paths (one claim, a batch of thousands) write the audit trail and the buyer emails with
+# INSERT ... SELECT over the claims just moved: one statement per group, no per-row Python.
 
-def _iso(value: date | datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def notification_payload(row: Any, facts: ClaimFacts, eff: Mapping[str, Any], note: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
-    """The template context of a buyer email: plain JSON, rendered later by the dispatcher."""
-    amount = eff.get("approved_amount", row.approved_amount) or row.amount
-    payload = {
-        "claim_number": row.number,
-        "buyer_name": row.buyer_name,
-        "reason": row.reason,
-        "event_title": row.event_title,
-        "event_start": facts.event_start.isoformat(),
-        "amount_kopecks": amount,
-        "payment_method": row.payment_method,
-        "decision_due": _iso(eff.get("decision_due", row.decision_due)),
-        "payout_due": _iso(eff.get("payout_due", row.payout_due)),
-        "refusal_code": eff.get("refusal_code"),
-        "refusal_message": eff.get("refusal_message"),
-        "note": note,
-    }
-    if data.get("fallback_offer") is not None:
-        payload["fallback_offer"] = data["fallback_offer"]
-    if data.get("extension_reason"):
-        payload["extension_reason"] = data["extension_reason"]
-    return payload
+def _json_object(dialect: str, pairs: Sequence[tuple[str, Any]]):
+    args: list[Any] = []
+    for key, value in pairs:
+        args.extend([literal_column(f"'{key}'"), value])
+    return (func.json_build_object if dialect == "postgresql" else func.json_object)(*args)
 
 
-def _outbox_row(claim_id: int, template: str, recipient: str, payload: dict, now: datetime, status: str, step_key: str) -> dict[str, Any]:
-    return {
-        "kind": "email",
-        "dedup_key": f"claim:{claim_id}:{step_key}:{template}",
-        "claim_id": claim_id,
-        "template": template,
-        "recipient": recipient,
-        "payload": payload,
-        "status": status,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+def _text(value: Any):
+    return cast(literal(value, String), String)
+
+
+def _int(value: Any):
+    return cast(literal(value, Integer), Integer)
+
+
+def _date_text(column):
+    return cast(column, String)
+
+
+def insert_audit(conn: Connection, ids: Sequence[int], *, trigger: str, source: str, dest: str, actor: str, now: datetime, note: str | None) -> None:
+    if not ids:
+        return
+    conn.execute(
+        insert(audit_t).from_select(
+            ["claim_id", "trigger", "from_state", "to_state", "actor", "at", "note"],
+            select(claim_t.c.id, _text(trigger), _text(source), _text(dest), _text(actor), literal(now, UtcDateTime), _text(note))
+            .where(id_in(conn, claim_t.c.id, ids)),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class EventDates:
+    """Per-event facts for emails that SQL cannot compute portably (SQLite has no time zones)."""
+
+    event_date: str
+    documents_deadline: str
+
+
+def event_dates(facts: ClaimFacts) -> EventDates:
+    return EventDates(facts.event_start.date().isoformat(), documents_deadline(facts.event_start).date().isoformat())
+
+
+def insert_notifications(
+    conn: Connection,
+    ids: Sequence[int],
+    *,
+    template: str,
+    dates: EventDates,
+    now: datetime,
+    status: str,
+    note: str | None,
+    data: Mapping[str, Any],
+) -> None:
+    """Queue one buyer email per claim (claims just moved, version already bumped), keyed by claim and step."""
+    if not ids:
+        return
+    dialect = conn.dialect.name
+    fallback = data.get("fallback_offer") or {}
+    payload = _json_object(dialect, [
+        ("claim_number", claim_t.c.number),
+        ("buyer_name", order_t.c.buyer_name),
+        ("event_title", event_t.c.title),
+        ("event_date", _text(dates.event_date)),
+        ("documents_deadline", _text(dates.documents_deadline)),
+        ("reason", claim_t.c.reason),
+        ("refund_kopecks", func.coalesce(claim_t.c.approved_amount, claim_t.c.amount)),
+        ("payout_deadline", _date_text(claim_t.c.payout_due)),
+        ("new_deadline", _date_text(claim_t.c.decision_due)),
+        ("extension_reason", claim_t.c.extension_reason),
+        ("rejection_reason", func.coalesce(claim_t.c.refusal_message, claim_t.c.decision_note, _text("Организатор отказал в возврате."))),
+        ("channel", case((order_t.c.payment_method == "card", _text("card")), else_=_text("bank_transfer"))),
+        ("fallback_percent", _int(fallback.get("percent"))),
+        ("fallback_kopecks", _int(fallback.get("amount"))),
+        ("note", _text(note)),
+    ])
+    dedup = (
+        _text("claim:") + cast(claim_t.c.id, String) + _text(":v") + cast(claim_t.c.version - 1, String) + _text(f":{template}")
+    )
+    conn.execute(
+        insert(outbox_t).from_select(
+            ["kind", "dedup_key", "claim_id", "template", "recipient", "payload", "status", "attempts", "next_attempt_at", "created_at"],
+            select(
+                _text("email"), dedup, claim_t.c.id, _text(template), order_t.c.buyer_email, payload, _text(status), _int(0),
+                literal(now, UtcDateTime), literal(now, UtcDateTime),
+            )
+            .select_from(claim_t)
+            .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+            .join(order_t, order_t.c.id == ticket_t.c.order_id)
+            .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .where(id_in(conn, claim_t.c.id, ids)),
+        )
+    )
 
 
 # --- one claim -----------------------------------------------------------------------------------
@@ -283,13 +370,10 @@ def apply_trigger(
         raise ConflictError(f"claim {row.number} changed while {trigger} was being applied")
     if "ticket_barcode_status" in eff:
         conn.execute(update(ticket_t).where(ticket_t.c.id == row.ticket_id).values(barcode_status=eff["ticket_barcode_status"]))
-    conn.execute(
-        insert(audit_t).values(claim_id=claim_id, trigger=trigger, from_state=row.state, to_state=outcome.dest, actor=actor, at=now, note=note)
-    )
+    insert_audit(conn, [claim_id], trigger=trigger, source=row.state, dest=outcome.dest, actor=actor, now=now, note=note)
     template = NOTIFICATIONS.get((trigger, outcome.dest))
     if template:
-        payload = notification_payload(row, facts, eff, note, data)
-        conn.execute(insert(outbox_t).values(**_outbox_row(claim_id, template, row.buyer_email, payload, now, "pending", f"v{row.version}")))
+        insert_notifications(conn, [claim_id], template=template, dates=event_dates(facts), now=now, status="pending", note=note, data=data)
     return outcome
 
 
@@ -327,10 +411,36 @@ def apply_batch(
     return total
 
 
+@dataclass(slots=True)
+class StateOnly:
+    """What a factless trigger (no guard, effects from the clock only) needs of a claim."""
+
+    state: ClaimState
+    event_start: datetime
+
+
+def load_states(conn: Connection, claim_ids: Sequence[int]) -> dict[int, tuple[Any, StateOnly]]:
+    rows = conn.execute(
+        select(claim_t.c.id, claim_t.c.state, claim_t.c.version, claim_t.c.ticket_id, claim_t.c.event_id, event_t.c.starts_at, venue_t.c.timezone)
+        .select_from(claim_t)
+        .join(event_t, event_t.c.id == claim_t.c.event_id)
+        .join(venue_t, venue_t.c.id == event_t.c.venue_id)
+        .where(id_in(conn, claim_t.c.id, claim_ids))
+    ).all()
+    starts: dict[tuple, datetime] = {}
+    out = {}
+    for r in rows:
+        key = (r.starts_at, r.timezone)
+        if key not in starts:
+            starts[key] = r.starts_at.astimezone(_zone(r.timezone))
+        out[r.id] = (r, StateOnly(ClaimState(r.state), starts[key]))
+    return out
+
+
 def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now: datetime, note: str | None, data: dict, hold: bool) -> BatchResult:
     result = BatchResult()
-    found = load_facts(conn, ids, now)
-    groups: dict[tuple, list[tuple[Any, ClaimFacts, dict]]] = defaultdict(list)
+    found = load_states(conn, ids) if trigger in FACTLESS_TRIGGERS else load_facts(conn, ids, now)
+    groups: dict[tuple, list[tuple[Any, ClaimFacts]]] = defaultdict(list)
     for claim_id in ids:
         if claim_id not in found:
             result.invalid[claim_id] = "not found"
@@ -345,41 +455,39 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
             result.refused[claim_id] = outcome.refusals
             continue
         eff = effects(trigger, outcome.dest, facts, now, data)
-        groups[(row.state, outcome.dest, _effects_key(eff))].append((row, facts, eff))
+        groups[(row.state, outcome.dest, _effects_key(eff))].append((row, facts))
 
-    audit_rows: list[dict[str, Any]] = []
-    outbox_rows: list[dict[str, Any]] = []
-    void_tickets: list[int] = []
     status = "held" if hold else "pending"
     for (source, dest, eff_key), members in groups.items():
         eff = dict(eff_key)
         claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS}
-        member_ids = [m[0].id for m in members]
         stmt = (
             update(claim_t)
-            .where(claim_t.c.id.in_(bindparam("ids", expanding=True)), claim_t.c.state == source)
+            .where(id_in(conn, claim_t.c.id, [m[0].id for m in members]), claim_t.c.state == source)
             .values(state=dest, version=claim_t.c.version + 1, updated_at=now, **claim_values)
             .returning(claim_t.c.id)
         )
-        moved = {r[0] for r in conn.execute(stmt, {"ids": member_ids})}
-        template = NOTIFICATIONS.get((trigger, dest))
-        for row, facts, _ in members:
+        moved = {r[0] for r in conn.execute(stmt)}
+        by_event: dict[int, list[int]] = defaultdict(list)
+        dates: dict[int, EventDates] = {}
+        void_tickets: list[int] = []
+        for row, facts in members:
             if row.id not in moved:
                 result.conflicts.append(row.id)
                 continue
             result.moved[dest].append(row.id)
-            audit_rows.append({"claim_id": row.id, "trigger": trigger, "from_state": source, "to_state": dest, "actor": actor, "at": now, "note": note})
-            if "ticket_barcode_status" in eff:
-                void_tickets.append(row.ticket_id)
-            if template:
-                payload = notification_payload(row, facts, eff, note, data)
-                outbox_rows.append(_outbox_row(row.id, template, row.buyer_email, payload, now, status, f"v{row.version}"))
-    if void_tickets:
-        conn.execute(update(ticket_t).where(ticket_t.c.id.in_(bindparam("ids", expanding=True))).values(barcode_status="void"), {"ids": void_tickets})
-    if audit_rows:
-        conn.execute(insert(audit_t), audit_rows)
-    if outbox_rows:
-        conn.execute(insert(outbox_t), outbox_rows)
+            by_event[row.event_id].append(row.id)
+            if row.event_id not in dates:
+                dates[row.event_id] = event_dates(facts)
+            void_tickets.append(row.ticket_id)
+        moved_ids = [i for event_ids in by_event.values() for i in event_ids]
+        if "ticket_barcode_status" in eff and void_tickets:
+            conn.execute(update(ticket_t).where(id_in(conn, ticket_t.c.id, void_tickets)).values(barcode_status=eff["ticket_barcode_status"]))
+        insert_audit(conn, moved_ids, trigger=trigger, source=source, dest=dest, actor=actor, now=now, note=note)
+        template = NOTIFICATIONS.get((trigger, dest))
+        if template:
+            for event_id, event_ids in by_event.items():
+                insert_notifications(conn, event_ids, template=template, dates=dates[event_id], now=now, status=status, note=note, data=data)
     return result
 
 
@@ -388,6 +496,12 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
 def claim_number(ticket_id: int, seq: int) -> str:
     """The number shown to the buyer: the ticket and how many claims it has had."""
     return f"VZ-{ticket_id:07d}-{seq}"
+
+
+@lru_cache(maxsize=4096)
+def _quote_with_json(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy):
+    quote = cached_quote(reason, event_start, filed_at, ticket, policy)
+    return quote, quote.to_json()  # shared dict, only ever serialised
 
 
 def claim_rows(
@@ -402,7 +516,6 @@ def claim_rows(
 ) -> list[dict[str, Any]]:
     """The rows of new claims for these tickets, each with its quote (states.policy): built, not written."""
     reason = Reason(reason)
-    params = {"ids": list(ticket_ids)}
     tickets = conn.execute(
         select(
             ticket_t.c.id, ticket_t.c.event_id, ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee,
@@ -412,8 +525,7 @@ def claim_rows(
         .join(event_t, event_t.c.id == ticket_t.c.event_id)
         .join(venue_t, venue_t.c.id == event_t.c.venue_id)
         .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
-        .where(ticket_t.c.id.in_(bindparam("ids", expanding=True))),
-        params,
+        .where(id_in(conn, ticket_t.c.id, ticket_ids))
     ).all()
     if len(tickets) != len(set(ticket_ids)):
         missing = set(ticket_ids) - {t.id for t in tickets}
@@ -421,19 +533,15 @@ def claim_rows(
     previous = dict(
         conn.execute(
             select(claim_t.c.ticket_id, func.count())
-            .where(claim_t.c.ticket_id.in_(bindparam("ids", expanding=True)))
-            .group_by(claim_t.c.ticket_id),
-            params,
+            .where(id_in(conn, claim_t.c.ticket_id, ticket_ids))
+            .group_by(claim_t.c.ticket_id)
         ).all()
     )
     rows = []
     for t in tickets:
-        quote = quote_refund(
-            reason=reason,
-            event_start=t.starts_at.astimezone(_zone(t.timezone)),
-            filed_at=now,
-            ticket=TicketPrice(t.price_paid, t.nominal, t.service_fee, t.delivery_fee, t.promo),
-            policy=_thaw_policy(t.policy),
+        quote, quote_json = _quote_with_json(
+            reason, t.starts_at.astimezone(_zone(t.timezone)), now,
+            _ticket_price(t.price_paid, t.nominal, t.service_fee, t.delivery_fee, t.promo), _thaw_policy(t.policy),
         )
         rows.append(
             {
@@ -448,7 +556,7 @@ def claim_rows(
                 "filed_by": actor,
                 "description": description,
                 "name_mismatch_explanation": name_mismatch_explanation,
-                "quote": quote.to_json(),
+                "quote": quote_json,
                 "amount": quote.amount,
                 "deadline_provisional": False,
                 "extended": False,
@@ -467,13 +575,10 @@ def insert_claims(conn: Connection, rows: list[dict[str, Any]], *, actor: str, n
     conn.execute(insert(claim_t), rows)
     numbers = [r["number"] for r in rows]
     id_by_number = dict(
-        conn.execute(select(claim_t.c.number, claim_t.c.id).where(claim_t.c.number.in_(bindparam("n", expanding=True))), {"n": numbers}).all()
+        conn.execute(select(claim_t.c.number, claim_t.c.id).where(id_in(conn, claim_t.c.number, numbers))).all()
     )
     claim_ids = [id_by_number[n] for n in numbers]
-    conn.execute(
-        insert(audit_t),
-        [{"claim_id": cid, "trigger": "file", "from_state": "", "to_state": ClaimState.FILED.value, "actor": actor, "at": now, "note": None} for cid in claim_ids],
-    )
+    insert_audit(conn, claim_ids, trigger="file", source="", dest=ClaimState.FILED.value, actor=actor, now=now, note=None)
     return claim_ids
 
 

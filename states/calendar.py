@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 
 import holidays
 from holidays.countries.russia import Russia
@@ -97,6 +97,12 @@ def add_working_days(start: date, n: int) -> Deadline:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CalendarError(f"working days must be an integer of at least 1, got {n!r}")
+    return _add_working_days(start, n)
+
+
+@lru_cache(maxsize=4096)
+def _add_working_days(start: date, n: int) -> Deadline:
+    # Cached: a batch of thousands of claims decided on one day asks for the same deadline.
     with _LOCK:
         due = _russian_calendar().get_nth_working_day(start, n)
     provisional = any(not is_published(year) for year in range(start.year, due.year + 1))
