@@ -17,7 +17,7 @@ from states.policy import Reason
 from tests import factories
 
 MSK = ZoneInfo("Europe/Moscow")
-FILED = datetime(2026, 3, 2, 10, tzinfo=MSK)  # decision due 16.03.2026; extended: 30.03.2026
+FILED = datetime(2026, 3, 2, 10, tzinfo=MSK)  # decision due 16.03.2026; extended: 31.03.2026
 claim_t, audit_t = Claim.__table__, ClaimTransition.__table__
 ROUNDS = 20
 
