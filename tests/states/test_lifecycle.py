@@ -169,3 +169,26 @@ def test_effects_of_approval_and_submission():
     assert submitted["decision_due"] == date(2026, 3, 16)
     payout = effects("start_payout", "payout_pending", facts(state=S.APPROVED), NOW)
     assert payout["ticket_barcode_status"] == "void"
+
+
+KGD = ZoneInfo("Europe/Kaliningrad")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "states.lifecycle.cached_quote is an lru_cache keyed by event_start; aware datetimes of one instant in two "
+    "zones are equal and hash alike, so the first venue's quote (its day count d) is returned for the other"
+))
+@pytest.mark.parametrize("first", ["moscow", "kaliningrad"])
+def test_two_venues_with_one_start_instant_are_judged_each_in_its_own_time_zone(first):
+    """Regression: quotes memoised by event start reused one zone's day count for another zone at the same instant."""
+    # The same instant is 20 May 00:30 in Moscow and 19 May 23:30 in Kaliningrad (a distinct instant per case).
+    minute = {"moscow": 30, "kaliningrad": 31}[first]
+    moscow = datetime(2026, 5, 20, 0, minute, tzinfo=MSK)
+    filed = datetime(2026, 5, 16, 12, 0, tzinfo=ZoneInfo("UTC"))
+    cases = {
+        "moscow": (facts(event_start=moscow, filed_at=filed), "approved"),  # d = 3: 30 %
+        "kaliningrad": (facts(event_start=moscow.astimezone(KGD), filed_at=filed), "rejected"),  # d = 2: TOO_LATE
+    }
+    order = [first] + [k for k in cases if k != first]
+    got = {name: decide("assess", cases[name][0], filed).dest for name in order}
+    assert got == {name: expected for name, (_, expected) in cases.items()}
