@@ -189,7 +189,9 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
     """Read claims with everything their guards look at: one query, plus documents when any are documented."""
     query = _facts_query().where(id_in(conn, claim_t.c.id, claim_ids))
     if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=claim_t)
+        # Lock in id order so two overlapping batches cannot deadlock. (SQLite needs no lock: its
+        # write transactions begin IMMEDIATE, so nobody writes between this read and our update.)
+        query = query.order_by(claim_t.c.id).with_for_update(of=claim_t)
     rows = conn.execute(query).all()
     documented = [r.id for r in rows if r.reason in (Reason.ILLNESS.value, Reason.DEATH.value)]
     docs = _documents_for(conn, documented)
@@ -419,14 +421,17 @@ class StateOnly:
     event_start: datetime
 
 
-def load_states(conn: Connection, claim_ids: Sequence[int]) -> dict[int, tuple[Any, StateOnly]]:
-    rows = conn.execute(
+def load_states(conn: Connection, claim_ids: Sequence[int], *, for_update: bool = False) -> dict[int, tuple[Any, StateOnly]]:
+    query = (
         select(claim_t.c.id, claim_t.c.state, claim_t.c.version, claim_t.c.ticket_id, claim_t.c.event_id, event_t.c.starts_at, venue_t.c.timezone)
         .select_from(claim_t)
         .join(event_t, event_t.c.id == claim_t.c.event_id)
         .join(venue_t, venue_t.c.id == event_t.c.venue_id)
         .where(id_in(conn, claim_t.c.id, claim_ids))
-    ).all()
+    )
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.order_by(claim_t.c.id).with_for_update(of=claim_t)
+    rows = conn.execute(query).all()
     starts: dict[tuple, datetime] = {}
     out = {}
     for r in rows:
@@ -439,7 +444,9 @@ def load_states(conn: Connection, claim_ids: Sequence[int]) -> dict[int, tuple[A
 
 def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now: datetime, note: str | None, data: dict, hold: bool) -> BatchResult:
     result = BatchResult()
-    found = load_states(conn, ids) if trigger in FACTLESS_TRIGGERS else load_facts(conn, ids, now)
+    # Rows are locked for the chunk's transaction: a step committed by someone else between our read
+    # and our write (even one that keeps the state, like an extension) cannot be overwritten.
+    found = load_states(conn, ids, for_update=True) if trigger in FACTLESS_TRIGGERS else load_facts(conn, ids, now, for_update=True)
     groups: dict[tuple, list[tuple[Any, ClaimFacts]]] = defaultdict(list)
     for claim_id in ids:
         if claim_id not in found:
@@ -498,8 +505,13 @@ def claim_number(ticket_id: int, seq: int) -> str:
     return f"VZ-{ticket_id:07d}-{seq}"
 
 
-@lru_cache(maxsize=4096)
 def _quote_with_json(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy):
+    # Keyed by the venue's zone too (see states.lifecycle.cached_quote).
+    return _quote_json_cached(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy)
+
+
+@lru_cache(maxsize=4096)
+def _quote_json_cached(reason, event_start, zone, filed_at, ticket, policy):
     quote = cached_quote(reason, event_start, filed_at, ticket, policy)
     return quote, quote.to_json()  # shared dict, only ever serialised
 

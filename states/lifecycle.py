@@ -128,10 +128,16 @@ def guard(code: str, message_ru: str) -> Callable[[Callable[[ClaimFacts, datetim
     return register
 
 
-@lru_cache(maxsize=8192)
 def cached_quote(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy):
     """quote_refund, memoised: a mass cancellation quotes thousands of seats of a few price categories
     at one moment. Every argument is immutable, so the cache cannot go stale."""
+    # The venue's zone is part of the key: the same instant in Moscow and in Kaliningrad compares
+    # equal as a datetime but falls on different calendar days, so d differs.
+    return _cached_quote(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy)
+
+
+@lru_cache(maxsize=8192)
+def _cached_quote(reason, event_start, zone, filed_at, ticket, policy):
     return quote_refund(reason=reason, event_start=event_start, filed_at=filed_at, ticket=ticket, policy=policy)
 
 

@@ -174,10 +174,6 @@ def test_effects_of_approval_and_submission():
 KGD = ZoneInfo("Europe/Kaliningrad")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "states.lifecycle.cached_quote is an lru_cache keyed by event_start; aware datetimes of one instant in two "
-    "zones are equal and hash alike, so the first venue's quote (its day count d) is returned for the other"
-))
 @pytest.mark.parametrize("first", ["moscow", "kaliningrad"])
 def test_two_venues_with_one_start_instant_are_judged_each_in_its_own_time_zone(first):
     """Regression: quotes memoised by event start reused one zone's day count for another zone at the same instant."""
