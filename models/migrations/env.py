@@ -5,6 +5,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  registers every table on SQLModel.metadata
+import models.payouts  # noqa: F401
 from models.db import make_engine
 
 config = context.config
