@@ -92,3 +92,32 @@ def ticket_for_event(conn: Connection, *, event_start: datetime, bought_at: date
     event_id = event(conn, starts_at=event_start, tz=tz, policy=policy)
     order_id = order(conn, created_at=bought_at or event_start - timedelta(days=60), payment_method=payment_method)
     return ticket(conn, event_id=event_id, order_id=order_id, barcode_status=barcode_status, **ticket_kw)
+
+
+def claim_in_payout(conn: Connection, *, payment_method: str = "card", acquirer_payment_id: str | None = None, price_paid: int = 350000,
+                    approved_amount: int | None = None, bank_details: str | None = None, now: datetime | None = None,
+                    event_id: int | None = None) -> int:
+    """A voluntary claim filed 18 days before its event, approved and moved to payout (payout_pending,
+    or needs_bank_details for cash/BSO without details). Returns the claim id."""
+    from sqlalchemy import update as sa_update
+
+    from models.claim_store import apply_trigger, file_claims
+    from models.tables import Claim
+    from states.policy import Reason
+
+    now = now or datetime(2026, 3, 1, 12, 0, tzinfo=MSK)
+    event_id = event_id or event(conn, starts_at=now + timedelta(days=19))
+    order_id = order(conn, created_at=now - timedelta(days=30), payment_method=payment_method,
+                     acquirer_payment_id=acquirer_payment_id)
+    ticket_id = ticket(conn, event_id=event_id, order_id=order_id, price_paid=price_paid, nominal=price_paid)
+    (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=Reason.VOLUNTARY, actor="buyer", now=now)
+    apply_trigger(conn, claim_id=claim_id, trigger="assess", actor="system", now=now)
+    values = {}
+    if approved_amount is not None:
+        values["approved_amount"] = approved_amount
+    if bank_details is not None:
+        values["bank_details"] = bank_details
+    if values:
+        conn.execute(sa_update(Claim.__table__).where(Claim.__table__.c.id == claim_id).values(**values))
+    apply_trigger(conn, claim_id=claim_id, trigger="start_payout", actor="system", now=now)
+    return claim_id

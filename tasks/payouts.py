@@ -1,0 +1,596 @@
+"""Paying refunds (DESIGN "Payment channels"): card refunds through the acquirer, bank transfers through
+a 1C file, and the bank statement that closes them. Plain functions taking the engine, the acquirer
+and `now`; `flows/payouts.py` wraps them in Prefect tasks.
+
+Exactly once, for card refunds: a payout row keeps one idempotency key for its life. Its status is
+committed as `submitted` BEFORE the acquirer is called, and the answer is recorded in a second
+transaction together with the claim's transition. A crash in between leaves a `submitted` row without
+an acquirer refund id; the next run asks again with the SAME key and the acquirer replays its first
+answer instead of refunding twice (tests/payments/test_crash_exactly_once.py kills a worker with
+SIGKILL at each of these points).
+
+Exactly once, for bank transfers: export marks the payouts `exported` with a batch id and commits
+FIRST, then writes the file from the batch (atomically: temp file, fsync, rename). A crash after the
+commit leaves a batch without a file, never a file whose payouts could be exported again; the file of
+a batch can be rewritten byte for byte at any time (`write_export_file`, `vozvrat payouts export-1c
+--batch ID --out FILE`). The opposite order (file first) could hand accounting a file for payouts that
+stay `pending` and are exported, and paid, a second time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
+
+from models.claim_store import ConflictError, TransitionRefused, apply_trigger, id_in
+from models.crypto import DecryptionError, decrypt_text, encrypt_text
+from models.db import UtcDateTime
+from models.payouts import (
+    BANK_TRANSFER,
+    CANCELED,
+    CARD,
+    EXPORTED,
+    LIVE_STATUSES,
+    PAID,
+    PENDING,
+    RETRY_LATER,
+    SUBMITTED,
+    SUCCEEDED,
+    Payout,
+)
+from models.tables import Claim, Order, Ticket
+from states.bank import FieldError, validate_bank_details
+from states.lifecycle import ClaimState, InvalidTrigger
+from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundResult, refund_receipt
+from tasks.export_1c import Payer, PaymentOrder, parse_statement, payment_purpose, render_payment_orders
+
+__all__ = [
+    "ExportBatch",
+    "RefundReport",
+    "StatementReport",
+    "export_bank_transfers",
+    "mark_export_batch",
+    "mark_paid_from_statement",
+    "open_payouts",
+    "payout_key",
+    "reconcile_pending",
+    "retry_later_delay",
+    "submit_bank_details",
+    "submit_card_refunds",
+    "write_export_file",
+]
+
+payout_t = Payout.__table__
+claim_t = Claim.__table__
+ticket_t = Ticket.__table__
+order_t = Order.__table__
+
+# The 1C file's dates are the operator's (Moscow) dates.
+OPERATOR_TZ = ZoneInfo("Europe/Moscow")
+# A `submitted` row without an answer is asked again only after this long: another worker may be
+# talking to the acquirer about it right now (asking twice would still be safe, same key).
+STALE_SUBMITTED = timedelta(minutes=2)
+RETRY_LATER_BASE = timedelta(hours=1)
+RETRY_LATER_CAP = timedelta(hours=12)
+
+
+def payout_key(claim_id: int, attempt: int) -> str:
+    """The Idempotence-Key of a claim's payout attempt (the same text `open_payouts` builds in SQL)."""
+    return f"vozvrat-refund-{claim_id}-{attempt}"
+
+
+def _payout_key_sql(claim_id_col, attempt_expr):
+    return literal("vozvrat-refund-", String) + cast(claim_id_col, String) + literal("-", String) + cast(attempt_expr, String)
+
+
+def retry_later_delay(attempt: int) -> timedelta:
+    """insufficient_funds: the day's incoming payments did not cover the refunds; 1, 2, 4 ... 12 h."""
+    return min(RETRY_LATER_BASE * 2 ** max(attempt - 1, 0), RETRY_LATER_CAP)
+
+
+def _utc(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ValueError(f"naive datetime {now!r}: time must be tz-aware")
+    return now.astimezone(timezone.utc)
+
+
+def _insert(conn: Connection):
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(payout_t)
+
+
+# --- opening payouts ------------------------------------------------------------------------------
+
+def open_payouts(engine: Engine, *, now: datetime) -> int:
+    """Open a payout for every claim in payout_pending that has none live (one INSERT ... SELECT).
+
+    Channel from the order (card -> card refund; cash, BSO -> bank transfer), amount the approved one
+    or the quoted one. A claim whose last attempt was canceled with `insufficient_funds` gets its next
+    attempt (a new key) only once that attempt's `next_attempt_at` has come.
+    """
+    now = _utc(now)
+    earlier = aliased(payout_t)
+    attempt = (
+        select(func.coalesce(func.max(earlier.c.attempt), 0) + 1)
+        .where(earlier.c.claim_id == claim_t.c.id)
+        .scalar_subquery()
+    )
+    busy = exists().where(
+        payout_t.c.claim_id == claim_t.c.id,
+        or_(
+            payout_t.c.status.in_(LIVE_STATUSES),
+            and_(payout_t.c.status == RETRY_LATER, payout_t.c.next_attempt_at > literal(now, UtcDateTime)),
+        ),
+    )
+    amount = func.coalesce(claim_t.c.approved_amount, claim_t.c.amount)
+    channel = case((order_t.c.payment_method == "card", literal(CARD, String)), else_=literal(BANK_TRANSFER, String))
+    source = (
+        select(
+            claim_t.c.id, channel, amount, attempt, _payout_key_sql(claim_t.c.id, attempt),
+            literal(PENDING, String), literal(now, UtcDateTime), literal(now, UtcDateTime),
+        )
+        .select_from(claim_t)
+        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+        .join(order_t, order_t.c.id == ticket_t.c.order_id)
+        .where(claim_t.c.state == ClaimState.PAYOUT_PENDING.value, amount > 0, ~busy)
+    )
+    with engine.begin() as conn:
+        stmt = _insert(conn).from_select(
+            ["claim_id", "channel", "amount", "attempt", "idempotency_key", "status", "created_at", "updated_at"], source
+        ).on_conflict_do_nothing()  # a concurrent run opened it first (uq_payout_live_claim)
+        # RETURNING, not rowcount: psycopg reports 0 for INSERT ... SELECT ... ON CONFLICT.
+        return len(conn.execute(stmt.returning(payout_t.c.id)).all())
+
+
+# --- card refunds ---------------------------------------------------------------------------------
+
+@dataclass
+class RefundReport:
+    asked: int = 0
+    succeeded: int = 0
+    failed: int = 0  # canceled for good: claim -> payout_failed
+    retry_later: int = 0  # insufficient_funds: a new attempt later, the claim stays payout_pending
+    pending: int = 0  # the acquirer holds the refund as pending: reconcile polls it
+    deferred: int = 0  # no answer (network, 5xx, a concurrent step): asked again, same key
+    anomalies: list[str] = field(default_factory=list)
+
+    def merge(self, other: "RefundReport") -> None:
+        for name in ("asked", "succeeded", "failed", "retry_later", "pending", "deferred"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.anomalies.extend(other.anomalies)
+
+    def __str__(self) -> str:
+        return (
+            f"asked {self.asked}: succeeded {self.succeeded}, failed {self.failed}, retry later {self.retry_later}, "
+            f"pending {self.pending}, deferred {self.deferred}"
+        )
+
+
+@dataclass(frozen=True)
+class _CardPayout:
+    id: int
+    claim_id: int
+    claim_number: str
+    attempt: int
+    amount: int
+    key: str
+    payment_id: str
+    price_paid: int
+    buyer_email: str
+    refund_id: str | None = None
+
+
+def _card_payouts(conn: Connection, ids: list[int]) -> list[_CardPayout]:
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(
+            payout_t.c.id, payout_t.c.claim_id, claim_t.c.number, payout_t.c.attempt, payout_t.c.amount,
+            payout_t.c.idempotency_key, order_t.c.acquirer_payment_id, ticket_t.c.price_paid, order_t.c.buyer_email,
+            payout_t.c.acquirer_refund_id,
+        )
+        .select_from(payout_t)
+        .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
+        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+        .join(order_t, order_t.c.id == ticket_t.c.order_id)
+        .where(id_in(conn, payout_t.c.id, ids))
+        .order_by(payout_t.c.id)
+    ).all()
+    return [_CardPayout(*r) for r in rows]
+
+
+def refund_request(p: _CardPayout) -> RefundRequest:
+    """The request for a payout: built from stored data only, so a repeat sends the identical body
+    (the acquirer refuses a known key with another body). 54-FZ: a partial refund carries a receipt."""
+    description = f"Возврат по заявке № {p.claim_number}"
+    receipt = refund_receipt(p.buyer_email, p.amount, description) if p.amount < p.price_paid else None
+    return RefundRequest(
+        payment_id=p.payment_id, amount_kopecks=p.amount, idempotency_key=p.key, description=description, receipt=receipt
+    )
+
+
+def _take_due_card_payouts(engine: Engine, *, now: datetime, limit: int, stale_before: datetime) -> list[_CardPayout]:
+    """Mark due card payouts `submitted` and COMMIT before any of them is sent."""
+    with engine.begin() as conn:
+        query = (
+            select(payout_t.c.id)
+            .where(
+                payout_t.c.channel == CARD,
+                or_(
+                    payout_t.c.status == PENDING,
+                    # asked before, answer never recorded (crash, lost answer): ask again, same key
+                    and_(
+                        payout_t.c.status == SUBMITTED,
+                        payout_t.c.acquirer_refund_id.is_(None),
+                        payout_t.c.updated_at <= literal(stale_before, UtcDateTime),
+                    ),
+                ),
+            )
+            .order_by(payout_t.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)  # several workers share the queue
+        ids = list(conn.execute(query).scalars())
+        if ids:
+            conn.execute(update(payout_t).where(id_in(conn, payout_t.c.id, ids)).values(status=SUBMITTED, updated_at=now))
+        return _card_payouts(conn, ids)
+
+
+def _move_claim(conn: Connection, p: _CardPayout, trigger: str, *, actor: str, now: datetime, note: str, report: RefundReport) -> None:
+    try:
+        apply_trigger(conn, claim_id=p.claim_id, trigger=trigger, actor=actor, now=now, note=note)
+    except (InvalidTrigger, TransitionRefused) as exc:
+        # The money moved (or definitely did not); the payout's record must stay. Ops see the claim.
+        report.anomalies.append(f"claim {p.claim_number}: {trigger} not applied ({exc})")
+
+
+def _record(engine: Engine, p: _CardPayout, result: RefundResult, *, now: datetime, report: RefundReport) -> None:
+    """Write the acquirer's answer for a submitted payout and the claim's step, in one transaction."""
+    submitted = (payout_t.c.id == p.id) & (payout_t.c.status == SUBMITTED)
+    with engine.begin() as conn:
+        if result.status == "succeeded":
+            done = conn.execute(
+                update(payout_t).where(submitted).values(
+                    status=SUCCEEDED, acquirer_refund_id=result.refund_id, updated_at=now, last_error=None
+                )
+            ).rowcount
+            if done:
+                _move_claim(conn, p, "payout_succeeded", actor="acquirer", now=now, note=f"refund {result.refund_id}", report=report)
+                report.succeeded += 1
+        elif result.retry_later:
+            conn.execute(
+                update(payout_t).where(submitted).values(
+                    status=RETRY_LATER, acquirer_refund_id=result.refund_id, cancellation_reason=result.cancellation_reason,
+                    next_attempt_at=now + retry_later_delay(p.attempt), updated_at=now,
+                )
+            )
+            report.retry_later += 1
+        elif result.failed:
+            done = conn.execute(
+                update(payout_t).where(submitted).values(
+                    status=CANCELED, acquirer_refund_id=result.refund_id, cancellation_reason=result.cancellation_reason,
+                    updated_at=now,
+                )
+            ).rowcount
+            if done:
+                _move_claim(conn, p, "payout_failed", actor="acquirer", now=now,
+                            note=f"refund canceled: {result.cancellation_reason}", report=report)
+                report.failed += 1
+        else:  # pending: the acquirer will settle it; reconcile_pending polls
+            conn.execute(update(payout_t).where(submitted).values(acquirer_refund_id=result.refund_id, updated_at=now))
+            report.pending += 1
+
+
+def _defer(engine: Engine, p: _CardPayout, error: str, *, now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(payout_t).where(payout_t.c.id == p.id, payout_t.c.status == SUBMITTED).values(last_error=error[:500], updated_at=now))
+
+
+def _fail_request(engine: Engine, p: _CardPayout, exc: AcquirerError, *, now: datetime, report: RefundReport) -> None:
+    """The acquirer refused the request itself (400/404: e.g. more than is left of the payment)."""
+    reason = f"acquirer_error:{exc.code or exc.http_status}"
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(payout_t).where(payout_t.c.id == p.id, payout_t.c.status == SUBMITTED).values(
+                status=CANCELED, cancellation_reason=reason, last_error=str(exc)[:500], updated_at=now
+            )
+        ).rowcount
+        if done:
+            _move_claim(conn, p, "payout_failed", actor="acquirer", now=now, note=f"refund refused: {exc}", report=report)
+            report.failed += 1
+
+
+def _settle(engine: Engine, acquirer: AcquirerPort, p: _CardPayout, call, *, now: datetime, report: RefundReport) -> None:
+    report.asked += 1
+    try:
+        result = call()
+    except AcquirerError as exc:
+        if exc.retryable:
+            _defer(engine, p, str(exc), now=now)
+            report.deferred += 1
+            return
+        if exc.http_status in (401, 403):
+            raise  # our credentials: every payout would fail the same way; stop the run, keep the rows
+        _fail_request(engine, p, exc, now=now, report=report)
+        return
+    try:
+        _record(engine, p, result, now=now, report=report)
+    except ConflictError as exc:
+        # The claim moved under us; the row stays submitted and the next run replays the answer.
+        report.deferred += 1
+        report.anomalies.append(f"claim {p.claim_number}: {exc}")
+
+
+def submit_card_refunds(
+    engine: Engine, acquirer: AcquirerPort, *, now: datetime, limit: int = 500, stale_after: timedelta = STALE_SUBMITTED
+) -> RefundReport:
+    """Send due card payouts to the acquirer (each with its own key) and record each answer.
+
+    succeeded -> payout succeeded, claim paid; canceled for a passing reason -> retry_later (a new
+    attempt opens later); canceled otherwise -> claim payout_failed with the reason; pending -> left
+    for reconcile; no answer -> asked again with the same key on a later run.
+    """
+    now = _utc(now)
+    report = RefundReport()
+    for p in _take_due_card_payouts(engine, now=now, limit=limit, stale_before=now - stale_after):
+        request = refund_request(p)
+        _settle(engine, acquirer, p, lambda: acquirer.create_refund(request), now=now, report=report)
+    return report
+
+
+def reconcile_pending(engine: Engine, acquirer: AcquirerPort, *, now: datetime, limit: int = 500) -> RefundReport:
+    """Poll refunds the acquirer holds as pending (YooKassa's webhook announces only success)."""
+    now = _utc(now)
+    report = RefundReport()
+    with engine.connect() as conn:
+        ids = list(conn.execute(
+            select(payout_t.c.id)
+            .where(payout_t.c.channel == CARD, payout_t.c.status == SUBMITTED, payout_t.c.acquirer_refund_id.is_not(None))
+            .order_by(payout_t.c.id)
+            .limit(limit)
+        ).scalars())
+        payouts = _card_payouts(conn, ids)
+    for p in payouts:
+        _settle(engine, acquirer, p, lambda: acquirer.get_refund(p.refund_id), now=now, report=report)
+    return report
+
+
+# --- bank details ---------------------------------------------------------------------------------
+
+def submit_bank_details(
+    engine: Engine, *, claim_id: int, bik: str, account: str, name: str, inn: str | None = None, now: datetime
+) -> list[FieldError]:
+    """Store the buyer's bank details encrypted and, when the claim waited for them, move it on.
+
+    Invalid details: the Russian per-field errors, nothing written. Raises ClaimNotFound.
+    """
+    now = _utc(now)
+    errors = validate_bank_details(bik=bik, account=account, name=name, inn=inn)
+    if errors:
+        return errors
+    details = {"bik": bik.strip(), "account": account.strip(), "name": " ".join(name.split()), "inn": (inn or "").strip() or None}
+    token = encrypt_text(json.dumps(details, ensure_ascii=False))
+    from models.claim_store import ClaimNotFound
+
+    with engine.begin() as conn:
+        state = conn.execute(select(claim_t.c.state).where(claim_t.c.id == claim_id)).scalar_one_or_none()
+        if state is None:
+            raise ClaimNotFound(f"claim {claim_id} not found")
+        conn.execute(
+            update(claim_t).where(claim_t.c.id == claim_id).values(
+                bank_details=token, version=claim_t.c.version + 1, updated_at=now
+            )
+        )
+        if state == ClaimState.NEEDS_BANK_DETAILS.value:
+            apply_trigger(conn, claim_id=claim_id, trigger="bank_details_received", actor="buyer", now=now)
+    return []
+
+
+def read_bank_details(token: str) -> dict[str, Any]:
+    """The decrypted details {bik, account, name, inn}; DecryptionError on a wrong key."""
+    return json.loads(decrypt_text(token))
+
+
+# --- 1C export ------------------------------------------------------------------------------------
+
+@dataclass
+class ExportBatch:
+    batch: str | None
+    count: int
+    skipped: list[str] = field(default_factory=list)  # claim numbers left pending, with why
+
+
+def _new_batch_id(now: datetime) -> str:
+    return f"1C-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def mark_export_batch(engine: Engine, *, now: datetime, limit: int = 10_000) -> ExportBatch:
+    """Mark pending bank transfers `exported` under a new batch id and commit (step 1 of the export)."""
+    now = _utc(now)
+    with engine.begin() as conn:
+        query = (
+            select(payout_t.c.id, claim_t.c.number, claim_t.c.bank_details)
+            .select_from(payout_t)
+            .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
+            .where(payout_t.c.channel == BANK_TRANSFER, payout_t.c.status == PENDING)
+            .order_by(payout_t.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=payout_t, skip_locked=True)
+        ready: list[int] = []
+        skipped: list[str] = []
+        for row in conn.execute(query):
+            problem = _details_problem(row.bank_details)
+            if problem:
+                skipped.append(f"{row.number}: {problem}")
+            else:
+                ready.append(row.id)
+        if not ready:
+            return ExportBatch(None, 0, skipped)
+        batch = _new_batch_id(now)
+        conn.execute(
+            update(payout_t).where(id_in(conn, payout_t.c.id, ready), payout_t.c.status == PENDING).values(
+                status=EXPORTED, export_batch=batch, exported_at=now, updated_at=now
+            )
+        )
+        return ExportBatch(batch, len(ready), skipped)
+
+
+def _details_problem(token: str | None) -> str | None:
+    if not token:
+        return "нет банковских реквизитов"
+    try:
+        d = read_bank_details(token)
+    except (DecryptionError, ValueError):
+        return "реквизиты не расшифровываются (другой VOZVRAT_SECRET_KEY?)"
+    errors = validate_bank_details(bik=d.get("bik", ""), account=d.get("account", ""), name=d.get("name", ""), inn=d.get("inn"))
+    return "; ".join(e.message_ru for e in errors) or None
+
+
+def batch_orders(engine: Engine, *, batch: str) -> tuple[list[PaymentOrder], datetime | None]:
+    """The payment orders of an export batch, in payout order, and the batch's creation time."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(payout_t.c.id, payout_t.c.amount, payout_t.c.exported_at, claim_t.c.number, claim_t.c.bank_details)
+            .select_from(payout_t)
+            .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
+            .where(payout_t.c.export_batch == batch)
+            .order_by(payout_t.c.id)
+        ).all()
+    orders = []
+    for r in rows:
+        d = read_bank_details(r.bank_details)
+        orders.append(
+            PaymentOrder(
+                number=r.id,
+                date=r.exported_at.astimezone(OPERATOR_TZ).date(),
+                amount_kopecks=r.amount,
+                recipient_name=d["name"],
+                recipient_inn=d.get("inn"),
+                recipient_account=d["account"],
+                recipient_bik=d["bik"],
+                purpose=payment_purpose(r.number),
+                claim_number=r.number,
+            )
+        )
+    return orders, (rows[0].exported_at if rows else None)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_export_file(engine: Engine, *, batch: str, out: Path, payer: Payer | None = None) -> int:
+    """Write (or rewrite, byte for byte) the 1C file of an export batch; returns the number of orders."""
+    orders, created = batch_orders(engine, batch=batch)
+    if not orders:
+        raise LookupError(f"no payouts in export batch {batch}")
+    created_local = created.astimezone(OPERATOR_TZ)
+    data = render_payment_orders(
+        orders, payer=payer or Payer.from_settings(), created_at=created_local,
+        date_from=created_local.date(), date_to=created_local.date(),
+    )
+    _write_atomically(Path(out), data)
+    return len(orders)
+
+
+def export_bank_transfers(engine: Engine, *, out: Path, now: datetime, payer: Payer | None = None) -> int:
+    """Pending bank transfers -> one 1C file at `out`; 0 and no file when there is nothing to export.
+
+    Marks (and commits) first, writes second: see the module docstring.
+    """
+    marked = mark_export_batch(engine, now=now)
+    if not marked.batch:
+        return 0
+    return write_export_file(engine, batch=marked.batch, out=out, payer=payer)
+
+
+# --- bank statement -------------------------------------------------------------------------------
+
+@dataclass
+class StatementReport:
+    paid: list[str] = field(default_factory=list)  # claim numbers closed now
+    already_paid: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # a claim number with no exported transfer
+    mismatched: list[str] = field(default_factory=list)  # amount differs from the payout: left for a person
+    without_claim: int = 0  # documents whose purpose names no claim
+
+    def __str__(self) -> str:
+        return (
+            f"paid {len(self.paid)}, already paid {len(self.already_paid)}, unknown {len(self.unknown)}, "
+            f"amount mismatch {len(self.mismatched)}, not ours {self.without_claim}"
+        )
+
+
+def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> StatementReport:
+    """Close exported transfers the bank statement shows: payout paid, claim payout_succeeded.
+
+    Raises ValueError when `data` is not a 1CClientBankExchange file.
+    """
+    now = _utc(now)
+    report = StatementReport()
+    for entry in parse_statement(data):
+        if not entry.claim_number:
+            report.without_claim += 1
+            continue
+        number = entry.claim_number
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(payout_t.c.id, payout_t.c.status, payout_t.c.amount, claim_t.c.id.label("claim_id"))
+                .select_from(payout_t)
+                .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
+                .where(claim_t.c.number == number, payout_t.c.channel == BANK_TRANSFER, payout_t.c.status.in_((EXPORTED, PAID)))
+                .order_by(payout_t.c.status)  # "exported" before "paid"
+                .limit(1)
+            ).first()
+            if row is None:
+                report.unknown.append(number)
+                continue
+            if row.status == PAID:
+                report.already_paid.append(number)
+                continue
+            if row.amount != entry.amount_kopecks:
+                report.mismatched.append(f"{number}: {entry.amount_kopecks} != {row.amount}")
+                continue
+            done = conn.execute(
+                update(payout_t).where(payout_t.c.id == row.id, payout_t.c.status == EXPORTED).values(status=PAID, updated_at=now)
+            ).rowcount
+            if not done:
+                report.already_paid.append(number)
+                continue
+            try:
+                apply_trigger(conn, claim_id=row.claim_id, trigger="payout_succeeded", actor="bank", now=now,
+                              note=f"bank statement, document {entry.number}")
+            except (InvalidTrigger, TransitionRefused):
+                pass  # the payout is paid whatever state the claim is in; the audit shows the rest
+            report.paid.append(number)
+    return report
