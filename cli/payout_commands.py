@@ -1,0 +1,197 @@
+"""`vozvrat payouts ...`: pay refunds once by hand (the same steps as the payout-run flow), export bank
+transfers to 1C, close them from the bank statement, and take a buyer's bank details.
+
+Bank details are shown masked only (DESIGN "Security"); card data never passes through here.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.errors import fail
+from cli.main import app
+
+payouts_app = typer.Typer(help="Paying refunds: card refunds, bank transfers, the 1C file.", no_args_is_help=True)
+app.add_typer(payouts_app, name="payouts")
+
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+
+
+def _engine(db: str | None):
+    from models.db import make_engine
+    from models.settings import get_settings
+
+    return make_engine(db or get_settings().database_url)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}"
+
+
+@payouts_app.command("run")
+def run(
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
+) -> None:
+    """Open payouts for claims in payout_pending, send card refunds, poll pending ones: once."""
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.settings import get_settings
+    from tasks.acquirer import AcquirerError, YooKassaAcquirer
+    from tasks.payouts import open_payouts, reconcile_pending, submit_card_refunds
+
+    settings = get_settings()
+    acquirer = YooKassaAcquirer(
+        api_url=api_url or settings.acquirer_api_url,
+        shop_id=settings.acquirer_shop_id,
+        secret_key=settings.acquirer_secret_key.get_secret_value(),
+    )
+    engine = _engine(db)
+    now = _now()
+    try:
+        opened = open_payouts(engine, now=now)
+        submitted = submit_card_refunds(engine, acquirer, now=now)
+        reconciled = reconcile_pending(engine, acquirer, now=now)
+    except AcquirerError as exc:
+        fail(f"the acquirer refused the run: {exc}")
+    except SQLAlchemyError as exc:
+        fail(f"database error: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+
+    table = Table(title=f"Payout run: {opened} payout(s) opened")
+    table.add_column("step")
+    for name in ("asked", "succeeded", "failed", "retry later", "pending", "deferred"):
+        table.add_column(name, justify="right")
+    for step, r in (("card refunds", submitted), ("reconcile", reconciled)):
+        table.add_row(step, *(str(v) for v in (r.asked, r.succeeded, r.failed, r.retry_later, r.pending, r.deferred)))
+    console = Console()
+    console.print(table)
+    for line in submitted.anomalies + reconciled.anomalies:
+        console.print(f"[yellow]attention:[/yellow] {line}")
+
+
+@payouts_app.command("export-1c")
+def export_1c(
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the 1C «Клиент-банк» file of pending bank transfers here"),
+    mark_paid_file: Optional[Path] = typer.Option(None, "--mark-paid", help="Close transfers from this bank statement (1C format)"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="With --out: rewrite the file of an earlier export batch"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Export approved bank transfers to 1C once each (marked, then written), or close them from a statement."""
+    if (out is None) == (mark_paid_file is None):
+        fail("give exactly one of --out FILE or --mark-paid FILE")
+    if mark_paid_file is not None:
+        if batch:
+            fail("--batch goes with --out, not with --mark-paid")
+        _mark_paid(mark_paid_file, db)
+        return
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.payouts import mark_export_batch, write_export_file
+
+    engine = _engine(db)
+    try:
+        if batch:
+            try:
+                count = write_export_file(engine, batch=batch, out=out)
+            except LookupError:
+                fail(f"no export batch {batch}")
+            typer.echo(f"rewrote {count} payment order(s) of batch {batch} to {out}")
+            return
+        marked = mark_export_batch(engine, now=_now())
+        for line in marked.skipped:
+            typer.echo(f"not exported: {line}", err=True)
+        if not marked.batch:
+            typer.echo("nothing to export: no approved bank transfers waiting")
+            return
+        try:
+            count = write_export_file(engine, batch=marked.batch, out=out)
+        except (OSError, ValueError) as exc:
+            # The payouts are marked: nothing is exported twice; write the file again from the batch.
+            fail(f"batch {marked.batch} is marked exported but {out} was not written ({_first_line(exc)}); "
+                 f"rerun with --batch {marked.batch} --out FILE")
+        typer.echo(f"exported {count} bank transfer(s) to {out} (batch {marked.batch})")
+    except SQLAlchemyError as exc:
+        fail(f"database error: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+
+
+@payouts_app.command("mark-paid")
+def mark_paid(
+    statement: Path = typer.Argument(..., help="The bank statement in 1C «Клиент-банк» format"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Close exported bank transfers the statement shows as paid (claim -> paid)."""
+    _mark_paid(statement, db)
+
+
+def _mark_paid(statement: Path, db: str | None) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.payouts import mark_paid_from_statement
+
+    try:
+        data = statement.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {statement}: {exc.strerror or exc}")
+    engine = _engine(db)
+    try:
+        report = mark_paid_from_statement(engine, data, now=_now())
+    except ValueError as exc:
+        fail(f"{statement}: {exc}")
+    except SQLAlchemyError as exc:
+        fail(f"database error: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    typer.echo(f"statement {statement.name}: {report}")
+    for line in report.mismatched:
+        typer.echo(f"amount differs, left for a person: {line}", err=True)
+    for number in report.unknown:
+        typer.echo(f"no exported transfer for claim {number}", err=True)
+
+
+@payouts_app.command("bank-details")
+def bank_details(
+    claim_id: int = typer.Argument(..., help="The claim's id"),
+    bik: str = typer.Option(..., "--bik", help="БИК банка получателя, 9 цифр"),
+    account: str = typer.Option(..., "--account", help="Счёт получателя, 20 цифр"),
+    name: str = typer.Option(..., "--name", help="ФИО получателя"),
+    inn: Optional[str] = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Store a buyer's bank details (encrypted) and move a claim waiting for them to payout."""
+    from sqlalchemy import select
+
+    from models.claim_store import ClaimNotFound
+    from models.tables import Claim
+    from states.bank import mask_account
+    from tasks.payouts import submit_bank_details
+
+    engine = _engine(db)
+    try:
+        try:
+            errors = submit_bank_details(engine, claim_id=claim_id, bik=bik, account=account, name=name, inn=inn, now=_now())
+        except ClaimNotFound:
+            fail(f"claim {claim_id} not found")
+        if errors:
+            fail("; ".join(e.message_ru for e in errors))
+        with engine.connect() as conn:
+            number, state = conn.execute(
+                select(Claim.__table__.c.number, Claim.__table__.c.state).where(Claim.__table__.c.id == claim_id)
+            ).one()
+    finally:
+        engine.dispose()
+    typer.echo(f"claim {number}: bank details saved (БИК {bik.strip()}, счёт {mask_account(account)}); state {state}")

@@ -1,0 +1,111 @@
+"""`vozvrat payouts ...` on a SQLite file: bank details (masked), export-1c, mark-paid, run."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from cli.main import app
+from models.db import make_engine
+from models.tables import Claim
+from tasks.export_1c import parse_statement
+from tests import factories
+
+runner = CliRunner()
+NOW = datetime.now(timezone.utc)
+BIK, ACCOUNT = "049805746", "40602810700000000025"
+
+
+@pytest.fixture
+def db(sqlite_url):
+    return sqlite_url
+
+
+def new_claim(db, **kw) -> int:
+    engine = make_engine(db)
+    with engine.begin() as conn:
+        claim_id = factories.claim_in_payout(conn, now=NOW, **kw)
+    engine.dispose()
+    return claim_id
+
+
+def state(db, claim_id) -> str:
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        value = conn.execute(select(Claim.__table__.c.state).where(Claim.__table__.c.id == claim_id)).scalar_one()
+    engine.dispose()
+    return value
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def details(db, claim_id, account=ACCOUNT):
+    return invoke("payouts", "bank-details", str(claim_id), "--bik", BIK, "--account", account, "--name", "Петров Пётр Петрович", "--db", db)
+
+
+def test_bank_details_are_saved_and_shown_masked(db):
+    claim_id = new_claim(db, payment_method="cash")
+    result = details(db, claim_id)
+    assert result.exit_code == 0, result.output
+    assert ACCOUNT not in result.output and "40602" in result.output and "0025" in result.output
+    assert "payout_pending" in result.output
+    assert state(db, claim_id) == "payout_pending"
+
+
+def test_invalid_bank_details_exit_2_with_one_line(db):
+    claim_id = new_claim(db, payment_method="cash")
+    result = details(db, claim_id, account="40602810700000000026")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "контрольный ключ" in result.stderr
+    assert state(db, claim_id) == "needs_bank_details"
+    assert invoke("payouts", "bank-details", "999999", "--bik", BIK, "--account", ACCOUNT, "--name", "Петров Пётр", "--db", db).exit_code == 2
+
+
+def test_export_then_nothing_to_export_then_mark_paid(db, tmp_path):
+    claim_id = new_claim(db, payment_method="bso")
+    assert details(db, claim_id).exit_code == 0
+    # run opens the payout (no card refunds to send: the acquirer is never reached)
+    run = invoke("payouts", "run", "--db", db, "--api-url", "http://127.0.0.1:9/v3")
+    assert run.exit_code == 0, run.output
+
+    out = tmp_path / "orders.txt"
+    result = invoke("payouts", "export-1c", "--out", str(out), "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "exported 1" in result.output
+    (entry,) = parse_statement(out.read_bytes())
+    assert entry.amount_kopecks == 350000
+
+    second = tmp_path / "second.txt"
+    again = invoke("payouts", "export-1c", "--out", str(second), "--db", db)
+    assert again.exit_code == 0 and "nothing to export" in again.output
+    assert not second.exists()
+
+    paid = invoke("payouts", "export-1c", "--mark-paid", str(out), "--db", db)
+    assert paid.exit_code == 0, paid.output
+    assert "paid 1" in paid.output
+    assert state(db, claim_id) == "paid"
+    assert "already paid 1" in invoke("payouts", "mark-paid", str(out), "--db", db).output
+
+
+def test_export_cli_bad_input_exits_2(db, tmp_path):
+    assert invoke("payouts", "export-1c", "--db", db).exit_code == 2
+    assert invoke("payouts", "export-1c", "--out", "a", "--mark-paid", "b", "--db", db).exit_code == 2
+    missing = invoke("payouts", "mark-paid", str(tmp_path / "missing.txt"), "--db", db)
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: ")
+    junk = tmp_path / "junk.txt"
+    junk.write_bytes(b"hello")
+    assert invoke("payouts", "mark-paid", str(junk), "--db", db).exit_code == 2
+    assert invoke("payouts", "export-1c", "--out", str(tmp_path / "x"), "--batch", "nope", "--db", db).exit_code == 2
+
+
+def test_run_pays_card_claims_through_the_standin(db, standin):
+    payment_id = standin.payment("3500.00")
+    claim_id = new_claim(db, acquirer_payment_id=payment_id)
+    result = invoke("payouts", "run", "--db", db, "--api-url", standin.server.api_url)
+    assert result.exit_code == 0, result.output
+    assert state(db, claim_id) == "paid"
+    assert [r["status"] for r in standin.ledger()["refunds"]] == ["succeeded"]
