@@ -22,5 +22,3 @@ def _register() -> None:
 
 _register()
 
-if __name__ == "__main__":
-    app()

@@ -26,6 +26,8 @@ class Organizer(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     email: str
+    # sha256 of the organizer's API token: decisions are scoped to the organizer's own events.
+    api_token_sha256: str | None = Field(default=None, index=True)
     # Per-organizer refund policy as data (states.policy.OrganizerPolicy.from_mapping); empty: the legal minimum.
     policy: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 

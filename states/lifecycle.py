@@ -358,6 +358,11 @@ for _r in TRANSITIONS:
         _ROWS_BY_KEY.setdefault((_r["trigger"], _s), []).append(_r)
 
 
+def has_step(trigger: str, state: str) -> bool:
+    """Whether the table has `trigger` from `state` at all (guards aside): `may_<trigger>` without the facts."""
+    return (trigger, state) in _ROWS_BY_KEY
+
+
 class InvalidTrigger(ValueError):
     """The trigger does not exist from the claim's current state."""
 

@@ -1,0 +1,164 @@
+"""HTTP API: buyers file claims and send documents; organizers decide, one by one or in bulk.
+
+Organizers authenticate with `Authorization: Bearer <token>` (`vozvrat organizers token ID`) and see
+and decide only their own events' claims; another organizer's claim answers 404, like a missing one.
+Errors are 4xx with field-level details: {"detail": [{"loc": [...], "msg": "...", "type": "..."}]};
+messages meant for buyers and organizers are in Russian.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from models.db import get_engine
+from tasks.claims import ClaimInput, read_claim
+from tasks.intake import IntakeError, NotYourClaim, add_document, decide, decide_many, file_buyer_claim, organizer_for_token
+
+app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
+
+
+def clock() -> datetime:
+    """The one clock seam of the API; tests override this dependency."""
+    return datetime.now(timezone.utc)
+
+
+Now = Annotated[datetime, Depends(clock)]
+
+
+@app.exception_handler(IntakeError)
+async def _intake_error(_: Request, exc: IntakeError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content={"detail": [{"loc": ["body", exc.field], "msg": exc.message_ru, "type": exc.code}]})
+
+
+@app.exception_handler(NotYourClaim)
+async def _not_found(_: Request, exc: NotYourClaim) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": [{"loc": ["path", "claim_id"], "msg": "Заявка не найдена.", "type": "not_found"}]})
+
+
+def organizer(authorization: Annotated[str | None, Header()] = None) -> int:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, detail=[{"loc": ["header", "authorization"], "msg": "Нужен токен организатора.", "type": "auth"}],
+                            headers={"WWW-Authenticate": "Bearer"})
+    organizer_id = organizer_for_token(get_engine(), authorization.split(" ", 1)[1].strip())
+    if organizer_id is None:
+        raise HTTPException(401, detail=[{"loc": ["header", "authorization"], "msg": "Токен не распознан.", "type": "auth"}],
+                            headers={"WWW-Authenticate": "Bearer"})
+    return organizer_id
+
+
+Organizer = Annotated[int, Depends(organizer)]
+
+
+class ClaimCreate(BaseModel):
+    ticket_id: int = Field(gt=0)
+    reason: Literal["voluntary", "illness", "death", "other", "postponed"]
+    description: str = Field(default="", max_length=4000)
+    name_mismatch_explanation: str | None = Field(default=None, max_length=1000)
+
+
+class ClaimPublic(BaseModel):
+    id: int
+    number: str
+    state: str
+    quote: dict | None = None
+    refund: str | None = None
+    flow_run_id: str | None = None
+
+
+class DocumentCreate(BaseModel):
+    kind: Literal["sick_leave_gosuslugi", "eln_copy", "pcr_test", "death_certificate", "other"]
+    sick_from: date | None = None
+    sick_to: date | None = None
+    person_name: str | None = Field(default=None, max_length=300)
+    relation: Literal["parent", "child", "grandparent", "grandchild", "sibling", "spouse"] | None = None
+    filename: str | None = Field(default=None, max_length=300)
+
+
+class Decision(BaseModel):
+    decision: Literal["approve", "reject"]
+    amount_kopecks: int | None = Field(default=None, ge=0)
+    note: str = Field(default="", max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+class Extension(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
+
+
+class BulkDecision(BaseModel):
+    claim_ids: list[int] = Field(min_length=1, max_length=5000)
+    decision: Literal["approve", "reject"]
+    note: str = Field(default="", max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
+
+
+class DecisionPublic(BaseModel):
+    claim_id: int
+    number: str
+    state: str
+    resumed: bool
+
+
+@app.get("/health")
+def health() -> dict:
+    with get_engine().connect() as conn:
+        conn.execute(text("select 1"))
+    return {"status": "ok"}
+
+
+@app.post("/claims", status_code=201, response_model=ClaimPublic)
+def create_claim(body: ClaimCreate, now: Now) -> ClaimPublic:
+    filed = file_buyer_claim(get_engine(), ticket_id=body.ticket_id, reason=body.reason, now=now, description=body.description,
+                             name_mismatch_explanation=body.name_mismatch_explanation)
+    return ClaimPublic(id=filed.id, number=filed.number, state=filed.state, quote=filed.quote,
+                       refund=filed.quote.get("refund"), flow_run_id=filed.flow_run_id)
+
+
+@app.post("/claims/{claim_id}/documents", status_code=201, response_model=ClaimPublic)
+def upload_document(claim_id: int, body: DocumentCreate, now: Now) -> ClaimPublic:
+    state = add_document(get_engine(), claim_id=claim_id, now=now, **body.model_dump())
+    claim = read_claim(claim_id, engine=get_engine())
+    return ClaimPublic(id=claim_id, number=claim.number, state=state)
+
+
+@app.get("/organizer/claims/{claim_id}", response_model=ClaimPublic)
+def organizer_claim(claim_id: int, organizer_id: Organizer) -> ClaimPublic:
+    try:
+        claim = read_claim(claim_id, engine=get_engine())
+    except LookupError:
+        raise NotYourClaim(claim_id) from None
+    if claim.organizer_id != organizer_id:
+        raise NotYourClaim(claim_id)
+    return ClaimPublic(id=claim.id, number=claim.number, state=claim.state)
+
+
+@app.post("/organizer/claims/{claim_id}/decision", response_model=DecisionPublic)
+def decide_claim(claim_id: int, body: Decision, organizer_id: Organizer, now: Now) -> DecisionPublic:
+    result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, expected_version=body.expected_version,
+                    decision=ClaimInput(decision=body.decision, amount_kopecks=body.amount_kopecks, note=body.note, decided_by=body.decided_by))
+    return DecisionPublic(**result.__dict__)
+
+
+@app.post("/organizer/claims/{claim_id}/extension", response_model=DecisionPublic)
+def extend_review(claim_id: int, body: Extension, organizer_id: Organizer, now: Now) -> DecisionPublic:
+    result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now,
+                    decision=ClaimInput(decision="extend", note=body.reason, decided_by=body.decided_by))
+    return DecisionPublic(**result.__dict__)
+
+
+@app.post("/organizer/decisions")
+def bulk_decide(body: BulkDecision, organizer_id: Organizer, now: Now) -> dict:
+    """One decision for many claims with one batch transition; each moved claim's run is resumed.
+
+    Claims that cannot take the decision come back in `refused` with their reason.
+    """
+    result = decide_many(get_engine(), claim_ids=body.claim_ids, organizer_id=organizer_id, now=now,
+                         decision=ClaimInput(decision=body.decision, note=body.note, decided_by=body.decided_by))
+    return result

@@ -1,0 +1,205 @@
+"""`make demo`: the whole product on embedded defaults, end to end, then everything stops.
+
+Scenario: a voluntary claim paid automatically to the card; an illness claim that waits, receives
+documents, is approved through the API and resumes; an "other" claim refused with the fallback
+offer; an overdue claim escalated by the SLA watch (the clock is moved, nobody waits); a box-office
+(cash) claim paid by bank transfer through a 1C file. The summary is checked against the SMTP sink.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+
+from cli.stack import Stack
+
+console = Console()
+MSK = ZoneInfo("Europe/Moscow")
+
+
+def seed(engine, now: datetime) -> dict:
+    """An organizer, a Moscow hall, events at several distances, one ticket per story."""
+    from sqlalchemy import insert
+
+    from models.tables import Event, Order, Organizer, Ticket, Venue
+    from tasks.intake import issue_organizer_token
+
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Концертное агентство «Демо»", email="organizer@example.ru", policy={})).inserted_primary_key[0]
+        hall = conn.execute(insert(Venue.__table__).values(name="Крокус Сити Холл", timezone="Europe/Moscow", region="50")).inserted_primary_key[0]
+
+        def event(title: str, days: int) -> int:
+            start = (now + timedelta(days=days)).astimezone(MSK).replace(hour=19, minute=0, second=0, microsecond=0)
+            return conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=hall, title=title, starts_at=start)).inserted_primary_key[0]
+
+        def ticket(event_id: int, buyer: str, email: str, price: int, method: str = "card") -> int:
+            n = conn.execute(insert(Order.__table__).values(
+                number=f"DEMO-{email.split('@')[0]}", buyer_name=buyer, buyer_email=email, buyer_phone="+79990000000",
+                channel="site" if method == "card" else "box_office", payment_method=method,
+                acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{abs(hash(email)) % 10**12:012d}" if method == "card" else None,
+                created_at=now - timedelta(days=40))).inserted_primary_key[0]
+            return conn.execute(insert(Ticket.__table__).values(order_id=n, event_id=event_id, price_paid=price, nominal=price,
+                                                                service_fee=price // 10, barcode=f"DEMO{n:08d}")).inserted_primary_key[0]
+
+        far, soon = event("Симфонический оркестр: Шостакович", 30), event("Рок-фестиваль", 6)
+        tickets = {
+            "voluntary": ticket(far, "Петрова Анна Сергеевна", "anna@example.ru", 350000),
+            "illness": ticket(soon, "Иванов Иван Иванович", "ivan@example.ru", 420000),
+            "other": ticket(soon, "Смирнов Олег Петрович", "oleg@example.ru", 275050),
+            "overdue": ticket(far, "Кузнецова Мария Андреевна", "maria@example.ru", 180000),
+            "cash": ticket(far, "Соколов Денис Викторович", "denis@example.ru", 250000, method="cash"),
+        }
+    return {"organizer_id": org, "token": issue_organizer_token(engine, org), "tickets": tickets, "soon_event_start": now + timedelta(days=6)}
+
+
+def wait_for(what: str, check, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def run(root: Path) -> int:
+    stack = Stack.on_free_ports(root)
+    console.print(f"[bold]vozvrat demo[/bold] — starting the embedded stack in {root} …")
+    t0 = time.monotonic()
+    stack.start()
+    os.environ.update(stack.env())
+    try:
+        return _scenario(stack, t0)
+    finally:
+        console.print("stopping the stack …")
+        stack.stop()
+
+
+def _scenario(stack: Stack, t0: float) -> int:
+    import httpx
+    from prefect.client.orchestration import get_client
+    from sqlalchemy import func, select
+
+    from flows.sla_watch import sla_watch
+    from models.db import get_engine
+    from models.settings import get_settings
+    from models.tables import Claim, OutboxMessage
+    from tasks.claims import read_claim
+    from tasks.payouts import export_bank_transfers, submit_bank_details
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    engine = get_engine()
+    now = datetime.now(timezone.utc)
+    data = seed(engine, now)
+    console.print(f"stack up in {time.monotonic() - t0:.0f}s: Prefect UI {stack.prefect_ui_url}, API {stack.api_url}")
+    api = httpx.Client(base_url=stack.api_url, timeout=30)
+    org = {"Authorization": f"Bearer {data['token']}"}
+
+    def file(story: str, reason: str, **extra) -> dict:
+        r = api.post("/claims", json={"ticket_id": data["tickets"][story], "reason": reason, **extra})
+        r.raise_for_status()
+        return r.json()
+
+    def state_is(claim_id: int, *states: str):
+        return lambda: read_claim(claim_id, engine=engine).state in states
+
+    claims: dict[str, dict] = {}
+    console.print("1. voluntary claim, 30 days before the concert → paid to the card automatically")
+    claims["voluntary"] = file("voluntary", "voluntary")
+    wait_for("voluntary claim paid", state_is(claims["voluntary"]["id"], "paid"))
+
+    console.print("2. illness claim → documents → organizer approves through the API → paid")
+    claims["illness"] = file("illness", "illness")
+    wait_for("illness claim awaiting documents", state_is(claims["illness"]["id"], "awaiting_documents"))
+    sick_from = (now - timedelta(days=1)).astimezone(MSK).date()
+    api.post(f"/claims/{claims['illness']['id']}/documents", json={
+        "kind": "sick_leave_gosuslugi", "sick_from": sick_from.isoformat(), "sick_to": (sick_from + timedelta(days=14)).isoformat(),
+        "person_name": "Иванов Иван Иванович"}).raise_for_status()
+    wait_for("illness claim awaiting organizer", state_is(claims["illness"]["id"], "awaiting_organizer"))
+    wait_for("illness run suspended again", lambda: _run_state(get_client, claims["illness"]["flow_run_id"]) == "PAUSED")
+    api.post(f"/organizer/claims/{claims['illness']['id']}/decision", headers=org,
+             json={"decision": "approve", "decided_by": "organizer:demo"}).raise_for_status()
+    wait_for("illness claim paid", state_is(claims["illness"]["id"], "paid"))
+
+    console.print("3. «Прочее» claim → organizer refuses → the buyer is offered the voluntary refund")
+    claims["other"] = file("other", "other", description="Не смогу прийти: командировка")
+    wait_for("other claim awaiting organizer", state_is(claims["other"]["id"], "awaiting_organizer"))
+    wait_for("other run suspended", lambda: _run_state(get_client, claims["other"]["flow_run_id"]) == "PAUSED")
+    api.post(f"/organizer/claims/{claims['other']['id']}/decision", headers=org,
+             json={"decision": "reject", "note": "Командировка не является основанием для полного возврата."}).raise_for_status()
+    wait_for("other claim rejected and its run finished", lambda: _run_state(get_client, claims["other"]["flow_run_id"]) == "COMPLETED")
+
+    console.print("4. an organizer who never answers → the SLA watch, run 20 days later, escalates")
+    claims["overdue"] = file("overdue", "other", description="Переезд в другой город")
+    wait_for("overdue claim awaiting organizer", state_is(claims["overdue"]["id"], "awaiting_organizer"))
+    escalated = sla_watch(now=now + timedelta(days=20))
+
+    console.print("5. box-office (cash) claim → bank details → payment order in a 1C file")
+    claims["cash"] = file("cash", "voluntary")
+    wait_for("cash claim needs bank details", state_is(claims["cash"]["id"], "needs_bank_details"))
+    errors = submit_bank_details(engine, claim_id=claims["cash"]["id"], bik="049805746", account="40602810700000000025",
+                                 name="Соколов Денис Викторович", now=now)
+    assert not errors, errors
+    export_file = stack.root / "payouts-1c.txt"
+    exported = export_bank_transfers(engine, out=export_file, now=now)
+
+    from flows.outbox_dispatch import outbox_dispatch
+
+    outbox_dispatch(now=now + timedelta(days=20))
+    with engine.connect() as conn:
+        sent = conn.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")).scalar_one()
+        rows = conn.execute(select(Claim.number, Claim.reason, Claim.state, Claim.amount, Claim.flow_run_id).order_by(Claim.id)).all()
+    received = list(stack.mail_dir.glob("*.eml"))
+
+    table = Table(title="Claims")
+    for col in ("claim", "reason", "state", "quote, ₽", "flow run"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.number, r.reason, r.state, f"{r.amount / 100:.2f}", f"{stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}" if r.flow_run_id else "—")
+    console.print(table)
+    subjects = Counter(_subject(p) for p in received)
+    mail = Table(title=f"Emails: {sent} sent from the outbox, {len(received)} received by the SMTP sink")
+    mail.add_column("subject")
+    mail.add_column("count", justify="right")
+    for subject, n in sorted(subjects.items()):
+        mail.add_row(subject, str(n))
+    console.print(mail)
+    console.print(f"SLA watch escalated {escalated} claim(s); 1C file: {export_file} ({exported} payment order(s))")
+    console.print(f"acquirer ledger: {stack.ledger_path}; finished in {time.monotonic() - t0:.0f}s")
+    if sent != len(received):
+        console.print(f"[red]mismatch: {sent} sent, {len(received)} received[/red]")
+        return 1
+    return 0
+
+
+def _subject(path: Path) -> str:
+    from email import policy
+    from email.parser import BytesParser
+
+    return str(BytesParser(policy=policy.default).parsebytes(path.read_bytes())["Subject"]).split("№")[0].strip()
+
+
+def _run_state(get_client, flow_run_id: str) -> str | None:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    return run.state.type.value if run.state else None
+
+
+def main() -> None:
+    base = Path("var").absolute()
+    base.mkdir(exist_ok=True)
+    root = Path(os.environ.get("VOZVRAT_DEMO_DIR") or tempfile.mkdtemp(prefix="demo-", dir=base))
+    sys.exit(run(root))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The embedded stack: a local Prefect server (SQLite), the deployments served, the API, an SMTP sink
+and the acquirer stand-in, each a child process on 127.0.0.1. Used by `make up`, `make demo` and the
+flow tests. Everything lives under one folder (default ./var) and stops with the stack.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Stack:
+    root: Path
+    prefect_port: int = 4200
+    api_port: int = 8000
+    smtp_port: int = 8025
+    acquirer_port: int = 8765
+    database_url: str | None = None
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, root: Path, **kw) -> "Stack":
+        return cls(root=root, prefect_port=free_port(), api_port=free_port(), smtp_port=free_port(), acquirer_port=free_port(), **kw)
+
+    # --- addresses ----------------------------------------------------------------------------
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def acquirer_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.acquirer_port}/v3"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / "acquirer-ledger.json"
+
+    def env(self) -> dict[str, str]:
+        """The environment every part (and the caller) shares: settings are configuration only."""
+        env = dict(os.environ)
+        env.update(
+            PREFECT_API_URL=self.prefect_api_url,
+            PREFECT_HOME=str(self.root / "prefect"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_UI_API_URL=self.prefect_api_url,
+            PREFECT_RUNNER_POLL_FREQUENCY="1",
+            PREFECT_LOGGING_LEVEL=env.get("PREFECT_LOGGING_LEVEL", "INFO"),
+            # Results of claim runs persist, so a resumed run replays finished steps from them.
+            PREFECT_LOCAL_STORAGE_PATH=str(self.root / "prefect" / "storage"),
+            VOZVRAT_DATABASE_URL=self.database_url or f"sqlite:///{self.root / 'vozvrat.db'}",
+            VOZVRAT_SMTP_HOST="127.0.0.1",
+            VOZVRAT_SMTP_PORT=str(self.smtp_port),
+            VOZVRAT_ACQUIRER_API_URL=self.acquirer_api_url,
+            VOZVRAT_API_PORT=str(self.api_port),
+            VOZVRAT_PREFECT_UI_URL=self.prefect_ui_url,
+        )
+        return env
+
+    # --- processes ----------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.processes[name] = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait(self, name: str, ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.processes[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.root / (name + '.log')}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not ready after {timeout:.0f}s; see {self.root / (name + '.log')}")
+
+    def _http_ok(self, url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def start(self, *, runner: bool = True, api: bool = True) -> "Stack":
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "prefect").mkdir(exist_ok=True)
+        self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
+        self._spawn("acquirer", [PYTHON, "-m", "standins.yookassa", "--port", str(self.acquirer_port), "--ledger", str(self.ledger_path),
+                                 "--implicit-payments", "1000000.00"])
+        self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])
+        self._spawn_db_upgrade()
+        self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
+        self._wait("acquirer", lambda: _port_open(self.acquirer_port), 30)
+        self._wait("prefect-server", lambda: self._http_ok(self.prefect_api_url + "/health"), 90)
+        if runner:
+            self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
+            self._wait("deployments", self._deployments_registered, 90)
+        if api:
+            self._spawn("api", [PYTHON, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
+            self._wait("api", lambda: self._http_ok(self.api_url + "/health"), 60)
+        return self
+
+    def _spawn_db_upgrade(self) -> None:
+        subprocess.run([PYTHON, "-m", "cli", "db", "upgrade"], env=self.env(), check=True, capture_output=True)
+
+    def _deployments_registered(self) -> bool:
+        try:
+            r = httpx.post(self.prefect_api_url + "/deployments/filter", json={"deployments": {"name": {"any_": ["refund-claim"]}}}, timeout=2)
+            return r.status_code == 200 and len(r.json()) > 0
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.processes.items())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

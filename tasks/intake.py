@@ -1,0 +1,282 @@
+"""Claims in: a buyer files, documents arrive, an organizer decides; each then reaches the claim's flow run.
+
+Plain functions (the API and the CLI call them). Each step is recorded in the database first, in one
+transaction with its audit row and outbox rows; only then is the claim's flow run created or
+resumed, so a Prefect outage never loses a decision: the run, when resumed later, finds it recorded.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import NotPausedError, resume_flow_run
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from models.claim_store import (
+    ClaimNotFound,
+    ConflictError,
+    InvalidTrigger,
+    TransitionRefused,
+    apply_batch,
+    apply_trigger,
+    id_in,
+    claim_t,
+    event_t,
+    file_claims,
+    load_facts,
+    organizer_t,
+)
+from models.tables import Document
+from states.lifecycle import ClaimState, Trigger, has_step
+from states.policy import DOCUMENT_KINDS, PolicyError, Reason, fallback_offer
+from tasks.claims import ClaimInput, ClaimView, read_claim
+
+REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
+
+
+class IntakeError(ValueError):
+    """Bad input from a buyer or an organizer: `field` names it, `message_ru` is shown to them."""
+
+    def __init__(self, field: str, message_ru: str, code: str = "invalid", status: int = 422):
+        super().__init__(f"{field}: {message_ru}")
+        self.field, self.message_ru, self.code, self.status = field, message_ru, code, status
+
+
+class NotYourClaim(LookupError):
+    """The claim does not exist or belongs to another organizer's event (the two look the same)."""
+
+
+# --- organizers' tokens --------------------------------------------------------------------------
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_organizer_token(engine: Engine, organizer_id: int) -> str:
+    """A new API token for an organizer; only its digest is stored."""
+    token = secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(update(organizer_t).where(organizer_t.c.id == organizer_id).values(api_token_sha256=token_digest(token)))
+    return token
+
+
+def organizer_for_token(engine: Engine, token: str) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(select(organizer_t.c.id).where(organizer_t.c.api_token_sha256 == token_digest(token))).scalar_one_or_none()
+
+
+def _owned_claim(engine: Engine, claim_id: int, organizer_id: int | None) -> ClaimView:
+    try:
+        claim = read_claim(claim_id, engine=engine)
+    except LookupError as exc:
+        raise NotYourClaim(f"claim {claim_id} not found") from exc
+    if organizer_id is not None and claim.organizer_id != organizer_id:
+        raise NotYourClaim(f"claim {claim_id} not found")
+    return claim
+
+
+# --- buyers --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FiledClaim:
+    id: int
+    number: str
+    state: str
+    quote: dict[str, Any]
+    flow_run_id: str | None
+
+
+def file_buyer_claim(
+    engine: Engine,
+    *,
+    ticket_id: int,
+    reason: str,
+    now: datetime,
+    description: str = "",
+    name_mismatch_explanation: str | None = None,
+    start_flow: bool = True,
+) -> FiledClaim:
+    """File a buyer's claim for one ticket and start its refund-claim flow run."""
+    try:
+        reason = Reason(reason)
+    except ValueError:
+        raise IntakeError("reason", "Неизвестная причина возврата.") from None
+    try:
+        with engine.begin() as conn:
+            (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
+                                      description=description, name_mismatch_explanation=name_mismatch_explanation)
+    except ClaimNotFound:
+        raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
+    except PolicyError:
+        raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
+    except IntegrityError:
+        raise IntakeError("ticket_id", "По этому билету уже есть заявка на возврат в работе.", code="claim_open", status=409) from None
+    flow_run_id = start_claim_flow(engine, claim_id) if start_flow else None
+    with engine.connect() as conn:
+        row = conn.execute(select(claim_t.c.number, claim_t.c.state, claim_t.c.quote).where(claim_t.c.id == claim_id)).one()
+    return FiledClaim(claim_id, row.number, row.state, row.quote, flow_run_id)
+
+
+def start_claim_flow(engine: Engine, claim_id: int) -> str:
+    """Create the claim's flow run: named after the claim, tagged, idempotent on the claim id."""
+    claim = read_claim(claim_id, engine=engine)
+    run = run_deployment(
+        REFUND_CLAIM_DEPLOYMENT,
+        parameters={"claim_id": claim_id},
+        flow_run_name=claim.number,
+        tags=claim.tags(),
+        idempotency_key=f"refund-claim:{claim_id}",
+        timeout=0,
+        as_subflow=False,
+    )
+    with engine.begin() as conn:
+        conn.execute(update(claim_t).where(claim_t.c.id == claim_id).values(flow_run_id=str(run.id)))
+    return str(run.id)
+
+
+def add_document(
+    engine: Engine,
+    *,
+    claim_id: int,
+    kind: str,
+    now: datetime,
+    sick_from: date | None = None,
+    sick_to: date | None = None,
+    person_name: str | None = None,
+    relation: str | None = None,
+    filename: str | None = None,
+    organizer_id: int | None = None,
+) -> str:
+    """Store a buyer's document; a claim waiting for documents moves on to the organizer and its run resumes."""
+    if kind not in DOCUMENT_KINDS:
+        raise IntakeError("kind", "Неизвестный тип документа.")
+    if sick_from and sick_to and sick_to < sick_from:
+        raise IntakeError("sick_to", "Дата окончания болезни раньше даты начала.")
+    claim = _owned_claim(engine, claim_id, organizer_id)
+    if claim.state not in (ClaimState.AWAITING_DOCUMENTS, ClaimState.AWAITING_ORGANIZER, ClaimState.ESCALATED, ClaimState.FILED):
+        raise IntakeError("claim_id", "Заявка уже рассмотрена, документы не нужны.", code="closed", status=409)
+    with engine.begin() as conn:
+        conn.execute(insert(Document.__table__).values(claim_id=claim_id, kind=kind, received_at=now, sick_from=sick_from, sick_to=sick_to,
+                                                       person_name=person_name, relation=relation, filename=filename))
+        if claim.state == ClaimState.AWAITING_DOCUMENTS:
+            apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor="buyer", now=now)
+    state = read_claim(claim_id, engine=engine).state
+    if claim.state == ClaimState.AWAITING_DOCUMENTS:
+        _resume(claim_id, engine, ClaimInput(decision="documents", decided_by="buyer", at=now))
+    return state
+
+
+# --- organizers ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecisionResult:
+    claim_id: int
+    number: str
+    state: str
+    resumed: bool
+
+
+DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "extend": Trigger.EXTEND_REVIEW}
+
+
+def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime, organizer_id: int | None = None,
+           expected_version: int | None = None) -> DecisionResult:
+    """Check an organizer's decision against the claim and the machine, record it, resume the run.
+
+    approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
+    offered the voluntary refund when the event is still more than 3 days away) or extend (10 -> 20
+    working days, with a reason). Raises NotYourClaim, IntakeError (status 409/422, Russian message).
+    """
+    if decision.decision not in DECISION_TRIGGERS:
+        raise IntakeError("decision", "Решение должно быть approve, reject или extend.")
+    if decision.decision in ("reject", "extend") and not decision.note.strip():
+        raise IntakeError("note", "Укажите причину: покупатель увидит её в письме.")
+    claim = _owned_claim(engine, claim_id, organizer_id)
+    trigger = DECISION_TRIGGERS[decision.decision]
+    if not has_step(trigger.value, claim.state):
+        raise IntakeError("decision", f"Заявка в состоянии «{claim.state}», такое решение сейчас невозможно.", code="wrong_state", status=409)
+    at = decision.at or now
+    data: dict[str, Any] = {"decided_by": decision.decided_by}
+    with engine.begin() as conn:
+        facts = load_facts(conn, [claim_id], at)[claim_id][1]
+        if decision.decision == "approve":
+            if decision.amount_kopecks is not None:
+                if facts.reason != Reason.OTHER:
+                    raise IntakeError("amount_kopecks", "Сумму можно указать только для заявки по причине «Прочее».")
+                if decision.amount_kopecks > facts.ticket.base:
+                    raise IntakeError("amount_kopecks", "Сумма больше стоимости билета.")
+                data["approved_amount"] = decision.amount_kopecks
+            if decision.note:
+                data["decision_note"] = decision.note
+        elif decision.decision == "reject":
+            data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
+            if facts.reason == Reason.OTHER:
+                offer = fallback_offer(event_start=facts.event_start, now=at, ticket=facts.ticket, policy=facts.policy)
+                if offer is not None:
+                    data["fallback_offer"] = {"percent": offer.percent, "amount": offer.amount}
+        else:
+            data = {"extension_reason": decision.note.strip()}
+        try:
+            apply_trigger(conn, claim_id=claim_id, trigger=trigger.value, actor=f"{decision.decided_by}", now=at,
+                          note=decision.note or None, data=data, expected_version=expected_version)
+        except TransitionRefused as exc:
+            code, message = exc.refusals[0]
+            raise IntakeError("decision", message, code=code, status=409) from None
+        except (ConflictError, InvalidTrigger):
+            raise IntakeError("decision", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
+    state = read_claim(claim_id, engine=engine).state
+    # An extension changes no state: the run keeps waiting, nothing to resume.
+    resumed = decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at}))
+    return DecisionResult(claim_id, claim.number, state, resumed)
+
+
+def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int) -> dict[str, Any]:
+    """A bulk decision: one batch transition over the organizer's own claims, then each run resumed.
+
+    Claims of other organizers are reported as not found; claims whose guard fails or whose state
+    takes no such decision come back with the reason. A bulk refusal carries one reason for all and
+    no per-claim fallback offer (decide one by one for that).
+    """
+    if decision.decision not in ("approve", "reject"):
+        raise IntakeError("decision", "Решение должно быть approve или reject.")
+    if decision.decision == "reject" and not decision.note.strip():
+        raise IntakeError("note", "Укажите причину: покупатель увидит её в письме.")
+    ids = list(dict.fromkeys(claim_ids))
+    with engine.connect() as conn:
+        owned = set(conn.execute(
+            select(claim_t.c.id).join(event_t, event_t.c.id == claim_t.c.event_id)
+            .where(id_in(conn, claim_t.c.id, ids), event_t.c.organizer_id == organizer_id)
+        ).scalars())
+    data: dict[str, Any] = {"decided_by": decision.decided_by}
+    if decision.decision == "reject":
+        data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
+    result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
+                         actor=decision.decided_by, now=now, note=decision.note or None, data=data)
+    decided = [i for moved in result.moved.values() for i in moved]
+    resumed = sum(_resume(i, engine, decision.model_copy(update={"at": now})) for i in decided)
+    refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]
+    refused += [{"claim_id": i, "msg": reasons[0][1], "type": reasons[0][0]} for i, reasons in result.refused.items()]
+    refused += [{"claim_id": i, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"} for i in result.invalid]
+    refused += [{"claim_id": i, "msg": "Заявка изменилась, пока вы принимали решение.", "type": "conflict"} for i in result.conflicts]
+    return {"decided": decided, "resumed": resumed, "refused": refused}
+
+
+def _resume(claim_id: int, engine: Engine, decision: ClaimInput) -> bool:
+    """Resume the claim's suspended run with the input; False when it is not (yet) waiting."""
+    with engine.connect() as conn:
+        flow_run_id = conn.execute(select(claim_t.c.flow_run_id).where(claim_t.c.id == claim_id)).scalar_one()
+    if not flow_run_id:
+        return False
+    try:
+        resume_flow_run(flow_run_id, run_input=decision.model_dump(mode="json"))
+    except (NotPausedError, ObjectNotFound):
+        # The run has not reached its wait yet (it will find the decision recorded) or is gone.
+        return False
+    return True

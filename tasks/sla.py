@@ -1,0 +1,145 @@
+"""SLA watch side effects: find due claims with indexed queries, escalate them in batch, tell people.
+
+Decision SLA: 10 working days (20 when extended) after filing (Decree 1491), stored on the claim as
+`decision_due`. Payout SLA: 10 working days after the decision, `payout_due`. The cost of a pass
+grows with the number of due claims, not with the table: both queries walk (state, due) indexes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
+from sqlalchemy import and_, or_, select
+from sqlmodel import Session
+
+from models.claim_store import apply_batch, claim_t, event_t, organizer_t
+from models.db import get_engine
+from models.settings import get_settings
+from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
+from tasks.outbox import enqueue_email
+
+
+@dataclass
+class Breach:
+    claim_id: int
+    number: str
+    kind: str  # decision | payout
+    due: str
+    flow_run_id: str | None
+    organizer_email: str
+    event_title: str
+    reason: str
+
+
+@dataclass
+class SlaReport:
+    escalated: list[Breach] = field(default_factory=list)
+    refused: int = 0
+
+    def __str__(self) -> str:
+        return f"{len(self.escalated)} escalated, {self.refused} not yet overdue in their venue's time zone"
+
+
+def _candidates(conn, *, states, due_column, now: datetime, only_unflagged: bool):
+    # `due < tomorrow (UTC)` over-selects by at most a day across time zones; the guard, which
+    # judges the date in the venue's zone, has the last word.
+    horizon = (now + timedelta(days=1)).date()
+    cond = and_(claim_t.c.state.in_([s.value for s in states]), due_column.is_not(None), due_column < horizon)
+    if only_unflagged:
+        cond = and_(cond, claim_t.c.escalated_at.is_(None))
+    return conn.execute(
+        select(claim_t.c.id, claim_t.c.number, due_column.label("due"), claim_t.c.flow_run_id, claim_t.c.reason,
+               organizer_t.c.email.label("organizer_email"), event_t.c.title.label("event_title"))
+        .join(event_t, event_t.c.id == claim_t.c.event_id)
+        .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
+        .where(cond)
+        .order_by(claim_t.c.id)
+    ).all()
+
+
+@task(name="escalate-overdue-claims", retries=2, retry_delay_seconds=5)
+def escalate_overdue_claims(now: datetime) -> SlaReport:
+    """Escalate overdue decisions, flag overdue payouts; queue the notices in the same pass."""
+    engine = get_engine()
+    report = SlaReport()
+    plan = [
+        (Trigger.ESCALATE, DECISION_STATES, claim_t.c.decision_due, False, "decision"),
+        (Trigger.FLAG_PAYOUT_OVERDUE, PAYOUT_STATES, claim_t.c.payout_due, True, "payout"),
+    ]
+    for trigger, states, due_column, only_unflagged, kind in plan:
+        with engine.connect() as conn:
+            rows = {r.id: r for r in _candidates(conn, states=states, due_column=due_column, now=now, only_unflagged=only_unflagged)}
+        if not rows:
+            continue
+        result = apply_batch(engine, claim_ids=list(rows), trigger=trigger.value, actor="sla-watch", now=now,
+                             note=f"{kind} deadline passed")
+        report.refused += len(result.refused)
+        for ids in result.moved.values():
+            for claim_id in ids:
+                r = rows[claim_id]
+                report.escalated.append(Breach(claim_id, r.number, kind, r.due.isoformat(), r.flow_run_id, r.organizer_email, r.event_title, r.reason))
+    get_run_logger().info("sla-watch: %s", report)
+    return report
+
+
+@task(name="notify-escalations", retries=3, retry_delay_seconds=5)
+def notify_escalations(report: SlaReport, now: datetime) -> int:
+    """«Просрочен срок» to the organizer and the operator's supervisor, via the outbox (dedup per claim and step)."""
+    supervisor = get_settings().supervisor_email
+    queued = 0
+    with Session(get_engine()) as session:
+        for b in report.escalated:
+            for who, recipient in (("organizer", b.organizer_email), ("supervisor", supervisor)):
+                queued += enqueue_email(
+                    session,
+                    dedup_key=f"claim:{b.claim_id}:escalation:{b.kind}:{who}",
+                    claim_id=b.claim_id,
+                    template="escalation_notice",
+                    recipient=recipient,
+                    payload={"claim_number": b.number, "event_title": b.event_title, "overdue_since": b.due, "deadline": b.due, "reason": b.reason},
+                    now=now,
+                )
+        session.commit()
+    return queued
+
+
+@task(name="emit-escalation-events")
+def emit_escalation_events(report: SlaReport, now: datetime) -> int:
+    """One `vozvrat.claim.escalated` event per claim, related to the claim's flow run, for the UI and automations."""
+    for b in report.escalated:
+        related = [{"prefect.resource.id": f"prefect.flow-run.{b.flow_run_id}", "prefect.resource.role": "flow-run"}] if b.flow_run_id else []
+        emit_event(
+            event="vozvrat.claim.escalated",
+            resource={"prefect.resource.id": f"vozvrat.claim.{b.claim_id}", "prefect.resource.name": b.number},
+            related=related,
+            occurred=now,
+            payload={"kind": b.kind, "due": b.due, "reason": b.reason},
+        )
+    return len(report.escalated)
+
+
+@task(name="publish-breaches")
+def publish_breaches(now: datetime) -> int:
+    """A table artifact of every open breach (escalated decisions, flagged payouts), newest view under one key."""
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            select(claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.escalated_at,
+                   event_t.c.title)
+            .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .where(or_(claim_t.c.state == ClaimState.ESCALATED.value,
+                       and_(claim_t.c.state.in_([s.value for s in PAYOUT_STATES]), claim_t.c.escalated_at.is_not(None))))
+            .order_by(claim_t.c.escalated_at)
+            .limit(1000)
+        ).all()
+    table = [
+        {"claim": r.number, "state": r.state, "reason": r.reason, "event": r.title,
+         "due": (r.decision_due or r.payout_due).isoformat() if (r.decision_due or r.payout_due) else "",
+         "escalated_at": r.escalated_at.isoformat() if r.escalated_at else ""}
+        for r in rows
+    ]
+    create_table_artifact(table=table or [{"claim": "—", "state": "no open breaches"}], key="sla-breaches",
+                          description=f"Open SLA breaches as of {now.isoformat()}")
+    return len(table)
