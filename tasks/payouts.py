@@ -311,7 +311,7 @@ def _fail_request(engine: Engine, p: _CardPayout, exc: AcquirerError, *, now: da
             report.failed += 1
 
 
-def _settle(engine: Engine, acquirer: AcquirerPort, p: _CardPayout, call, *, now: datetime, report: RefundReport) -> None:
+def _settle(engine: Engine, p: _CardPayout, call, *, now: datetime, report: RefundReport) -> None:
     report.asked += 1
     try:
         result = call()
@@ -345,7 +345,7 @@ def submit_card_refunds(
     report = RefundReport()
     for p in _take_due_card_payouts(engine, now=now, limit=limit, stale_before=now - stale_after):
         request = refund_request(p)
-        _settle(engine, acquirer, p, lambda: acquirer.create_refund(request), now=now, report=report)
+        _settle(engine, p, lambda: acquirer.create_refund(request), now=now, report=report)
     return report
 
 
@@ -362,7 +362,7 @@ def reconcile_pending(engine: Engine, acquirer: AcquirerPort, *, now: datetime, 
         ).scalars())
         payouts = _card_payouts(conn, ids)
     for p in payouts:
-        _settle(engine, acquirer, p, lambda: acquirer.get_refund(p.refund_id), now=now, report=report)
+        _settle(engine, p, lambda: acquirer.get_refund(p.refund_id), now=now, report=report)
     return report
 
 

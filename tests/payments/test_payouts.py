@@ -201,3 +201,23 @@ def test_bank_transfer_payouts_never_reach_the_acquirer(engine, standin, acquire
     assert states(engine, [claim_id]) == ["needs_bank_details"]
     assert open_payouts(engine, now=NOW) == 0  # no payout without details
     assert submit_card_refunds(engine, acquirer, now=NOW).asked == 0
+
+
+def test_several_workers_on_postgresql_share_the_queue_and_refund_each_claim_once(pg_url, standin, acquirer):
+    """FOR UPDATE SKIP LOCKED: four workers at once, twenty claims, twenty refunds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.db import make_engine
+
+    engine = make_engine(pg_url, pool_size=8)
+    try:
+        ids = card_claims(engine, standin, 20)
+        open_payouts(engine, now=NOW)
+        with ThreadPoolExecutor(4) as pool:
+            reports = list(pool.map(lambda _: submit_card_refunds(engine, acquirer, now=NOW, limit=5), range(4)))
+        assert sum(r.asked for r in reports) == 20
+        assert states(engine, ids) == ["paid"] * 20
+        refunds = refunds_by_payment(standin.ledger())
+        assert len(refunds) == 20 and all(len(rs) == 1 for rs in refunds.values())
+    finally:
+        engine.dispose()
