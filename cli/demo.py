@@ -88,7 +88,7 @@ def _scenario(stack: Stack, t0: float) -> int:
     from prefect.client.orchestration import get_client
     from sqlalchemy import func, select
 
-    from flows.sla_watch import sla_watch
+    from prefect.deployments import run_deployment
     from models.db import get_engine
     from models.settings import get_settings
     from models.tables import Claim, OutboxMessage
@@ -141,7 +141,8 @@ def _scenario(stack: Stack, t0: float) -> int:
     console.print("4. an organizer who never answers → the SLA watch, run 20 days later, escalates")
     claims["overdue"] = file("overdue", "other", description="Переезд в другой город")
     wait_for("overdue claim awaiting organizer", state_is(claims["overdue"]["id"], "awaiting_organizer"))
-    escalated = sla_watch(now=now + timedelta(days=20))
+    later = now + timedelta(days=20)
+    sla_run = run_deployment("sla-watch/sla-watch", parameters={"now": later.isoformat()}, timeout=120, as_subflow=False)
 
     console.print("5. box-office (cash) claim → bank details → payment order in a 1C file")
     claims["cash"] = file("cash", "voluntary")
@@ -149,43 +150,40 @@ def _scenario(stack: Stack, t0: float) -> int:
     errors = submit_bank_details(engine, claim_id=claims["cash"]["id"], bik="049805746", account="40602810700000000025",
                                  name="Соколов Денис Викторович", now=now)
     assert not errors, errors
+    run_deployment("payout-run/payout-run", parameters={"now": now.isoformat()}, timeout=120, as_subflow=False)
     export_file = stack.root / "payouts-1c.txt"
     exported = export_bank_transfers(engine, out=export_file, now=now)
-
-    from flows.outbox_dispatch import outbox_dispatch
-
-    outbox_dispatch(now=now + timedelta(days=20))
+    run_deployment("outbox-dispatch/outbox-dispatch", parameters={"now": later.isoformat()}, timeout=120, as_subflow=False)
     with engine.connect() as conn:
         sent = conn.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")).scalar_one()
         rows = conn.execute(select(Claim.number, Claim.reason, Claim.state, Claim.amount, Claim.flow_run_id).order_by(Claim.id)).all()
+        escalated = conn.execute(select(func.count()).select_from(Claim).where(Claim.state == "escalated")).scalar_one()
+        templates = Counter(dict(conn.execute(select(OutboxMessage.template, func.count()).where(OutboxMessage.status == "sent")
+                                              .group_by(OutboxMessage.template)).all()))
     received = list(stack.mail_dir.glob("*.eml"))
 
     table = Table(title="Claims")
-    for col in ("claim", "reason", "state", "quote, ₽", "flow run"):
+    for col in ("claim", "reason", "state", "quote, ₽"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.number, r.reason, r.state, f"{r.amount / 100:.2f}", f"{stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}" if r.flow_run_id else "—")
+        table.add_row(r.number, r.reason, r.state, f"{r.amount / 100:.2f}")
     console.print(table)
-    subjects = Counter(_subject(p) for p in received)
+    console.print("Flow runs in the Prefect UI (named after the claims):")
+    for r in rows:
+        console.print(f"  {r.number}: {stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}", soft_wrap=True)
+    console.print(f"  sla-watch: {stack.prefect_ui_url}/runs/flow-run/{sla_run.id}", soft_wrap=True)
     mail = Table(title=f"Emails: {sent} sent from the outbox, {len(received)} received by the SMTP sink")
-    mail.add_column("subject")
-    mail.add_column("count", justify="right")
-    for subject, n in sorted(subjects.items()):
-        mail.add_row(subject, str(n))
+    mail.add_column("template")
+    mail.add_column("sent", justify="right")
+    for template, n in sorted(templates.items()):
+        mail.add_row(template, str(n))
     console.print(mail)
-    console.print(f"SLA watch escalated {escalated} claim(s); 1C file: {export_file} ({exported} payment order(s))")
-    console.print(f"acquirer ledger: {stack.ledger_path}; finished in {time.monotonic() - t0:.0f}s")
+    console.print(f"SLA watch escalated {escalated} claim(s); 1C file: {export_file} ({exported} payment order(s))", soft_wrap=True)
+    console.print(f"acquirer ledger: {stack.ledger_path}; mail: {stack.mail_dir}; finished in {time.monotonic() - t0:.0f}s", soft_wrap=True)
     if sent != len(received):
         console.print(f"[red]mismatch: {sent} sent, {len(received)} received[/red]")
         return 1
     return 0
-
-
-def _subject(path: Path) -> str:
-    from email import policy
-    from email.parser import BytesParser
-
-    return str(BytesParser(policy=policy.default).parsebytes(path.read_bytes())["Subject"]).split("№")[0].strip()
 
 
 def _run_state(get_client, flow_run_id: str) -> str | None:

@@ -9,6 +9,7 @@ import os
 from prefect import serve
 
 from flows.outbox_dispatch import outbox_dispatch
+from flows.payouts import payout_reconcile, payout_run
 from flows.refund_claim import refund_claim
 from flows.sla_watch import sla_watch
 
@@ -24,14 +25,10 @@ def deployments() -> list:
         outbox_dispatch.to_deployment(name="outbox-dispatch", interval=OUTBOX_INTERVAL_S, tags=["vozvrat"],
                                       description="Send queued emails; retries after an SMTP outage."),
     ]
-    try:
-        from flows.payouts import payout_reconcile, payout_run
-    except ImportError:  # pragma: no cover - the payouts flows ship with the payments issue
-        return items
     items += [
         payout_run.to_deployment(name="payout-run", interval=300, tags=["vozvrat", "payouts"], description="Open and submit due payouts."),
         payout_reconcile.to_deployment(name="payout-reconcile", interval=600, tags=["vozvrat", "payouts"],
-                                       description="Poll the acquirer for pending refunds."),
+                                       description="Poll the acquirer for refunds it still holds as pending."),
     ]
     return items
 
