@@ -112,6 +112,16 @@ class Stack:
         except httpx.HTTPError:
             return False
 
+    def start_smtp_sink(self) -> None:
+        self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
+        self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
+
+    def stop_process(self, name: str) -> None:
+        proc = self.processes.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+
     def start(self, *, runner: bool = True, api: bool = True) -> "Stack":
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "prefect").mkdir(exist_ok=True)

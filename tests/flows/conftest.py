@@ -1,0 +1,61 @@
+"""A real embedded stack for the flow tests: Prefect server (SQLite), the deployments served, the API,
+an aiosmtpd sink and the acquirer stand-in, on free ports, started once for the module's tests."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from cli.stack import Stack
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    s = Stack.on_free_ports(root)
+    mp = pytest.MonkeyPatch()
+    s.start()
+    for key, value in s.env().items():
+        mp.setenv(key, value)
+    from models.db import get_engine
+    from models.settings import get_settings
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    try:
+        # Prefect reads its settings once per process: point this process's client at the stack
+        # explicitly, or it would quietly start a temporary server of its own.
+        with temporary_settings(updates={PREFECT_API_URL: s.prefect_api_url}):
+            yield s
+    finally:
+        s.stop()
+        mp.undo()
+        get_settings.cache_clear()
+        get_engine.cache_clear()
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0, interval: float = 0.3):
+    """Poll a condition the system reaches on its own (a flow run finishing); not a clock wait."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def mail_in(folder: Path) -> list:
+    parser = BytesParser(policy=policy.default)
+    return [parser.parsebytes(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]
+
+
+def body_text(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()

@@ -1,0 +1,136 @@
+"""refund-claim against a real Prefect server, a real SMTP server and the acquirer stand-in."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+from prefect import get_client
+from sqlalchemy import func, select
+
+from models.db import get_engine
+from models.tables import OutboxMessage
+from tasks.claims import read_claim
+from tasks.intake import issue_organizer_token
+from tests import factories as f
+from tests.flows.conftest import body_text, mail_in, wait_for
+
+
+def run_state(flow_run_id: str) -> str | None:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    return run.state.type.value if run.state else None
+
+
+def waiting_at(flow_run_id: str, wait: int) -> bool:
+    """Suspended at the claim's n-th wait (the flow keys each wait: claim-<id>-wait-<n>)."""
+    state = run_of(flow_run_id).state
+    return bool(state and state.type.value == "PAUSED" and (state.state_details.pause_key or "").endswith(f"-wait-{wait}"))
+
+
+def run_of(flow_run_id: str):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+@pytest.fixture
+def world(stack):
+    """An organizer with a token, a Moscow event a week away, a card ticket; the API client."""
+    engine = get_engine()
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        org = f.organizer(conn, email="org@example.ru")
+        event = f.event(conn, starts_at=now + timedelta(days=7), organizer_id=org, title="Концерт в Крокусе")
+        order = f.order(conn, created_at=now - timedelta(days=30), buyer_name="Иванов Иван Иванович",
+                        buyer_email=f"buyer{event}@example.ru", acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{event:012d}")
+        ticket = f.ticket(conn, event_id=event, order_id=order, price_paid=420000, nominal=420000)
+    token = issue_organizer_token(engine, org)
+    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
+        yield {"engine": engine, "now": now, "org": org, "ticket": ticket, "auth": {"Authorization": f"Bearer {token}"},
+               "api": api, "email": f"buyer{event}@example.ru"}
+
+
+def mail_to(stack, address: str) -> list:
+    return [m for m in mail_in(stack.mail_dir) if m["To"] == address]
+
+
+def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowledges_once(stack, world):
+    api, engine = world["api"], world["engine"]
+    r = api.post("/claims", json={"ticket_id": world["ticket"], "reason": "illness"})
+    assert r.status_code == 201, r.text
+    claim = r.json()
+    run_id = claim["flow_run_id"]
+
+    run = run_of(run_id)
+    assert run.name == claim["number"]
+    assert {f"reason:illness", f"organizer:{world['org']}"} <= set(run.tags)
+
+    wait_for("run suspended for documents", lambda: waiting_at(run_id, 1))
+    assert read_claim(claim["id"], engine=engine).state == "awaiting_documents"
+
+    sick_from = (world["now"] - timedelta(days=1)).date()
+    r = api.post(f"/claims/{claim['id']}/documents", json={
+        "kind": "sick_leave_gosuslugi", "sick_from": sick_from.isoformat(), "sick_to": (sick_from + timedelta(days=14)).isoformat(),
+        "person_name": "Иванов Иван Иванович"})
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "awaiting_organizer"
+    # Resumed by the documents, the run replays and suspends again for the organizer.
+    wait_for("run suspended for the organizer", lambda: waiting_at(run_id, 2))
+
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "approve", "decided_by": "org:test"})
+    assert r.status_code == 200, r.text
+    assert r.json()["resumed"] is True
+    wait_for("run completed", lambda: run_state(run_id) == "COMPLETED")
+    assert read_claim(claim["id"], engine=engine).state == "paid"
+
+    mail = wait_for("four buyer emails", lambda: (m := mail_to(stack, world["email"])) and len(m) >= 4 and m)
+    subjects = [m["Subject"] for m in mail]
+    # Regression: a resumed run replays from the top; the acknowledgement must not go out again.
+    assert sum("принята" in s for s in subjects) == 1, subjects
+    assert all(claim["number"] in s for s in subjects), subjects
+    received = next(m for m in mail if "принята" in m["Subject"])
+    assert "4 200,00" in body_text(received)
+    assert any("4 200,00" in body_text(m) and "возврат" in body_text(m).lower() for m in mail if m is not received)
+    with engine.connect() as conn:
+        acks = conn.execute(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.claim_id == claim["id"], OutboxMessage.template == "claim_received")).scalar_one()
+    assert acks == 1
+
+
+def test_decisions_are_scoped_checked_and_explained(stack, world):
+    api = world["api"]
+    claim = api.post("/claims", json={"ticket_id": world["ticket"], "reason": "other", "description": "командировка"}).json()
+    wait_for("run suspended", lambda: waiting_at(claim["flow_run_id"], 1))
+
+    # Another organizer's token: the claim does not exist for them.
+    with get_engine().begin() as conn:
+        other = f.organizer(conn, email="other@example.ru")
+    other_auth = {"Authorization": f"Bearer {issue_organizer_token(get_engine(), other)}"}
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=other_auth, json={"decision": "approve"})
+    assert r.status_code == 404
+    assert api.post(f"/organizer/claims/{claim['id']}/decision", json={"decision": "approve"}).status_code == 401
+
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "maybe"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "decision"
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "reject"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "note"
+    assert "причину" in r.json()["detail"][0]["msg"]
+
+    r = api.post(f"/organizer/claims/{claim['id']}/extension", headers=world["auth"], json={"reason": "Запросили подтверждение у артиста"})
+    assert r.status_code == 200 and r.json()["resumed"] is False
+    r = api.post(f"/organizer/claims/{claim['id']}/extension", headers=world["auth"], json={"reason": "Ещё раз"})
+    assert r.status_code == 409 and r.json()["detail"][0]["type"] == "ALREADY_EXTENDED"
+
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"],
+                 json={"decision": "reject", "note": "Командировка не является основанием для полного возврата."})
+    assert r.status_code == 200 and r.json()["state"] == "rejected"
+    wait_for("run completed", lambda: run_state(claim["flow_run_id"]) == "COMPLETED")
+    rejected = wait_for("refusal email", lambda: [m for m in mail_to(stack, world["email"]) if "отказ" in m["Subject"].lower()
+                                                   or "Командировка не является" in body_text(m)])
+    text = body_text(rejected[-1])
+    assert "Командировка не является основанием" in text
+    # The event is a week away: the buyer is offered the voluntary refund (50 % at d = 5..9).
+    assert "По собственной инициативе" in text and "50" in text
+
+    r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "approve"})
+    assert r.status_code == 409
