@@ -22,8 +22,10 @@ MAX_WAITS = 12
 
 
 def _run_started_at(now: datetime | None) -> datetime:
-    # Stable across replays of this run, so cached steps keep their cache keys.
-    return now or flow_run.get_scheduled_start_time() or datetime.now(timezone.utc)
+    # Stable across replays of this run, so cached steps keep their cache keys. Prefect hands back a
+    # pendulum DateTime, whose arithmetic can drop the zone: make it a plain aware datetime.
+    moment = now or flow_run.get_scheduled_start_time() or datetime.now(timezone.utc)
+    return datetime.fromtimestamp(moment.timestamp(), tz=timezone.utc)
 
 
 @flow(name="refund-claim", persist_result=True, log_prints=True)
