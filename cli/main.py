@@ -17,6 +17,7 @@ def _register() -> None:
     from cli import policy_commands  # noqa: F401  quote, deadline
     from cli import db_commands  # noqa: F401  db upgrade, bench transitions, diagram
     from cli import bank_commands  # noqa: F401  check-bank
+    from cli import organizer_commands  # noqa: F401  organizers token
     from cli import payout_commands  # noqa: F401  payouts run, export-1c, mark-paid, bank-details
 
 

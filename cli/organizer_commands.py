@@ -1,0 +1,28 @@
+"""`vozvrat organizers token ID`: issue an organizer's API token (only its digest is stored)."""
+from __future__ import annotations
+
+import typer
+
+from cli.errors import fail
+from cli.main import app
+
+organizers_app = typer.Typer(help="Organizers and their API access.", no_args_is_help=True)
+app.add_typer(organizers_app, name="organizers")
+
+
+@organizers_app.command("token")
+def token(organizer_id: int = typer.Argument(..., min=1, help="Organizer id"),
+          db: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL")) -> None:
+    """Issue a new bearer token for an organizer (the old one stops working) and print it once."""
+    from sqlalchemy import select
+
+    from models.claim_store import organizer_t
+    from models.db import make_engine
+    from models.settings import get_settings
+    from tasks.intake import issue_organizer_token
+
+    engine = make_engine(db or get_settings().database_url)
+    with engine.connect() as conn:
+        if conn.execute(select(organizer_t.c.id).where(organizer_t.c.id == organizer_id)).scalar_one_or_none() is None:
+            fail(f"no organizer with id {organizer_id}")
+    typer.echo(issue_organizer_token(engine, organizer_id))
