@@ -133,16 +133,16 @@ def _thaw_policy(policy: Mapping) -> OrganizerPolicy:
 
 _FACTS_COLUMNS = (
     claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.version, claim_t.c.reason, claim_t.c.filed_at,
-    claim_t.c.extended, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details,
-    claim_t.c.name_mismatch_explanation, claim_t.c.amount, claim_t.c.approved_amount, claim_t.c.ticket_id,
+    claim_t.c.extended, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details.is_not(None).label("has_bank_details"),
+    claim_t.c.name_mismatch_explanation, claim_t.c.ticket_id, claim_t.c.event_id,
     ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee, ticket_t.c.delivery_fee, ticket_t.c.promo,
     ticket_t.c.barcode_status,
-    order_t.c.buyer_name, order_t.c.buyer_email, order_t.c.payment_method, order_t.c.acquirer_payment_id,
-    order_t.c.created_at.label("order_created_at"),
-    event_t.c.id.label("event_id"), event_t.c.title.label("event_title"), event_t.c.starts_at,
-    event_t.c.status.label("event_status"), event_t.c.regime_id,
-    venue_t.c.timezone, event_t.c.organizer_id,
+    order_t.c.buyer_name, order_t.c.payment_method, order_t.c.acquirer_payment_id,
 )
+# Read once per event, not once per seat.
+_EVENT_COLUMNS = (event_t.c.id, event_t.c.starts_at, event_t.c.status, event_t.c.regime_id, event_t.c.organizer_id, venue_t.c.timezone)
+_REASONS = {r.value: r for r in Reason}
+_STATES = {s.value: s for s in ClaimState}
 
 
 def _facts_query():
@@ -151,9 +151,24 @@ def _facts_query():
         .select_from(claim_t)
         .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
         .join(order_t, order_t.c.id == ticket_t.c.order_id)
-        .join(event_t, event_t.c.id == claim_t.c.event_id)
-        .join(venue_t, venue_t.c.id == event_t.c.venue_id)
     )
+
+
+def _events(conn: Connection, event_ids: set[int]) -> dict[int, Any]:
+    rows = conn.execute(select(*_EVENT_COLUMNS).join(venue_t, venue_t.c.id == event_t.c.venue_id).where(event_t.c.id.in_(event_ids)))
+    return {r.id: r for r in rows}
+
+
+def _order_dates(conn: Connection, claim_ids: Sequence[int]) -> dict[int, datetime]:
+    if not claim_ids:
+        return {}
+    rows = conn.execute(
+        select(claim_t.c.id, order_t.c.created_at)
+        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+        .join(order_t, order_t.c.id == ticket_t.c.order_id)
+        .where(id_in(conn, claim_t.c.id, claim_ids))
+    )
+    return dict(rows.all())
 
 
 def _policies(conn: Connection, organizer_ids: set[int]) -> dict[int, OrganizerPolicy]:
@@ -195,31 +210,30 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
     rows = conn.execute(query).all()
     documented = [r.id for r in rows if r.reason in (Reason.ILLNESS.value, Reason.DEATH.value)]
     docs = _documents_for(conn, documented)
-    regimes = _regime_active(conn, {r.regime_id for r in rows if r.regime_id}, now)
-    policies = _policies(conn, {r.organizer_id for r in rows})
-    starts: dict[tuple, datetime] = {}
+    bought = _order_dates(conn, documented)  # Decree 1491: only documented claims ask when the order was made
+    events = _events(conn, {r.event_id for r in rows})
+    regimes = _regime_active(conn, {e.regime_id for e in events.values() if e.regime_id}, now)
+    policies = _policies(conn, {e.organizer_id for e in events.values()})
+    starts = {e.id: e.starts_at.astimezone(_zone(e.timezone)) for e in events.values()}
     out: dict[int, tuple[Any, ClaimFacts]] = {}
     for r in rows:
-        key = (r.starts_at, r.timezone)
-        event_start = starts.get(key)
-        if event_start is None:
-            event_start = starts[key] = r.starts_at.astimezone(_zone(r.timezone))
+        event = events[r.event_id]
         out[r.id] = (
             r,
             ClaimFacts(
-                reason=Reason(r.reason),
-                state=ClaimState(r.state),
+                reason=_REASONS[r.reason],
+                state=_STATES[r.state],
                 filed_at=r.filed_at,
-                event_start=event_start,
+                event_start=starts[r.event_id],
                 ticket=_ticket_price(r.price_paid, r.nominal, r.service_fee, r.delivery_fee, r.promo),
                 barcode_status=r.barcode_status,
                 payment_method=r.payment_method,
                 acquirer_payment_id=r.acquirer_payment_id,
-                has_bank_details=bool(r.bank_details),
-                event_status=r.event_status,
-                high_alert_regime=bool(r.regime_id and regimes.get(r.regime_id)),
-                policy=policies[r.organizer_id],
-                order_created_at=r.order_created_at,
+                has_bank_details=bool(r.has_bank_details),
+                event_status=event.status,
+                high_alert_regime=bool(event.regime_id and regimes.get(event.regime_id)),
+                policy=policies[event.organizer_id],
+                order_created_at=bought.get(r.id),
                 buyer_name=r.buyer_name,
                 name_mismatch_explanation=r.name_mismatch_explanation,
                 documents=docs.get(r.id, ()),
@@ -438,7 +452,7 @@ def load_states(conn: Connection, claim_ids: Sequence[int], *, for_update: bool 
         key = (r.starts_at, r.timezone)
         if key not in starts:
             starts[key] = r.starts_at.astimezone(_zone(r.timezone))
-        out[r.id] = (r, StateOnly(ClaimState(r.state), starts[key]))
+        out[r.id] = (r, StateOnly(_STATES[r.state], starts[key]))
     return out
 
 
