@@ -17,6 +17,7 @@ from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from prefect.runtime import flow_run
 from pydantic import Field
 from prefect.input import RunInput
+from sqlmodel import Session
 from sqlalchemy import select, update
 
 from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, order_t, ticket_t
@@ -61,17 +62,23 @@ class ClaimView:
         return [f"event:{self.event_id}", f"organizer:{self.organizer_id}", f"reason:{self.reason}"]
 
 
+def _claim_with_order_and_event(claim_id: int, *columns):
+    return (
+        select(*columns)
+        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+        .join(order_t, order_t.c.id == ticket_t.c.order_id)
+        .join(event_t, event_t.c.id == claim_t.c.event_id)
+        .where(claim_t.c.id == claim_id)
+    )
+
+
 def read_claim(claim_id: int, *, engine=None) -> ClaimView:
     """The claim as stored now: the machine's state is the truth the flow follows."""
     with (engine or get_engine()).connect() as conn:
-        row = conn.execute(
-            select(claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.event_id, event_t.c.organizer_id,
-                   order_t.c.buyer_email, claim_t.c.version)
-            .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
-            .join(order_t, order_t.c.id == ticket_t.c.order_id)
-            .join(event_t, event_t.c.id == claim_t.c.event_id)
-            .where(claim_t.c.id == claim_id)
-        ).one_or_none()
+        row = conn.execute(_claim_with_order_and_event(
+            claim_id, claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.event_id, event_t.c.organizer_id,
+            order_t.c.buyer_email, claim_t.c.version,
+        )).one_or_none()
     if row is None:
         raise LookupError(f"claim {claim_id} not found")
     return ClaimView(**row._mapping)
@@ -92,17 +99,10 @@ def check_claim(claim_id: int) -> dict[str, Any]:
 def acknowledge_claim(claim_id: int, now: datetime) -> bool:
     """Queue «Заявка принята» with the number and the quote; the dedup key makes it once per claim."""
     with get_engine().begin() as conn:
-        row = conn.execute(
-            select(claim_t.c.number, claim_t.c.quote, claim_t.c.reason, claim_t.c.decision_due, order_t.c.buyer_email,
-                   order_t.c.buyer_name, event_t.c.title)
-            .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
-            .join(order_t, order_t.c.id == ticket_t.c.order_id)
-            .join(event_t, event_t.c.id == claim_t.c.event_id)
-            .where(claim_t.c.id == claim_id)
-        ).one()
+        row = conn.execute(_claim_with_order_and_event(
+            claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_email, order_t.c.buyer_name, event_t.c.title,
+        )).one()
         quote = row.quote
-        from sqlmodel import Session
-
         with Session(bind=conn) as session:
             queued = enqueue_email(
                 session,
@@ -150,29 +150,25 @@ def move_claim(claim_id: int, trigger: str, now: datetime, actor: str = "system"
         return read_claim(claim_id).state
 
 
-INPUT_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "extend": Trigger.EXTEND_REVIEW, "documents": Trigger.SUBMIT_DOCUMENTS}
-
-
-def input_data(decision: ClaimInput) -> dict[str, Any]:
-    data: dict[str, Any] = {"decided_by": decision.decided_by}
-    if decision.note:
-        data["decision_note"] = decision.note
-    if decision.decision == "extend":
-        data = {"extension_reason": decision.note}
-    if decision.amount_kopecks is not None and decision.decision == "approve":
-        data["approved_amount"] = decision.amount_kopecks
-    return data
-
-
 @task(name="apply-organizer-input", retries=2, retry_delay_seconds=1, cache_policy=STEP_CACHE)
 def apply_input(claim_id: int, decision: dict[str, Any], wait_number: int, now: datetime) -> str:
-    """Apply what resumed the run, unless the decision endpoint already recorded it."""
+    """Apply what resumed the run, unless the decision endpoint already recorded it.
+
+    A run resumed from the Prefect UI form gets its decision checked and recorded here by the same
+    function the API uses; documents only ever arrive through the API, which records them itself.
+    """
+    from tasks.intake import DECISION_TRIGGERS, IntakeError, decide
+
     parsed = ClaimInput(**decision)
     current = read_claim(claim_id).state
-    trigger = INPUT_TRIGGERS[parsed.decision]
-    if not has_step(trigger.value, current):
+    trigger = DECISION_TRIGGERS.get(parsed.decision)
+    if trigger is None or not has_step(trigger.value, current):
         return current
-    return move_claim.fn(claim_id, trigger.value, parsed.at or now, actor=parsed.decided_by, note=parsed.note or None, data=input_data(parsed))
+    try:
+        return decide(get_engine(), claim_id=claim_id, decision=parsed, now=parsed.at or now, resume=False).state
+    except IntakeError as exc:
+        get_run_logger().warning("claim %s: %s not applied: %s", claim_id, parsed.decision, exc.message_ru)
+        return read_claim(claim_id).state
 
 
 @task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])

@@ -187,7 +187,7 @@ DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "exte
 
 
 def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime, organizer_id: int | None = None,
-           expected_version: int | None = None) -> DecisionResult:
+           expected_version: int | None = None, resume: bool = True) -> DecisionResult:
     """Check an organizer's decision against the claim and the machine, record it, resume the run.
 
     approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
@@ -233,7 +233,7 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             raise IntakeError("decision", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
     state = read_claim(claim_id, engine=engine).state
     # An extension changes no state: the run keeps waiting, nothing to resume.
-    resumed = decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at}))
+    resumed = resume and decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at}))
     return DecisionResult(claim_id, claim.number, state, resumed)
 
 

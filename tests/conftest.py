@@ -60,13 +60,7 @@ def db_url(request, tmp_path):
         upgrade(url)
         yield url
         return
-    request.getfixturevalue("postgres_available")
-    name, url = _create_pg_database()
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        _drop_pg_database(name)
+    yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -134,3 +134,21 @@ def test_decisions_are_scoped_checked_and_explained(stack, world):
 
     r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "approve"})
     assert r.status_code == 409
+
+
+def test_a_run_resumed_from_the_prefect_ui_form_applies_the_decision_itself(stack, world):
+    """Ops may answer a suspended run in the UI: the run checks and records the decision, then pays."""
+    from prefect.flow_runs import resume_flow_run
+
+    claim = world["api"].post("/claims", json={"ticket_id": world["ticket"], "reason": "other", "description": "болезнь ребёнка"}).json()
+    wait_for("run suspended", lambda: waiting_at(claim["flow_run_id"], 1))
+    resume_flow_run(claim["flow_run_id"], run_input={"decision": "approve", "amount_kopecks": 300000, "decided_by": "ops:ui"})
+    wait_for("run completed", lambda: run_state(claim["flow_run_id"]) == "COMPLETED")
+    assert read_claim(claim["id"], engine=world["engine"]).state == "paid"
+    with world["engine"].connect() as conn:
+        from models.tables import Claim, ClaimTransition
+
+        approved = conn.execute(select(Claim.approved_amount).where(Claim.id == claim["id"])).scalar_one()
+        actors = conn.execute(select(ClaimTransition.actor).where(ClaimTransition.claim_id == claim["id"], ClaimTransition.trigger == "approve")).all()
+    assert approved == 300000
+    assert [a[0] for a in actors] == ["ops:ui"]
