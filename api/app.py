@@ -11,6 +11,7 @@ from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -28,6 +29,35 @@ def clock() -> datetime:
 
 
 Now = Annotated[datetime, Depends(clock)]
+
+
+RUSSIAN_VALIDATION = {
+    "missing": "Обязательное поле.",
+    "literal_error": "Недопустимое значение.",
+    "enum": "Недопустимое значение.",
+    "int_parsing": "Нужно целое число.",
+    "int_type": "Нужно целое число.",
+    "greater_than": "Значение должно быть больше допустимого минимума.",
+    "greater_than_equal": "Значение меньше допустимого.",
+    "date_from_datetime_parsing": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
+    "date_parsing": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
+    "string_too_long": "Слишком длинный текст.",
+    "string_too_short": "Поле не может быть пустым.",
+    "too_short": "Список не может быть пустым.",
+    "too_long": "Слишком много элементов.",
+    "json_invalid": "Тело запроса — не JSON.",
+    "model_attributes_type": "Нужен JSON-объект.",
+}
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with field-level details, each message in Russian (the buyer or organizer reads it)."""
+    detail = [
+        {"loc": list(e["loc"]), "msg": RUSSIAN_VALIDATION.get(e["type"], "Неверное значение."), "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 @app.exception_handler(IntakeError)

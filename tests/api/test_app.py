@@ -1,0 +1,96 @@
+"""The API without a Prefect server: intake errors, validation, organizer scoping (start_flow is not reached)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import app, clock
+from models.db import get_engine
+from models.settings import get_settings
+from tasks.intake import issue_organizer_token
+from tests import factories as f
+
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def client(sqlite_url, monkeypatch):
+    monkeypatch.setenv("VOZVRAT_DATABASE_URL", sqlite_url)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    app.dependency_overrides[clock] = lambda: NOW
+    with TestClient(app) as c:
+        yield c
+    app.dependency_overrides.clear()
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+def test_validation_errors_are_field_level_and_russian(client):
+    r = client.post("/claims", json={"ticket_id": "x", "reason": "bored"})
+    assert r.status_code == 422
+    by_field = {e["loc"][-1]: e for e in r.json()["detail"]}
+    assert by_field["ticket_id"]["msg"] == "Нужно целое число."
+    assert by_field["reason"]["msg"] == "Недопустимое значение."
+
+
+def test_unknown_ticket_is_404_with_a_russian_message(client):
+    r = client.post("/claims", json={"ticket_id": 424242, "reason": "voluntary"})
+    assert r.status_code == 404
+    assert r.json()["detail"][0] == {"loc": ["body", "ticket_id"], "msg": "Билет не найден.", "type": "not_found"}
+
+
+def test_voluntary_claim_after_the_event_is_refused_and_nothing_is_written(client):
+    engine = get_engine()
+    with engine.begin() as conn:
+        ticket = f.ticket_for_event(conn, event_start=NOW - timedelta(hours=2))
+    r = client.post("/claims", json={"ticket_id": ticket, "reason": "voluntary"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert "до начала мероприятия" in r.json()["detail"][0]["msg"]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from claim").scalar_one() == 0
+
+
+def test_organizer_endpoints_need_a_token_and_hide_other_organizers_claims(client):
+    engine = get_engine()
+    with engine.begin() as conn:
+        mine, theirs = f.organizer(conn), f.organizer(conn, email="theirs@example.ru")
+        event = f.event(conn, starts_at=NOW + timedelta(days=20), organizer_id=theirs)
+        order = f.order(conn, created_at=NOW - timedelta(days=5))
+        ticket = f.ticket(conn, event_id=event, order_id=order)
+        from models.claim_store import file_claims
+
+        (claim_id,) = file_claims(conn, ticket_ids=[ticket], reason="other", actor="buyer", now=NOW)
+    assert client.get(f"/organizer/claims/{claim_id}").status_code == 401
+    assert client.get(f"/organizer/claims/{claim_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
+    token = issue_organizer_token(engine, mine)
+    r = client.post(f"/organizer/claims/{claim_id}/decision", headers={"Authorization": f"Bearer {token}"}, json={"decision": "approve"})
+    assert r.status_code == 404
+    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"claim_ids": [claim_id], "decision": "approve"})
+    assert r.status_code == 200
+    assert r.json()["decided"] == [] and r.json()["refused"][0]["type"] == "not_found"
+
+
+def test_bulk_decision_moves_the_waiting_claims_and_explains_the_rest(client):
+    from models.claim_store import apply_batch, file_claims
+
+    engine = get_engine()
+    with engine.begin() as conn:
+        org = f.organizer(conn)
+        event = f.event(conn, starts_at=NOW + timedelta(days=20), organizer_id=org)
+        tickets = [f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=NOW - timedelta(days=5))) for _ in range(3)]
+        waiting = file_claims(conn, ticket_ids=tickets[:2], reason="other", actor="buyer", now=NOW)
+        (voluntary,) = file_claims(conn, ticket_ids=tickets[2:], reason="voluntary", actor="buyer", now=NOW)
+    apply_batch(engine, claim_ids=waiting + [voluntary], trigger="assess", actor="system", now=NOW)
+    token = issue_organizer_token(engine, org)
+    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"},
+                    json={"claim_ids": waiting + [voluntary], "decision": "reject", "note": "Мероприятие состоится"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(body["decided"]) == sorted(waiting)
+    assert body["refused"] == [{"claim_id": voluntary, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"}]
+    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"claim_ids": waiting, "decision": "reject"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "note"
