@@ -34,6 +34,7 @@ from states.policy import (
     Reason,
     TicketPrice,
     check_documented_claim,
+    documents_deadline,
     quote_refund,
 )
 
@@ -235,8 +236,6 @@ def payout_overdue(c: ClaimFacts, now: datetime) -> bool:
 @guard("DOCUMENTS_WINDOW_OPEN", "Срок представления документов ещё не истёк.")
 def documents_window_closed(c: ClaimFacts, now: datetime) -> bool:
     """Documents may follow within 14 days of the event (Decree 1491)."""
-    from states.policy import documents_deadline
-
     return now > documents_deadline(c.event_start)
 
 

@@ -24,6 +24,7 @@ from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused,
 from models.db import get_engine
 from models.settings import get_settings
 from states.lifecycle import ClaimState, Trigger, has_step
+from states.money import parse_rub
 from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
 
@@ -116,7 +117,7 @@ def acknowledge_claim(claim_id: int, now: datetime) -> bool:
                     "event_title": row.title,
                     "reason": row.reason,
                     "refund_percent": quote.get("percent", 0),
-                    "refund_kopecks": _kopecks(quote.get("amount", "0.00")),
+                    "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
                     "days_before": quote.get("days_before"),
                     "rule": quote.get("rule", ""),
                 },
@@ -124,12 +125,6 @@ def acknowledge_claim(claim_id: int, now: datetime) -> bool:
             )
             session.flush()
     return queued
-
-
-def _kopecks(text: str) -> int:
-    from states.money import parse_rub
-
-    return parse_rub(text)
 
 
 @task(name="move-claim", retries=2, retry_delay_seconds=1, cache_policy=STEP_CACHE)
