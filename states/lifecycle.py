@@ -82,6 +82,7 @@ class Trigger(StrEnum):
     PAYOUT_FAILED = "payout_failed"
     RETRY_PAYOUT = "retry_payout"
     FLAG_PAYOUT_OVERDUE = "flag_payout_overdue"
+    REFUSE_SCANNED = "refuse_scanned"
     CLOSE = "close"
 
 
@@ -294,6 +295,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     # Money.
     _row(T.START_PAYOUT, S.APPROVED, S.PAYOUT_PENDING, "ticket_not_scanned", "payout_channel_ready"),
     _row(T.START_PAYOUT, S.APPROVED, S.NEEDS_BANK_DETAILS, "ticket_not_scanned", unless=("payout_channel_ready",)),
+    # Approved, then the barcode opened the door before the money left: no refund for a used ticket.
+    _row(T.REFUSE_SCANNED, (S.APPROVED, S.NEEDS_BANK_DETAILS), S.REJECTED, "ticket_scanned"),
     _row(T.BANK_DETAILS_RECEIVED, S.NEEDS_BANK_DETAILS, S.PAYOUT_PENDING, "has_bank_details"),
     _row(T.PAYOUT_SUCCEEDED, S.PAYOUT_PENDING, S.PAID),
     _row(T.PAYOUT_FAILED, S.PAYOUT_PENDING, S.PAYOUT_FAILED),
@@ -312,6 +315,7 @@ NOTIFICATIONS: Mapping[tuple[str, str], str] = {
     (T.REJECT, S.REJECTED): "decision_rejected",
     (T.EXTEND_REVIEW, S.AWAITING_ORGANIZER): "review_extended",
     (T.START_PAYOUT, S.NEEDS_BANK_DETAILS): "bank_details_needed",
+    (T.REFUSE_SCANNED, S.REJECTED): "decision_rejected",
     (T.PAYOUT_SUCCEEDED, S.PAID): "refund_sent",
 }
 
@@ -496,7 +500,7 @@ def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Map
         out |= {"payout_due": None, "paid_at": now}
     if dest in (S.WITHDRAWN, S.VOUCHER_ISSUED):
         out |= {"decision_due": None}
-    if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS):
+    if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS, T.REFUSE_SCANNED):
         out["refusal_code"], out["refusal_message"] = intake_refusal(facts, now)
     for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount"):
         if key in data:

@@ -186,6 +186,8 @@ def pay_refund(claim_id: int, now: datetime) -> str:
     from tasks.payouts import open_payouts, submit_card_refunds
 
     state = move_claim.fn(claim_id, Trigger.START_PAYOUT.value, now)
+    if state == ClaimState.APPROVED.value:  # start_payout refused: the ticket was scanned meanwhile
+        state = move_claim.fn(claim_id, Trigger.REFUSE_SCANNED.value, now)
     if state == ClaimState.PAYOUT_PENDING.value:
         engine = get_engine()
         open_payouts(engine, now=now)

@@ -263,6 +263,22 @@ def test_card_payout_voids_the_barcode_and_pays(engine):
     assert step(engine, claim_id, "close", done + timedelta(days=30), actor="system").dest == "closed"
 
 
+def test_ticket_scanned_after_approval_is_refused_instead_of_paid(engine):
+    """Regression: an approved claim whose ticket was used at the door had no way out of `approved`."""
+    claim_id, ticket_id = new_claim(engine)
+    step(engine, claim_id, "assess", FILED, actor="system")
+    with engine.begin() as conn:
+        conn.execute(update(ticket_t).where(ticket_t.c.id == ticket_id).values(barcode_status="scanned"))
+    with pytest.raises(TransitionRefused) as refused:
+        step(engine, claim_id, "start_payout", FILED + timedelta(hours=1), actor="system")
+    assert "TICKET_SCANNED" in codes(refused)
+    assert step(engine, claim_id, "refuse_scanned", FILED + timedelta(hours=1), actor="system").dest == "rejected"
+    c = claim(engine, claim_id)
+    assert (c["state"], c["refusal_code"]) == ("rejected", "TICKET_SCANNED")
+    assert outbox(engine, claim_id)[-1]["template"] == "decision_rejected"
+    assert barcode(engine, ticket_id) == "scanned"
+
+
 def test_cash_order_without_bank_details_waits_for_them(engine):
     claim_id, ticket_id = new_claim(engine, payment_method="cash")
     step(engine, claim_id, "assess", FILED, actor="system")

@@ -51,6 +51,8 @@ EXPECTED_EDGES = {
     ("approved", "payout_pending"),
     ("approved", "needs_bank_details"),
     ("approved", "approved"),  # flag_payout_overdue (internal)
+    ("approved", "rejected"),  # refuse_scanned: the ticket was used after approval
+    ("needs_bank_details", "rejected"),  # refuse_scanned
     ("needs_bank_details", "payout_pending"),
     ("needs_bank_details", "needs_bank_details"),
     ("payout_pending", "paid"),
