@@ -28,7 +28,9 @@ def _run_started_at(now: datetime | None) -> datetime:
     return datetime.fromtimestamp(moment.timestamp(), tz=timezone.utc)
 
 
-@flow(name="refund-claim", persist_result=True, log_prints=True)
+# A failed run (an error past its tasks' own retries) is retried: it replays from the top, finished
+# steps come back from the cache. A crashed run (worker killed) is restarted by ops from the UI.
+@flow(name="refund-claim", persist_result=True, log_prints=True, retries=3, retry_delay_seconds=60)
 def refund_claim(claim_id: int, now: datetime | None = None) -> str:
     started = _run_started_at(now)
     claim = check_claim(claim_id)
