@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select
 
-from models.claim_store import apply_batch, audit_t, claim_rows, claim_t, insert_claims, outbox_t
+from models.claim_store import apply_batch, audit_t, claim_rows, claim_t, file_claims_batch, outbox_t
 from models.db import make_engine
 from models.migrate import upgrade
 from models.tables import Event, Order, Organizer, Ticket, Venue
@@ -65,11 +65,7 @@ def run_transitions_bench(*, claims: int, url: str | None = None, chunk_size: in
         conn.execute(delete(claim_t))
 
     t0 = time.perf_counter()
-    claim_ids: list[int] = []
-    for start in range(0, claims, chunk_size):
-        with engine.begin() as conn:
-            chunk_rows = claim_rows(conn, ticket_ids=ticket_ids[start : start + chunk_size], reason=Reason.CANCELLED, actor="bench", now=now)
-            claim_ids.extend(insert_claims(conn, chunk_rows, actor="bench", now=now))
+    claim_ids = file_claims_batch(engine, ticket_ids=ticket_ids, reason=Reason.CANCELLED, actor="bench", now=now, chunk_size=chunk_size)
     stages = {"file": time.perf_counter() - t0}
     for trigger in TRIGGERS:
         t1 = time.perf_counter()

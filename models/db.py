@@ -1,15 +1,13 @@
 """Engine, sessions and the column types shared by every table."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
 
 from models.settings import get_settings
 
@@ -74,15 +72,3 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     return make_engine(url)
-
-
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
