@@ -1,0 +1,24 @@
+"""drivers
+
+Trigger drivers and API hardening (issue 9). Owned by the drivers/API work.
+Empty until its owner fills it in: an empty step keeps the chain whole.
+
+Revision ID: 0008
+Revises: 0007
+"""
+from alembic import op  # noqa: F401
+import sqlalchemy as sa  # noqa: F401
+
+
+revision = '0008'
+down_revision = '0007'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
