@@ -10,15 +10,25 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from models.db import get_engine
 from tasks.claims import ClaimInput, read_claim
-from tasks.intake import IntakeError, NotYourClaim, add_document, decide, decide_many, file_buyer_claim, organizer_for_token
+from tasks.intake import (
+    IntakeError,
+    NotYourClaim,
+    add_document,
+    decide,
+    decide_many,
+    file_buyer_claim,
+    organizer_for_token,
+    refuse_false_documents,
+    withdraw_claim,
+)
 
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
 
@@ -113,20 +123,17 @@ class Decision(BaseModel):
     decision: Literal["approve", "reject"]
     amount_kopecks: int | None = Field(default=None, ge=0)
     note: str = Field(default="", max_length=2000)
-    decided_by: str = Field(default="organizer", max_length=200)
     expected_version: int | None = Field(default=None, ge=1)
 
 
 class Extension(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
-    decided_by: str = Field(default="organizer", max_length=200)
 
 
 class BulkDecision(BaseModel):
     claim_ids: list[int] = Field(min_length=1, max_length=5000)
     decision: Literal["approve", "reject"]
     note: str = Field(default="", max_length=2000)
-    decided_by: str = Field(default="organizer", max_length=200)
 
 
 class DecisionPublic(BaseModel):
@@ -172,14 +179,14 @@ def organizer_claim(claim_id: int, organizer_id: Organizer) -> ClaimPublic:
 @app.post("/organizer/claims/{claim_id}/decision", response_model=DecisionPublic)
 def decide_claim(claim_id: int, body: Decision, organizer_id: Organizer, now: Now) -> DecisionPublic:
     result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, expected_version=body.expected_version,
-                    decision=ClaimInput(decision=body.decision, amount_kopecks=body.amount_kopecks, note=body.note, decided_by=body.decided_by))
+                    decision=ClaimInput(decision=body.decision, amount_kopecks=body.amount_kopecks, note=body.note))
     return DecisionPublic(**result.__dict__)
 
 
 @app.post("/organizer/claims/{claim_id}/extension", response_model=DecisionPublic)
 def extend_review(claim_id: int, body: Extension, organizer_id: Organizer, now: Now) -> DecisionPublic:
     result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now,
-                    decision=ClaimInput(decision="extend", note=body.reason, decided_by=body.decided_by))
+                    decision=ClaimInput(decision="extend", note=body.reason))
     return DecisionPublic(**result.__dict__)
 
 
@@ -190,5 +197,44 @@ def bulk_decide(body: BulkDecision, organizer_id: Organizer, now: Now) -> dict:
     Claims that cannot take the decision come back in `refused` with their reason.
     """
     result = decide_many(get_engine(), claim_ids=body.claim_ids, organizer_id=organizer_id, now=now,
-                         decision=ClaimInput(decision=body.decision, note=body.note, decided_by=body.decided_by))
+                         decision=ClaimInput(decision=body.decision, note=body.note))
     return result
+
+
+# --- drivers (issue 9): the buyer withdraws a claim; the organizer refuses false documents ----------
+
+DB_ID = Field(gt=0, lt=2**31)  # an integer primary key on both databases
+ERROR = {"description": "Ошибка с подробностями по полям: {\"detail\": [{\"loc\", \"msg\", \"type\"}]}"}
+
+
+class Withdrawal(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
+                       description="The order's email: proves the buyer until buyer sign-in exists")
+    reason: str = Field(default="", max_length=2000, pattern=r"^[^\x00]*$")
+
+
+@app.post("/claims/{number}/withdrawal", response_model=ClaimPublic, responses={404: ERROR, 409: ERROR, 422: ERROR})
+def withdraw(number: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$")], body: Withdrawal, now: Now) -> ClaimPublic:
+    """The buyer withdraws a claim before a decision. A wrong email answers 404, like a missing claim."""
+    try:
+        result = withdraw_claim(get_engine(), number=number, buyer_email=body.email, now=now, note=body.reason)
+    except NotYourClaim:
+        raise HTTPException(404, detail=[{"loc": ["path", "number"], "msg": "Заявка не найдена.", "type": "not_found"}]) from None
+    return ClaimPublic(id=result.id, number=result.number, state=result.state)
+
+
+class FalseDocuments(BaseModel):
+    note: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*$", description="What is false: kept in the claim's audit trail")
+    document_ids: list[Annotated[int, DB_ID]] | None = Field(default=None, min_length=1, max_length=100,
+                                                             description="The documents judged false; all of the claim's when omitted")
+    expected_version: int | None = Field(default=None, ge=1, lt=2**31)
+
+
+@app.post("/organizer/claims/{claim_id}/false-documents", response_model=DecisionPublic, responses={404: ERROR, 409: ERROR, 422: ERROR})
+def refuse_documents(claim_id: Annotated[int, Path(gt=0, lt=2**31)], body: FalseDocuments, organizer_id: Organizer, now: Now) -> DecisionPublic:
+    """The organizer judges the claim's documents false: the claim is refused with DOCUMENTS_FALSE (Decree 1491)."""
+    result = refuse_false_documents(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, note=body.note,
+                                    document_ids=body.document_ids, expected_version=body.expected_version)
+    return DecisionPublic(**result.__dict__)

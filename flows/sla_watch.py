@@ -1,4 +1,5 @@
-"""sla-watch: every 15 minutes, escalate claims past their decision or payout deadline."""
+"""sla-watch: every 15 minutes, escalate claims past their decision or payout deadline, and refuse
+claims whose documents window closed without documents (their runs resumed, so they end)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,7 +7,14 @@ from datetime import datetime, timezone
 from prefect import flow
 
 from tasks.claims import dispatch_outbox
-from tasks.sla import emit_escalation_events, escalate_overdue_claims, notify_escalations, publish_breaches
+from tasks.sla import (
+    emit_escalation_events,
+    escalate_overdue_claims,
+    expire_overdue_documents,
+    notify_escalations,
+    publish_breaches,
+    resume_expired_claim_runs,
+)
 
 
 @flow(name="sla-watch", log_prints=True)
@@ -16,5 +24,7 @@ def sla_watch(now: datetime | None = None) -> int:
     notify_escalations(report, now)
     emit_escalation_events(report, now)
     publish_breaches(now)
+    expired = expire_overdue_documents(now)
     dispatch_outbox(now)
+    resume_expired_claim_runs(expired, now)
     return len(report.escalated)

@@ -35,6 +35,7 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     "bank_details_needed": frozenset({"claim_number", "event_title"}),
     "review_extended": frozenset({"claim_number", "event_title", "new_deadline", "extension_reason"}),
     "escalation_notice": frozenset({"claim_number", "event_title", "overdue_since", "deadline"}),
+    "claim_withdrawn": frozenset({"claim_number", "event_title"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "claim_received": frozenset({"buyer_name", "event_date", "decision_deadline"}),
@@ -46,6 +47,7 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
     "review_extended": frozenset({"buyer_name"}),
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason"}),
+    "claim_withdrawn": frozenset({"buyer_name"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 

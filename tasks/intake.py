@@ -18,6 +18,7 @@ from prefect.flow_runs import NotPausedError, resume_flow_run
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from models.claim_store import (
     ClaimNotFound,
@@ -28,15 +29,19 @@ from models.claim_store import (
     apply_trigger,
     id_in,
     claim_t,
+    document_t,
     event_t,
     file_claims,
     load_facts,
+    order_t,
     organizer_t,
+    ticket_t,
 )
 from models.tables import Document
 from states.lifecycle import ClaimState, Trigger, has_step
-from states.policy import DOCUMENT_KINDS, PolicyError, Reason, fallback_offer
+from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, check_documented_claim, fallback_offer
 from tasks.claims import ClaimInput, ClaimView, read_claim
+from tasks.outbox import enqueue_email
 
 REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
 
@@ -65,6 +70,16 @@ def issue_organizer_token(engine: Engine, organizer_id: int) -> str:
     with engine.begin() as conn:
         conn.execute(update(organizer_t).where(organizer_t.c.id == organizer_id).values(api_token_sha256=token_digest(token)))
     return token
+
+
+def organizer_principal(organizer_id: int) -> str:
+    """The audit actor for an organizer authenticated by their token (DESIGN, Security: the audit
+    row records who called, never a name the client typed)."""
+    return f"organizer:{organizer_id}"
+
+
+# A run resumed from the Prefect UI form: Prefect does not say which person submitted it.
+PREFECT_UI_PRINCIPAL = "prefect-ui"
 
 
 def organizer_for_token(engine: Engine, token: str) -> int | None:
@@ -173,6 +188,67 @@ def add_document(
     return state
 
 
+def request_run_resume(engine: Engine, claim_id: int, run_input: ClaimInput) -> bool:
+    """Ask the claim's suspended run to go on after a step was recorded without it (withdrawn,
+    documents expired or judged false): the run re-reads the claim and ends.
+
+    The one seam for these drivers: today it resumes the run directly; the starter's queue of run
+    actions takes its place. False when the run is not (yet) waiting; the recorded state stands.
+    """
+    return _resume(claim_id, engine, run_input)
+
+
+def buyer_principal(email: str) -> str:
+    """The audit actor for a buyer proven by the order's email (until buyer sign-in exists)."""
+    return f"buyer:{email}"
+
+
+@dataclass(frozen=True)
+class WithdrawnClaim:
+    id: int
+    number: str
+    state: str
+    resumed: bool
+
+
+def withdraw_claim(engine: Engine, *, number: str, buyer_email: str, now: datetime, note: str = "") -> WithdrawnClaim:
+    """The buyer withdraws a claim before a decision (`withdraw`: filed, awaiting documents or the
+    organizer, escalated -> withdrawn); «Заявка отозвана» is queued in the same transaction.
+
+    The claim number and the order's email together prove the buyer; a wrong email looks exactly like
+    a missing claim (NotYourClaim). The audit row names the order's email, not what was typed.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(claim_t.c.id, claim_t.c.state, order_t.c.buyer_email, order_t.c.buyer_name, event_t.c.title)
+            .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+            .join(order_t, order_t.c.id == ticket_t.c.order_id)
+            .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .where(claim_t.c.number == number)
+        ).one_or_none()
+    typed = buyer_email.strip().casefold().encode()
+    if row is None or not secrets.compare_digest(typed, row.buyer_email.strip().casefold().encode()):
+        raise NotYourClaim(f"claim {number} not found")
+    if not has_step(Trigger.WITHDRAW.value, row.state):
+        raise IntakeError("number", "Заявка уже рассмотрена, отозвать её нельзя.", code="wrong_state", status=409)
+    actor = buyer_principal(row.buyer_email)
+    try:
+        with engine.begin() as conn:
+            outcome = apply_trigger(conn, claim_id=row.id, trigger=Trigger.WITHDRAW.value, actor=actor, now=now,
+                                    note=note.strip() or None)
+            with Session(bind=conn) as session:
+                enqueue_email(
+                    session, dedup_key=f"claim:{row.id}:claim_withdrawn", claim_id=row.id, template="claim_withdrawn",
+                    recipient=row.buyer_email, payload={"claim_number": number, "event_title": row.title, "buyer_name": row.buyer_name},
+                    now=now,
+                )
+                session.flush()
+    except (ConflictError, InvalidTrigger):
+        raise IntakeError("number", "Заявка изменилась, пока вы её отзывали. Обновите страницу.", code="conflict", status=409) from None
+    resumed = request_run_resume(engine, row.id, ClaimInput(decision="withdraw", decided_by=actor, at=now))
+    return WithdrawnClaim(row.id, number, outcome.dest, resumed)
+
+
 # --- organizers ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -193,6 +269,10 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
     approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
     offered the voluntary refund when the event is still more than 3 days away) or extend (10 -> 20
     working days, with a reason). Raises NotYourClaim, IntakeError (status 409/422, Russian message).
+
+    The audit row and `claim.decided_by` name the caller: `organizer:<id>` from the token, or
+    `prefect-ui` for a run resumed from the Prefect UI form (organizer_id None); `decision.decided_by`
+    is what a client typed and is never recorded.
     """
     if decision.decision not in DECISION_TRIGGERS:
         raise IntakeError("decision", "Решение должно быть approve, reject или extend.")
@@ -203,7 +283,8 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
     if not has_step(trigger.value, claim.state):
         raise IntakeError("decision", f"Заявка в состоянии «{claim.state}», такое решение сейчас невозможно.", code="wrong_state", status=409)
     at = decision.at or now
-    data: dict[str, Any] = {"decided_by": decision.decided_by}
+    actor = organizer_principal(organizer_id) if organizer_id is not None else PREFECT_UI_PRINCIPAL
+    data: dict[str, Any] = {"decided_by": actor}
     with engine.begin() as conn:
         facts = load_facts(conn, [claim_id], at)[claim_id][1]
         if decision.decision == "approve":
@@ -224,7 +305,7 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
         else:
             data = {"extension_reason": decision.note.strip()}
         try:
-            apply_trigger(conn, claim_id=claim_id, trigger=trigger.value, actor=f"{decision.decided_by}", now=at,
+            apply_trigger(conn, claim_id=claim_id, trigger=trigger.value, actor=actor, now=at,
                           note=decision.note or None, data=data, expected_version=expected_version)
         except TransitionRefused as exc:
             code, message = exc.refusals[0]
@@ -233,8 +314,50 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             raise IntakeError("decision", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
     state = read_claim(claim_id, engine=engine).state
     # An extension changes no state: the run keeps waiting, nothing to resume.
-    resumed = resume and decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at}))
+    resumed = resume and decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at, "decided_by": actor}))
     return DecisionResult(claim_id, claim.number, state, resumed)
+
+
+def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int, now: datetime, note: str,
+                           document_ids: list[int] | None = None, expected_version: int | None = None) -> DecisionResult:
+    """The organizer judges a claim's documents false and refuses it (Decree 1491: false documents are
+    grounds to refuse), with the policy's DOCUMENTS_FALSE code and Russian message.
+
+    Marks the listed documents (all of the claim's when none are listed) `judged_false`, then asks the
+    policy for the refusal and applies `reject`, in one transaction. `note` is the organizer's grounds,
+    kept in the audit trail; the buyer's email carries the policy's message.
+    """
+    if not note.strip():
+        raise IntakeError("note", "Укажите, что именно недостоверно в документах: запись попадёт в журнал заявки.")
+    claim = _owned_claim(engine, claim_id, organizer_id)
+    if Reason(claim.reason) not in DOCUMENTED_REASONS:
+        raise IntakeError("claim_id", "Документы проверяются только в заявках по болезни или смерти близкого.", code="not_documented", status=409)
+    if not has_step(Trigger.REJECT.value, claim.state):
+        raise IntakeError("claim_id", f"Заявка в состоянии «{claim.state}», отказать по ней сейчас нельзя.", code="wrong_state", status=409)
+    actor = organizer_principal(organizer_id)
+    with engine.begin() as conn:
+        own = set(conn.execute(select(document_t.c.id).where(document_t.c.claim_id == claim_id)).scalars())
+        if not own:
+            raise IntakeError("document_ids", "В заявке нет документов: отмечать недостоверными нечего.", code="no_documents", status=409)
+        chosen = set(document_ids) if document_ids else own
+        if not chosen <= own:
+            raise IntakeError("document_ids", "Документ не найден в этой заявке.", code="not_found", status=404)
+        conn.execute(update(document_t).where(document_t.c.claim_id == claim_id, document_t.c.id.in_(sorted(chosen))).values(judged_false=True))
+        facts = load_facts(conn, [claim_id], now)[claim_id][1]
+        refusals = check_documented_claim(
+            reason=facts.reason, event_start=facts.event_start, filed_at=facts.filed_at,
+            order_created_at=facts.order_created_at or facts.filed_at, buyer_name=facts.buyer_name,
+            name_mismatch_explanation=facts.name_mismatch_explanation, documents=facts.documents,
+        )
+        refusal = next(r for r in refusals if r.code == "DOCUMENTS_FALSE")
+        data = {"decided_by": actor, "refusal_code": refusal.code, "refusal_message": refusal.message_ru, "decision_note": note.strip()}
+        try:
+            apply_trigger(conn, claim_id=claim_id, trigger=Trigger.REJECT.value, actor=actor, now=now, note=note.strip(), data=data,
+                          expected_version=expected_version)
+        except (ConflictError, InvalidTrigger):
+            raise IntakeError("claim_id", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
+    resumed = request_run_resume(engine, claim_id, ClaimInput(decision="reject", note=refusal.message_ru, decided_by=actor, at=now))
+    return DecisionResult(claim_id, claim.number, ClaimState.REJECTED.value, resumed)
 
 
 def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int) -> dict[str, Any]:
@@ -242,7 +365,7 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
 
     Claims of other organizers are reported as not found; claims whose guard fails or whose state
     takes no such decision come back with the reason. A bulk refusal carries one reason for all and
-    no per-claim fallback offer (decide one by one for that).
+    no per-claim fallback offer (decide one by one for that). The audit rows name `organizer:<id>`.
     """
     if decision.decision not in ("approve", "reject"):
         raise IntakeError("decision", "Решение должно быть approve или reject.")
@@ -254,11 +377,13 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
             select(claim_t.c.id).join(event_t, event_t.c.id == claim_t.c.event_id)
             .where(id_in(conn, claim_t.c.id, ids), event_t.c.organizer_id == organizer_id)
         ).scalars())
-    data: dict[str, Any] = {"decided_by": decision.decided_by}
+    actor = organizer_principal(organizer_id)
+    decision = decision.model_copy(update={"decided_by": actor})
+    data: dict[str, Any] = {"decided_by": actor}
     if decision.decision == "reject":
         data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
     result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
-                         actor=decision.decided_by, now=now, note=decision.note or None, data=data)
+                         actor=actor, now=now, note=decision.note or None, data=data)
     decided = [i for moved in result.moved.values() for i in moved]
     resumed = sum(_resume(i, engine, decision.model_copy(update={"at": now})) for i in decided)
     refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]

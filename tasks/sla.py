@@ -3,9 +3,12 @@
 Decision SLA: 10 working days (20 when extended) after filing (Decree 1491), stored on the claim as
 `decision_due`. Payout SLA: 10 working days after the decision, `payout_due`. The cost of a pass
 grows with the number of due claims, not with the table: both queries walk (state, due) indexes.
+Documents window: an illness or death claim still without documents when its window closes is
+refused (`expire_documents`); that query walks the state index, over claims awaiting documents only.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -13,12 +16,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.claim_store import apply_batch, claim_t, event_t, organizer_t
 from models.db import get_engine
 from models.settings import get_settings
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
+from tasks.claims import ClaimInput
+from tasks.intake import request_run_resume
 from tasks.outbox import enqueue_email
 
 
@@ -143,3 +149,62 @@ def publish_breaches(now: datetime) -> int:
     create_table_artifact(table=table or [{"claim": "—", "state": "no open breaches"}], key="sla-breaches",
                           description=f"Open SLA breaches as of {now.isoformat()}")
     return len(table)
+
+
+# --- documents window: expire_documents ------------------------------------------------------------
+
+@dataclass
+class ExpiryReport:
+    refused: list[int] = field(default_factory=list)  # claims refused for want of documents
+    still_open: int = 0  # candidates whose window is still open in their venue's time zone
+
+    def __str__(self) -> str:
+        return f"{len(self.refused)} refused for want of documents, {self.still_open} still within their window"
+
+
+def _awaiting_documents_past_window(conn, now: datetime) -> list[int]:
+    # However its last day is counted (states.policy), the window closes no earlier than 13 days after
+    # the event starts: events older than that over-select, and the guard, in the venue's zone, decides.
+    horizon = now - timedelta(days=13)
+    return list(conn.execute(
+        select(claim_t.c.id)
+        .join(event_t, event_t.c.id == claim_t.c.event_id)
+        .where(claim_t.c.state == ClaimState.AWAITING_DOCUMENTS.value, event_t.c.starts_at < horizon)
+        .order_by(claim_t.c.id)
+    ).scalars())
+
+
+def expire_documents(engine: Engine, *, now: datetime) -> ExpiryReport:
+    """Decree 1491: documents may follow within 14 days of the event; a claim still awaiting them when
+    the window has closed is refused (DOCUMENTS_LATE), and «decision_rejected» with the reason is
+    queued with the step. One batch through the machine (`apply_batch`), audited as sla-watch."""
+    with engine.connect() as conn:
+        ids = _awaiting_documents_past_window(conn, now)
+    if not ids:
+        return ExpiryReport()
+    result = apply_batch(engine, claim_ids=ids, trigger=Trigger.EXPIRE_DOCUMENTS.value, actor="sla-watch", now=now,
+                         note="documents window closed")
+    return ExpiryReport(refused=sorted(i for moved in result.moved.values() for i in moved), still_open=len(result.refused))
+
+
+def end_expired_runs(engine: Engine, report: ExpiryReport, *, now: datetime,
+                     resume: Callable[[Engine, int, ClaimInput], bool] = request_run_resume) -> int:
+    """Each refused claim's run waits for documents: ask it to go on (it reads the refusal and ends)."""
+    run_input = ClaimInput(decision="expire_documents", decided_by="sla-watch", at=now)
+    return sum(resume(engine, claim_id, run_input) for claim_id in report.refused)
+
+
+@task(name="expire-overdue-documents", retries=2, retry_delay_seconds=5)
+def expire_overdue_documents(now: datetime) -> ExpiryReport:
+    """Refuse the claims whose documents window closed without documents (see `expire_documents`)."""
+    report = expire_documents(get_engine(), now=now)
+    get_run_logger().info("sla-watch: %s", report)
+    return report
+
+
+@task(name="resume-expired-claim-runs", retries=3, retry_delay_seconds=5)
+def resume_expired_claim_runs(report: ExpiryReport, now: datetime) -> int:
+    """Resume the suspended run of every claim just refused for want of documents, so none waits forever."""
+    resumed = end_expired_runs(get_engine(), report, now=now)
+    get_run_logger().info("sla-watch: %s of %s expired claims' runs resumed", resumed, len(report.refused))
+    return resumed
