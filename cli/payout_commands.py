@@ -90,15 +90,15 @@ def run(
     console = Console()
     console.print(table)
     for line in submitted.failures + reconciled.failures:
-        console.print(f"[red]failed:[/red] {escape(line)}")
+        console.print(f"[red]failed:[/red] {escape(line)}", soft_wrap=True)
     for line in submitted.anomalies + reconciled.anomalies:
-        console.print(f"[yellow]attention:[/yellow] {escape(line)}")
+        console.print(f"[yellow]attention:[/yellow] {escape(line)}", soft_wrap=True)
 
 
 @payouts_app.command("retry")
 def retry(
     claim_number: str = typer.Argument(..., help="The claim's number, e.g. VZ-0000123-1"),
-    reason: str = typer.Option(..., "--reason", help="Why it is retried (kept in the audit trail)"),
+    reason: str = typer.Option("", "--reason", help="Why it is retried (required; kept in the audit trail)"),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
 ) -> None:
