@@ -9,6 +9,14 @@ an acquirer refund id; the next run asks again with the SAME key and the acquire
 answer instead of refunding twice (tests/payments/test_crash_exactly_once.py kills a worker with
 SIGKILL at each of these points).
 
+One payout's failure is that payout's alone: whatever one refund raises is recorded on its row and
+its claim, and the batch goes on. No answer (5xx, 429, network) leaves the outcome unknown, so the
+row keeps its key and the claim goes to payout_failed until the payout-run sweep's `retry_payout`
+(backoff, bounded) or a person's (`vozvrat payouts retry`) asks again with that key. A card that
+refuses for good (refund canceled, payment unknown, nothing left to refund) asks the buyer for bank
+details (payout_failed -> needs_bank_details) and the claim is then paid by bank transfer. A claim's
+own run opens and sends its own payout only (`claim_ids`); the scheduled runs sweep the rest.
+
 Exactly once, for bank transfers: export marks the payouts `exported` with a batch id and commits
 FIRST, then writes the file from the batch (atomically: temp file, fsync, rename). A crash after the
 commit leaves a batch without a file, never a file whose payouts could be exported again; the file of
@@ -92,7 +100,7 @@ RETRY_LATER_BASE = timedelta(hours=1)
 RETRY_LATER_CAP = timedelta(hours=12)
 # No answer about a refund (5xx, 429, network): the claim goes to payout_failed and the payout-run
 # sweep retries it (retry_payout) with the same key, after 5, 10, 20 ... min, at most this many
-# times (about 10 h in all); then it waits for `vozvrat payouts retry`.
+# times (about 9 h in all); then it waits for `vozvrat payouts retry`.
 TRANSIENT_RETRY_BASE = timedelta(minutes=5)
 TRANSIENT_RETRY_CAP = timedelta(hours=4)
 MAX_AUTOMATIC_RETRIES = 7
