@@ -179,3 +179,35 @@ def test_cli_run_reports_a_bad_payout_without_a_traceback(sqlite_url, standin):
 def factories_number(engine, claim_id: int) -> str:
     with engine.connect() as conn:
         return conn.execute(select(claim_t.c.number).where(claim_t.c.id == claim_id)).scalar_one()
+
+
+class PollExplodingFor(ExplodingFor):
+    def __init__(self, inner: YooKassaAcquirer, refund_id: str):
+        super().__init__(inner, payment_id="")
+        self.refund_id = refund_id
+
+    def get_refund(self, refund_id: str) -> RefundResult:
+        if refund_id == self.refund_id:
+            raise RuntimeError("poll bug")
+        return self.inner.get_refund(refund_id)
+
+
+def test_one_bad_poll_does_not_stop_reconcile_and_fails_no_claim(engine, standin, acquirer):
+    """Used to: an exception while polling one pending refund aborted reconcile for every other one."""
+    from tasks.payouts import reconcile_pending
+
+    with engine.begin() as conn:
+        claims = [factories.claim_in_payout(conn, acquirer_payment_id=standin.payment("3500.00"), now=NOW) for _ in range(2)]
+    standin.faults("pending", count=2)
+    open_payouts(engine, now=NOW)
+    assert submit_card_refunds(engine, acquirer, now=NOW).pending == 2
+    standin.settle(status="succeeded")
+    first_refund = payouts_of(engine, claims[0])[0]["acquirer_refund_id"]
+
+    report = reconcile_pending(engine, PollExplodingFor(acquirer, first_refund), now=NOW + timedelta(minutes=5))
+
+    assert (report.asked, report.succeeded, report.deferred) == (2, 1, 1)
+    assert [state(engine, c) for c in claims] == ["payout_pending", "paid"]  # the refund exists: not a failed payout
+    assert payouts_of(engine, claims[0])[0]["last_error"] == "RuntimeError: poll bug"
+    assert reconcile_pending(engine, acquirer, now=NOW + timedelta(minutes=10)).succeeded == 1
+    assert len(standin.ledger()["refunds"]) == 2
