@@ -36,29 +36,38 @@ def _first_line(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {text}"
 
 
+def _acquirer(api_url: str | None):
+    from models.settings import get_settings
+    from tasks.acquirer import YooKassaAcquirer
+
+    settings = get_settings()
+    return YooKassaAcquirer(
+        api_url=api_url or settings.acquirer_api_url,
+        shop_id=settings.acquirer_shop_id,
+        secret_key=settings.acquirer_secret_key.get_secret_value(),
+    )
+
+
 @payouts_app.command("run")
 def run(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
 ) -> None:
-    """Open payouts for claims in payout_pending, send card refunds, poll pending ones: once."""
+    """Retry failed payouts that are due, open payouts for claims in payout_pending, send card refunds,
+    poll pending ones: once (the payout-run and payout-reconcile steps)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from sqlalchemy.exc import SQLAlchemyError
 
-    from models.settings import get_settings
-    from tasks.acquirer import AcquirerError, YooKassaAcquirer
-    from tasks.payouts import open_payouts, reconcile_pending, submit_card_refunds
+    from tasks.acquirer import AcquirerError
+    from tasks.payouts import open_payouts, reconcile_pending, retry_due_payouts, submit_card_refunds
 
-    settings = get_settings()
-    acquirer = YooKassaAcquirer(
-        api_url=api_url or settings.acquirer_api_url,
-        shop_id=settings.acquirer_shop_id,
-        secret_key=settings.acquirer_secret_key.get_secret_value(),
-    )
+    acquirer = _acquirer(api_url)
     engine = _engine(db)
     now = _now()
     try:
+        retried = retry_due_payouts(engine, now=now)
         opened = open_payouts(engine, now=now)
         submitted = submit_card_refunds(engine, acquirer, now=now)
         reconciled = reconcile_pending(engine, acquirer, now=now)
@@ -66,19 +75,74 @@ def run(
         fail(f"the acquirer refused the run: {exc}")
     except SQLAlchemyError as exc:
         fail(f"database error: {_first_line(exc)}")
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; each payout's own failure is recorded
+        fail(f"payout run stopped: {_first_line(exc)}")
     finally:
         engine.dispose()
 
-    table = Table(title=f"Payout run: {opened} payout(s) opened")
+    table = Table(title=f"Payout run: {len(retried)} failed payout(s) retried, {opened} payout(s) opened")
     table.add_column("step")
-    for name in ("asked", "succeeded", "failed", "retry later", "pending", "deferred"):
+    names = ("asked", "succeeded", "failed", "retry later", "pending", "deferred")
+    for name in names:
         table.add_column(name, justify="right")
     for step, r in (("card refunds", submitted), ("reconcile", reconciled)):
         table.add_row(step, *(str(v) for v in (r.asked, r.succeeded, r.failed, r.retry_later, r.pending, r.deferred)))
     console = Console()
     console.print(table)
+    for line in submitted.failures + reconciled.failures:
+        console.print(f"[red]failed:[/red] {escape(line)}", soft_wrap=True)
     for line in submitted.anomalies + reconciled.anomalies:
-        console.print(f"[yellow]attention:[/yellow] {line}")
+        console.print(f"[yellow]attention:[/yellow] {escape(line)}", soft_wrap=True)
+
+
+@payouts_app.command("retry")
+def retry(
+    claim_number: str = typer.Argument(..., help="The claim's number, e.g. VZ-0000123-1"),
+    reason: str = typer.Option("", "--reason", help="Why it is retried (required; kept in the audit trail)"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
+) -> None:
+    """Retry a failed payout by hand (payout_failed -> payout_pending) and send it at once; the audit
+    row names you (ops:<login>) and the reason. A refund whose outcome was unknown is asked again with
+    its own key, so it is never paid twice."""
+    import getpass
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.tables import Claim
+    from tasks.acquirer import AcquirerError
+    from tasks.payouts import RetryRefused, open_payouts, retry_payout_by_ops, submit_card_refunds
+
+    if not " ".join(reason.split()):
+        fail("a retry needs a reason (--reason)")
+    actor = f"ops:{getpass.getuser()}"
+    acquirer = _acquirer(api_url)
+    engine = _engine(db)
+    now = _now()
+    try:
+        done = retry_payout_by_ops(engine, claim_number=claim_number.strip(), reason=reason, actor=actor, now=now)
+        typer.echo(f"claim {done.number}: payout_failed -> {done.state} by {actor}")
+        open_payouts(engine, now=now, claim_ids=[done.claim_id])
+        report = submit_card_refunds(engine, acquirer, now=now, claim_ids=[done.claim_id])
+        with engine.connect() as conn:
+            state = conn.execute(select(Claim.__table__.c.state).where(Claim.__table__.c.id == done.claim_id)).scalar_one()
+    except RetryRefused as exc:
+        fail(str(exc))
+    except AcquirerError as exc:
+        fail(f"claim {claim_number} is back in payout_pending, but the acquirer refused the run: {exc}")
+    except SQLAlchemyError as exc:
+        fail(f"database error: {_first_line(exc)}")
+    except Exception as exc:  # noqa: BLE001
+        fail(f"retry stopped: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    for line in report.failures + report.anomalies:
+        typer.echo(line, err=True)
+    if report.asked == 0 and state == "payout_pending":
+        typer.echo(f"claim {claim_number}: payout_pending (a bank transfer, or sent by the next payout run)")
+    else:
+        typer.echo(f"claim {claim_number}: {state}")
 
 
 @payouts_app.command("export-1c")

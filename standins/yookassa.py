@@ -16,11 +16,14 @@ Payments are seeded explicitly: POST /_standin/payments {"id"?: 36 chars, "amoun
 With `--implicit-payments VALUE` an unknown payment id is created on first use with that amount.
 
 Admin endpoints (no auth; the stand-in listens on localhost):
-- POST /_standin/faults   {"kind": "error_500" | "timeout" | "cancel" | "pending", "count": N,
+- POST /_standin/faults   {"kind": "error_500" | "error_429" | "timeout" | "cancel" | "pending", "count": N,
                            "reason": "insufficient_funds" (cancel), "delay": seconds (timeout),
+                           "status": 500..599 (error_500: which 5xx, default 500),
                            "apply": bool (500/timeout: was the refund made before the answer was lost;
-                           default false for 500, true for timeout)}. Faults queue up and hit the next
-                           POST /v3/refunds calls that pass auth and validation.
+                           default false for 500, true for timeout; a 429 is never applied),
+                           "payment_id": id (only refunds of this payment meet the fault)}. Faults queue
+                           up and hit the next POST /v3/refunds calls that pass auth and validation
+                           (with `payment_id`, the next ones for that payment).
 - POST /_standin/settle   {"refund_id"?: id, "status": "succeeded" | "canceled", "reason"?} settles one
                            pending refund, or all of them without refund_id.
 - GET  /_standin/ledger   {"refunds": [...], "payments": [...]} current state.
@@ -94,6 +97,8 @@ class _Fault:
     reason: str | None = None
     delay: float = 5.0
     apply: bool = False
+    status: int = 500
+    payment_id: str | None = None
 
 
 @dataclass
@@ -234,8 +239,8 @@ class YooKassaStandIn:
             raise _HttpError(400, "invalid_request", "Invalid payment_id", "payment_id")
         amount = _kopecks(body.get("amount"))
         description = body.get("description")
-        fault = self._next_fault()
-        if fault and fault.kind in ("error_500", "timeout") and not fault.apply:
+        fault = self._next_fault(payment_id)
+        if fault and (fault.kind == "error_429" or fault.kind in ("error_500", "timeout") and not fault.apply):
             self._raise_fault(fault)
         with self._lock:
             seen = self._state.keys.get(key)  # a concurrent twin may have won while we were unlocked
@@ -282,22 +287,33 @@ class YooKassaStandIn:
         if fault.kind == "timeout":
             self._stopping.wait(fault.delay)
             raise _DropConnection()
-        raise _HttpError(500, "internal_server_error", "Internal server error (stand-in fault)")
+        if fault.kind == "error_429":
+            raise _HttpError(429, "too_many_requests", "Too many requests (stand-in fault)")
+        raise _HttpError(fault.status, "internal_server_error", "Internal server error (stand-in fault)")
 
-    def _next_fault(self) -> _Fault | None:
+    def _next_fault(self, payment_id: str) -> _Fault | None:
         with self._lock:
-            return self._faults.popleft() if self._faults else None
+            for fault in self._faults:
+                if fault.payment_id in (None, payment_id):
+                    self._faults.remove(fault)
+                    return fault
+            return None
 
     def add_faults(self, spec: dict[str, Any]) -> int:
         kind = spec.get("kind")
-        if kind not in ("error_500", "timeout", "cancel", "pending"):
-            raise _HttpError(400, "invalid_request", "kind must be error_500, timeout, cancel or pending", "kind")
+        if kind not in ("error_500", "error_429", "timeout", "cancel", "pending"):
+            raise _HttpError(400, "invalid_request", "kind must be error_500, error_429, timeout, cancel or pending", "kind")
         count = int(spec.get("count", 1))
+        status = int(spec.get("status", 500))
+        if not 500 <= status <= 599:
+            raise _HttpError(400, "invalid_request", "status must be a 5xx code", "status")
         fault = _Fault(
             kind=kind,
             reason=spec.get("reason"),
             delay=float(spec.get("delay", 5.0)),
-            apply=bool(spec.get("apply", kind == "timeout")),
+            apply=bool(spec.get("apply", kind == "timeout")) and kind != "error_429",
+            status=status,
+            payment_id=spec.get("payment_id"),
         )
         with self._lock:
             self._faults.extend(fault for _ in range(count))

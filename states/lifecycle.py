@@ -301,6 +301,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row(T.PAYOUT_SUCCEEDED, S.PAYOUT_PENDING, S.PAID),
     _row(T.PAYOUT_FAILED, S.PAYOUT_PENDING, S.PAYOUT_FAILED),
     _row(T.RETRY_PAYOUT, S.PAYOUT_FAILED, S.PAYOUT_PENDING),
+    # The card refused the refund for good (closed, payment unknown, nothing left to refund): the
+    # payout starts again as a bank transfer, so the buyer is asked for bank details.
+    _row(T.START_PAYOUT, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS),
     _row(T.FLAG_PAYOUT_OVERDUE, (S.APPROVED, S.PAYOUT_PENDING, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS), None, "payout_overdue"),
     _row(T.CLOSE, (S.PAID, S.REJECTED, S.VOUCHER_ISSUED, S.WITHDRAWN), S.CLOSED),
 ]

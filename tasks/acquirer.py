@@ -83,14 +83,27 @@ class AcquirerError(Exception):
     """The acquirer did not give an answer about the refund.
 
     `retryable` True: network error, timeout, 5xx, 429, 202 - the outcome is unknown, repeat the same
-    call with the SAME idempotency key. False: the request itself is wrong (400/401/403/404).
+    call with the SAME idempotency key. False: the request itself is wrong (400/401/403/404);
+    `parameter` names the field YooKassa objected to (payment_id, amount, Idempotence-Key...).
     """
 
-    def __init__(self, message: str, *, retryable: bool, code: str | None = None, http_status: int | None = None):
+    def __init__(
+        self, message: str, *, retryable: bool, code: str | None = None, http_status: int | None = None,
+        parameter: str | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.code = code
         self.http_status = http_status
+        self.parameter = parameter
+
+    @property
+    def card_refused(self) -> bool:
+        """The acquirer will never refund this payment to the card (payment unknown or malformed,
+        nothing left to refund): a permanent failure, the refund needs another channel."""
+        if self.retryable or self.http_status in (401, 403):
+            return False
+        return self.parameter in ("payment_id", "amount") or self.code == "not_found"
 
 
 class AcquirerPort(Protocol):
@@ -213,7 +226,7 @@ def _raise_for_status(raw: requests.Response) -> None:
         message += f": {description}"
     if parameter:
         message += f" (parameter {parameter})"
-    raise AcquirerError(message, retryable=retryable, code=code, http_status=raw.status_code)
+    raise AcquirerError(message, retryable=retryable, code=code, http_status=raw.status_code, parameter=parameter)
 
 
 class YooKassaAcquirer:
@@ -249,6 +262,14 @@ class YooKassaAcquirer:
         """POST /refunds with OUR idempotency key (the SDK would invent a random one if given none)."""
         if not req.idempotency_key:
             raise ValueError("a refund needs an idempotency key derived from the claim")
+        if not isinstance(req.payment_id, str) or len(req.payment_id) != 36:
+            # The SDK would raise a bare ValueError here; YooKassa's ids are 36 characters. Refused
+            # before anything is sent, as the acquirer would refuse it.
+            raise AcquirerError(
+                f"refused before sending: {str(req.payment_id)[:40]!r} is not a YooKassa payment id "
+                "(36 characters) (parameter payment_id)",
+                retryable=False, code="invalid_request", parameter="payment_id",
+            )
         params: dict[str, Any] = {
             "payment_id": req.payment_id,
             "amount": {"value": format_rub(req.amount_kopecks), "currency": "RUB"},

@@ -182,18 +182,28 @@ def dispatch_outbox(now: datetime) -> str:
 
 @task(name="pay-refund", retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=STEP_CACHE)
 def pay_refund(claim_id: int, now: datetime) -> str:
-    """Start the payout: card claims go to the acquirer now (idempotency key per payout attempt);
-    cash and BSO claims wait for bank details or for accounting's 1C export."""
+    """Start this claim's payout: a card claim goes to the acquirer now (idempotency key per payout
+    attempt); cash and BSO claims wait for bank details or for accounting's 1C export.
+
+    Only this claim's payout is opened and sent: other claims' payouts, and their failures, belong to
+    their own runs and to the scheduled payout-run sweep.
+    """
     from tasks.acquirer import YooKassaAcquirer
     from tasks.payouts import open_payouts, submit_card_refunds
 
-    state = move_claim.fn(claim_id, Trigger.START_PAYOUT.value, now)
+    state = read_claim(claim_id).state
+    # Only an approved claim starts its payout: a replay finds it started, and start_payout from
+    # payout_failed means "by bank transfer", which is the acquirer's verdict to give, not a replay's.
+    if state == ClaimState.APPROVED.value:
+        state = move_claim.fn(claim_id, Trigger.START_PAYOUT.value, now)
     if state == ClaimState.APPROVED.value:  # start_payout refused: the ticket was scanned meanwhile
         state = move_claim.fn(claim_id, Trigger.REFUSE_SCANNED.value, now)
     if state == ClaimState.PAYOUT_PENDING.value:
         engine = get_engine()
-        open_payouts(engine, now=now)
-        report = submit_card_refunds(engine, YooKassaAcquirer.from_settings(), now=now)
-        get_run_logger().info("payouts: %s", report)
+        open_payouts(engine, now=now, claim_ids=[claim_id])
+        report = submit_card_refunds(engine, YooKassaAcquirer.from_settings(), now=now, claim_ids=[claim_id])
+        get_run_logger().info("payout of claim %s: %s", claim_id, report)
+        for line in report.failures:
+            get_run_logger().warning("%s", line)
         state = read_claim(claim_id).state
     return state

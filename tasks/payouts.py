@@ -9,6 +9,14 @@ an acquirer refund id; the next run asks again with the SAME key and the acquire
 answer instead of refunding twice (tests/payments/test_crash_exactly_once.py kills a worker with
 SIGKILL at each of these points).
 
+One payout's failure is that payout's alone: whatever one refund raises is recorded on its row and
+its claim, and the batch goes on. No answer (5xx, 429, network) leaves the outcome unknown, so the
+row keeps its key and the claim goes to payout_failed until the payout-run sweep's `retry_payout`
+(backoff, bounded) or a person's (`vozvrat payouts retry`) asks again with that key. A card that
+refuses for good (refund canceled, payment unknown, nothing left to refund) asks the buyer for bank
+details (payout_failed -> needs_bank_details) and the claim is then paid by bank transfer. A claim's
+own run opens and sends its own payout only (`claim_ids`); the scheduled runs sweep the rest.
+
 Exactly once, for bank transfers: export marks the payouts `exported` with a batch id and commits
 FIRST, then writes the file from the batch (atomically: temp file, fsync, rename). A crash after the
 commit leaves a batch without a file, never a file whose payouts could be exported again; the file of
@@ -24,11 +32,12 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, update
+from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
@@ -49,7 +58,7 @@ from models.payouts import (
     SUCCEEDED,
     Payout,
 )
-from models.tables import Claim, Order, Ticket
+from models.tables import Claim, ClaimTransition, Order, Ticket
 from states.bank import FieldError, validate_bank_details
 from states.lifecycle import ClaimState, InvalidTrigger
 from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundResult, refund_receipt
@@ -57,7 +66,9 @@ from tasks.export_1c import Payer, PaymentOrder, parse_statement, payment_purpos
 
 __all__ = [
     "ExportBatch",
+    "OpsRetry",
     "RefundReport",
+    "RetryRefused",
     "StatementReport",
     "export_bank_transfers",
     "mark_export_batch",
@@ -65,9 +76,12 @@ __all__ = [
     "open_payouts",
     "payout_key",
     "reconcile_pending",
+    "retry_due_payouts",
     "retry_later_delay",
+    "retry_payout_by_ops",
     "submit_bank_details",
     "submit_card_refunds",
+    "transient_retry_delay",
     "write_export_file",
 ]
 
@@ -75,6 +89,7 @@ payout_t = Payout.__table__
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
 order_t = Order.__table__
+audit_t = ClaimTransition.__table__
 
 # The 1C file's dates are the operator's (Moscow) dates.
 OPERATOR_TZ = ZoneInfo("Europe/Moscow")
@@ -83,6 +98,13 @@ OPERATOR_TZ = ZoneInfo("Europe/Moscow")
 STALE_SUBMITTED = timedelta(minutes=2)
 RETRY_LATER_BASE = timedelta(hours=1)
 RETRY_LATER_CAP = timedelta(hours=12)
+# No answer about a refund (5xx, 429, network): the claim goes to payout_failed and the payout-run
+# sweep retries it (retry_payout) with the same key, after 5, 10, 20 ... min, at most this many
+# times (about 9 h in all); then it waits for `vozvrat payouts retry`.
+TRANSIENT_RETRY_BASE = timedelta(minutes=5)
+TRANSIENT_RETRY_CAP = timedelta(hours=4)
+MAX_AUTOMATIC_RETRIES = 7
+RETRY_ACTOR = "payout-retry"  # the sweep, in the audit trail; a person is ops:<login>
 
 
 def payout_key(claim_id: int, attempt: int) -> str:
@@ -99,6 +121,11 @@ def retry_later_delay(attempt: int) -> timedelta:
     return min(RETRY_LATER_BASE * 2 ** max(attempt - 1, 0), RETRY_LATER_CAP)
 
 
+def transient_retry_delay(retry: int) -> timedelta:
+    """The wait before automatic retry number `retry` (1-based) of a payout that got no answer."""
+    return min(TRANSIENT_RETRY_BASE * 2 ** max(retry - 1, 0), TRANSIENT_RETRY_CAP)
+
+
 def _utc(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError(f"naive datetime {now!r}: time must be tz-aware")
@@ -111,14 +138,28 @@ def _insert(conn: Connection):
 
 # --- opening payouts ------------------------------------------------------------------------------
 
-def open_payouts(engine: Engine, *, now: datetime) -> int:
-    """Open a payout for every claim in payout_pending that has none live (one INSERT ... SELECT).
+def _only_claims(column, claim_ids: Iterable[int] | None, conn: Connection | None = None):
+    """No filter (the scheduled sweep), or only these claims (a claim's own run, an ops retry)."""
+    if claim_ids is None:
+        return true()
+    ids = list(claim_ids)
+    return id_in(conn, column, ids) if conn is not None else column.in_(ids)
+
+
+def open_payouts(engine: Engine, *, now: datetime, claim_ids: Iterable[int] | None = None) -> int:
+    """Open a payout for every claim in payout_pending that has none live (one INSERT ... SELECT);
+    with `claim_ids`, for those claims only (a claim's run opens its own payout, nobody else's).
 
     Channel from the order (card -> card refund; cash, BSO -> bank transfer), amount the approved one
-    or the quoted one. A claim whose last attempt was canceled with `insufficient_funds` gets its next
-    attempt (a new key) only once that attempt's `next_attempt_at` has come.
+    or the quoted one. A card claim whose card refused the refund for good and whose buyer then gave
+    bank details is paid by bank transfer. A claim whose last attempt was canceled with
+    `insufficient_funds` gets its next attempt (a new key) only once that attempt's `next_attempt_at`
+    has come.
     """
     now = _utc(now)
+    claim_ids = None if claim_ids is None else list(claim_ids)
+    if claim_ids == []:
+        return 0
     earlier = aliased(payout_t)
     attempt = (
         select(func.coalesce(func.max(earlier.c.attempt), 0) + 1)
@@ -132,19 +173,23 @@ def open_payouts(engine: Engine, *, now: datetime) -> int:
             and_(payout_t.c.status == RETRY_LATER, payout_t.c.next_attempt_at > literal(now, UtcDateTime)),
         ),
     )
+    refused = aliased(payout_t)
+    card_refused = exists().where(refused.c.claim_id == claim_t.c.id, refused.c.channel == CARD, refused.c.status == CANCELED)
+    to_card = and_(order_t.c.payment_method == "card", ~and_(claim_t.c.bank_details.is_not(None), card_refused))
     amount = func.coalesce(claim_t.c.approved_amount, claim_t.c.amount)
-    channel = case((order_t.c.payment_method == "card", literal(CARD, String)), else_=literal(BANK_TRANSFER, String))
-    source = (
-        select(
-            claim_t.c.id, channel, amount, attempt, _payout_key_sql(claim_t.c.id, attempt),
-            literal(PENDING, String), literal(now, UtcDateTime), literal(now, UtcDateTime),
-        )
-        .select_from(claim_t)
-        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
-        .join(order_t, order_t.c.id == ticket_t.c.order_id)
-        .where(claim_t.c.state == ClaimState.PAYOUT_PENDING.value, amount > 0, ~busy)
-    )
+    channel = case((to_card, literal(CARD, String)), else_=literal(BANK_TRANSFER, String))
     with engine.begin() as conn:
+        source = (
+            select(
+                claim_t.c.id, channel, amount, attempt, _payout_key_sql(claim_t.c.id, attempt),
+                literal(PENDING, String), literal(now, UtcDateTime), literal(now, UtcDateTime),
+            )
+            .select_from(claim_t)
+            .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
+            .join(order_t, order_t.c.id == ticket_t.c.order_id)
+            .where(claim_t.c.state == ClaimState.PAYOUT_PENDING.value, amount > 0, ~busy,
+                   _only_claims(claim_t.c.id, claim_ids))
+        )
         stmt = _insert(conn).from_select(
             ["claim_id", "channel", "amount", "attempt", "idempotency_key", "status", "created_at", "updated_at"], source
         ).on_conflict_do_nothing()  # a concurrent run opened it first (uq_payout_live_claim)
@@ -158,20 +203,28 @@ def open_payouts(engine: Engine, *, now: datetime) -> int:
 class RefundReport:
     asked: int = 0
     succeeded: int = 0
-    failed: int = 0  # canceled for good: claim -> payout_failed
+    failed: int = 0  # claim -> payout_failed (each also counted below, or left for ops)
+    will_retry: int = 0  # of failed: no answer (5xx, 429, network); the sweep retries it, same key
+    bank_details: int = 0  # of failed: the card refused for good; the buyer is asked for bank details
+    errors: int = 0  # of failed: an unexpected error; waits for `vozvrat payouts retry`
     retry_later: int = 0  # insufficient_funds: a new attempt later, the claim stays payout_pending
     pending: int = 0  # the acquirer holds the refund as pending: reconcile polls it
-    deferred: int = 0  # no answer (network, 5xx, a concurrent step): asked again, same key
+    deferred: int = 0  # not recorded now (a concurrent step, a poll without answer): asked again, same key
+    failures: list[str] = field(default_factory=list)  # one line per failed payout: claim, reason, what next
     anomalies: list[str] = field(default_factory=list)
 
+    _COUNTS = ("asked", "succeeded", "failed", "will_retry", "bank_details", "errors", "retry_later", "pending", "deferred")
+
     def merge(self, other: "RefundReport") -> None:
-        for name in ("asked", "succeeded", "failed", "retry_later", "pending", "deferred"):
+        for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
         self.anomalies.extend(other.anomalies)
 
     def __str__(self) -> str:
         return (
-            f"asked {self.asked}: succeeded {self.succeeded}, failed {self.failed}, retry later {self.retry_later}, "
+            f"asked {self.asked}: succeeded {self.succeeded}, failed {self.failed} (will retry {self.will_retry}, "
+            f"bank details asked {self.bank_details}, errors {self.errors}), retry later {self.retry_later}, "
             f"pending {self.pending}, deferred {self.deferred}"
         )
 
@@ -219,40 +272,66 @@ def refund_request(p: _CardPayout) -> RefundRequest:
     )
 
 
-def _take_due_card_payouts(engine: Engine, *, now: datetime, limit: int, stale_before: datetime) -> list[_CardPayout]:
-    """Mark due card payouts `submitted` and COMMIT before any of them is sent."""
+def _take_due_card_payouts(
+    engine: Engine, *, now: datetime, limit: int, stale_before: datetime, claim_ids: list[int] | None = None
+) -> list[_CardPayout]:
+    """Mark due card payouts `submitted` and COMMIT before any of them is sent.
+
+    Due: opened and never sent; or sent without a recorded answer, either because a failure was
+    recorded and its retry time has come (`next_attempt_at`), or because a worker died mid-call (stale).
+    Only a claim in payout_pending is paid: a failed one waits for `retry_payout` (sweep or ops).
+    """
     with engine.begin() as conn:
+        unanswered = and_(payout_t.c.status == SUBMITTED, payout_t.c.acquirer_refund_id.is_(None))
         query = (
             select(payout_t.c.id)
+            .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
             .where(
                 payout_t.c.channel == CARD,
+                claim_t.c.state == ClaimState.PAYOUT_PENDING.value,
+                _only_claims(payout_t.c.claim_id, claim_ids, conn),
                 or_(
                     payout_t.c.status == PENDING,
+                    # a recorded failure whose retry has come: ask again, same key
+                    and_(unanswered, payout_t.c.next_attempt_at <= literal(now, UtcDateTime)),
                     # asked before, answer never recorded (crash, lost answer): ask again, same key
-                    and_(
-                        payout_t.c.status == SUBMITTED,
-                        payout_t.c.acquirer_refund_id.is_(None),
-                        payout_t.c.updated_at <= literal(stale_before, UtcDateTime),
-                    ),
+                    and_(unanswered, payout_t.c.next_attempt_at.is_(None),
+                         payout_t.c.updated_at <= literal(stale_before, UtcDateTime)),
                 ),
             )
             .order_by(payout_t.c.id)
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)  # several workers share the queue
+            query = query.with_for_update(of=payout_t, skip_locked=True)  # several workers share the queue
         ids = list(conn.execute(query).scalars())
         if ids:
-            conn.execute(update(payout_t).where(id_in(conn, payout_t.c.id, ids)).values(status=SUBMITTED, updated_at=now))
+            conn.execute(
+                update(payout_t).where(id_in(conn, payout_t.c.id, ids)).values(status=SUBMITTED, next_attempt_at=None, updated_at=now)
+            )
         return _card_payouts(conn, ids)
 
 
-def _move_claim(conn: Connection, p: _CardPayout, trigger: str, *, actor: str, now: datetime, note: str, report: RefundReport) -> None:
+def _move_claim(conn: Connection, p: _CardPayout, trigger: str, *, actor: str, now: datetime, note: str, report: RefundReport) -> bool:
     try:
         apply_trigger(conn, claim_id=p.claim_id, trigger=trigger, actor=actor, now=now, note=note)
+        return True
     except (InvalidTrigger, TransitionRefused) as exc:
         # The money moved (or definitely did not); the payout's record must stay. Ops see the claim.
         report.anomalies.append(f"claim {p.claim_number}: {trigger} not applied ({exc})")
+        return False
+
+
+def _card_refused(conn: Connection, p: _CardPayout, reason: str, *, now: datetime, report: RefundReport) -> None:
+    """A permanent failure: the claim's payout failed, and it starts again as a bank transfer
+    (payout_failed -> needs_bank_details, the buyer gets «нужны реквизиты»)."""
+    report.failed += 1
+    if _move_claim(conn, p, "payout_failed", actor="acquirer", now=now, note=f"card refund refused: {reason}", report=report) and \
+            _move_claim(conn, p, "start_payout", actor="system", now=now, note="the card refused the refund: bank transfer", report=report):
+        report.bank_details += 1
+        report.failures.append(f"claim {p.claim_number}: card refund refused ({reason}); buyer asked for bank details")
+    else:
+        report.failures.append(f"claim {p.claim_number}: card refund refused ({reason})")
 
 
 def _record(engine: Engine, p: _CardPayout, result: RefundResult, *, now: datetime, report: RefundReport) -> None:
@@ -284,21 +363,20 @@ def _record(engine: Engine, p: _CardPayout, result: RefundResult, *, now: dateti
                 )
             ).rowcount
             if done:
-                _move_claim(conn, p, "payout_failed", actor="acquirer", now=now,
-                            note=f"refund canceled: {result.cancellation_reason}", report=report)
-                report.failed += 1
+                _card_refused(conn, p, f"refund canceled: {result.cancellation_reason}", now=now, report=report)
         else:  # pending: the acquirer will settle it; reconcile_pending polls
             conn.execute(update(payout_t).where(submitted).values(acquirer_refund_id=result.refund_id, updated_at=now))
             report.pending += 1
 
 
-def _defer(engine: Engine, p: _CardPayout, error: str, *, now: datetime) -> None:
+def _note_error(engine: Engine, p: _CardPayout, error: str, *, now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(update(payout_t).where(payout_t.c.id == p.id, payout_t.c.status == SUBMITTED).values(last_error=error[:500], updated_at=now))
 
 
 def _fail_request(engine: Engine, p: _CardPayout, exc: AcquirerError, *, now: datetime, report: RefundReport) -> None:
-    """The acquirer refused the request itself (400/404: e.g. more than is left of the payment)."""
+    """The acquirer refused the request itself for this payment (400/404: payment unknown or malformed,
+    more than is left of the payment): nothing was refunded, the card will never take it."""
     reason = f"acquirer_error:{exc.code or exc.http_status}"
     with engine.begin() as conn:
         done = conn.execute(
@@ -307,23 +385,88 @@ def _fail_request(engine: Engine, p: _CardPayout, exc: AcquirerError, *, now: da
             )
         ).rowcount
         if done:
-            _move_claim(conn, p, "payout_failed", actor="acquirer", now=now, note=f"refund refused: {exc}", report=report)
-            report.failed += 1
+            _card_refused(conn, p, str(exc), now=now, report=report)
 
 
-def _settle(engine: Engine, p: _CardPayout, call, *, now: datetime, report: RefundReport) -> None:
+def _automatic_retries(conn: Connection, claim_id: int) -> int:
+    """How many automatic retries the claim's current payout has had: the sweep's `retry_payout` rows
+    in the audit trail since the payout last started by other means (opened, or retried by ops).
+    The audit trail is the count: no second counter to drift from it."""
+    rows = conn.execute(
+        select(audit_t.c.trigger, audit_t.c.actor, audit_t.c.from_state, audit_t.c.to_state)
+        .where(audit_t.c.claim_id == claim_id)
+        .order_by(audit_t.c.id.desc())
+        .limit(4 * MAX_AUTOMATIC_RETRIES + 20)
+    ).all()
+    retries = 0
+    for r in rows:
+        if r.from_state == r.to_state or r.trigger == "payout_failed":
+            continue  # internal steps (flag_payout_overdue) and the failures themselves
+        if r.trigger == "retry_payout" and r.actor == RETRY_ACTOR:
+            retries += 1
+            continue
+        break
+    return retries
+
+
+def _fail_for_now(engine: Engine, p: _CardPayout, error: str, *, now: datetime, report: RefundReport, transient: bool) -> None:
+    """No answer about the refund (5xx, 429, network) or an unexpected error: the outcome is unknown,
+    so the payout keeps its row and key (a retry can never pay twice) and the claim goes to
+    payout_failed. A transient failure gets an automatic retry at `next_attempt_at` (backoff,
+    MAX_AUTOMATIC_RETRIES); an unexpected error, or the last transient one, waits for ops."""
+    error = error[:500]
+    with engine.begin() as conn:
+        retries = _automatic_retries(conn, p.claim_id) if transient else MAX_AUTOMATIC_RETRIES
+        if retries < MAX_AUTOMATIC_RETRIES:
+            next_at = now + transient_retry_delay(retries + 1)
+            then = f"automatic retry {retries + 1} of {MAX_AUTOMATIC_RETRIES} at {next_at:%Y-%m-%d %H:%M} UTC"
+        else:
+            next_at = None
+            then = f"waits for ops: vozvrat payouts retry {p.claim_number}"
+        done = conn.execute(
+            update(payout_t)
+            .where(payout_t.c.id == p.id, payout_t.c.status == SUBMITTED, payout_t.c.acquirer_refund_id.is_(None))
+            .values(last_error=error, next_attempt_at=next_at, updated_at=now)
+        ).rowcount
+        if not done:
+            return
+        _move_claim(conn, p, "payout_failed", actor="acquirer", now=now, note=f"{error}; {then}", report=report)
+    report.failed += 1
+    if next_at is not None:
+        report.will_retry += 1
+    if not transient:
+        report.errors += 1
+        report.anomalies.append(f"claim {p.claim_number}: {error}")
+    report.failures.append(f"claim {p.claim_number}: {error}; {then}")
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _send(engine: Engine, p: _CardPayout, acquirer: AcquirerPort, *, now: datetime, report: RefundReport) -> None:
+    """Send one payout and record what came of it; whatever goes wrong is this payout's alone."""
     report.asked += 1
     try:
-        result = call()
+        result = acquirer.create_refund(refund_request(p))
     except AcquirerError as exc:
-        if exc.retryable:
-            _defer(engine, p, str(exc), now=now)
-            report.deferred += 1
-            return
         if exc.http_status in (401, 403):
             raise  # our credentials: every payout would fail the same way; stop the run, keep the rows
-        _fail_request(engine, p, exc, now=now, report=report)
+        if exc.retryable:
+            _fail_for_now(engine, p, str(exc), now=now, report=report, transient=True)
+        elif exc.card_refused:
+            _fail_request(engine, p, exc, now=now, report=report)
+        else:  # e.g. our key reused with another body: a person must look
+            _fail_for_now(engine, p, str(exc), now=now, report=report, transient=False)
         return
+    except Exception as exc:  # noqa: BLE001 - one payout's surprise must not strand the batch
+        _fail_for_now(engine, p, _error_text(exc), now=now, report=report, transient=False)
+        return
+    _settle(engine, p, result, now=now, report=report)
+
+
+def _settle(engine: Engine, p: _CardPayout, result: RefundResult, *, now: datetime, report: RefundReport) -> None:
     try:
         _record(engine, p, result, now=now, report=report)
     except ConflictError as exc:
@@ -333,24 +476,38 @@ def _settle(engine: Engine, p: _CardPayout, call, *, now: datetime, report: Refu
 
 
 def submit_card_refunds(
-    engine: Engine, acquirer: AcquirerPort, *, now: datetime, limit: int = 500, stale_after: timedelta = STALE_SUBMITTED
+    engine: Engine, acquirer: AcquirerPort, *, now: datetime, limit: int = 500, stale_after: timedelta = STALE_SUBMITTED,
+    claim_ids: Iterable[int] | None = None,
 ) -> RefundReport:
-    """Send due card payouts to the acquirer (each with its own key) and record each answer.
+    """Send due card payouts to the acquirer (each with its own key) and record each answer; with
+    `claim_ids`, only those claims' payouts (a claim's run sends its own, nobody else's).
 
     succeeded -> payout succeeded, claim paid; canceled for a passing reason -> retry_later (a new
-    attempt opens later); canceled otherwise -> claim payout_failed with the reason; pending -> left
-    for reconcile; no answer -> asked again with the same key on a later run.
+    attempt opens later); canceled for good or refused (payment unknown, nothing left) -> claim
+    payout_failed -> needs_bank_details; no answer (5xx, 429, network) -> claim payout_failed, the
+    sweep retries with the same key; pending -> left for reconcile. Each payout's failure, even an
+    unexpected exception, is recorded on that payout and the batch goes on.
     """
     now = _utc(now)
+    claim_ids = None if claim_ids is None else list(claim_ids)
     report = RefundReport()
-    for p in _take_due_card_payouts(engine, now=now, limit=limit, stale_before=now - stale_after):
-        request = refund_request(p)
-        _settle(engine, p, lambda: acquirer.create_refund(request), now=now, report=report)
+    if claim_ids == []:
+        return report
+    for p in _take_due_card_payouts(engine, now=now, limit=limit, stale_before=now - stale_after, claim_ids=claim_ids):
+        try:
+            _send(engine, p, acquirer, now=now, report=report)
+        except ConflictError as exc:  # the claim moved while its failure was recorded: next run
+            report.deferred += 1
+            report.anomalies.append(f"claim {p.claim_number}: {exc}")
     return report
 
 
 def reconcile_pending(engine: Engine, acquirer: AcquirerPort, *, now: datetime, limit: int = 500) -> RefundReport:
-    """Poll refunds the acquirer holds as pending (YooKassa's webhook announces only success)."""
+    """Poll refunds the acquirer holds as pending (YooKassa's webhook announces only success).
+
+    A poll that gets no answer, or an error, changes nothing but the payout's `last_error`: the refund
+    exists at the acquirer, so it is not a failed payout; the next poll asks again.
+    """
     now = _utc(now)
     report = RefundReport()
     with engine.connect() as conn:
@@ -362,8 +519,100 @@ def reconcile_pending(engine: Engine, acquirer: AcquirerPort, *, now: datetime, 
         ).scalars())
         payouts = _card_payouts(conn, ids)
     for p in payouts:
-        _settle(engine, p, lambda: acquirer.get_refund(p.refund_id), now=now, report=report)
+        report.asked += 1
+        try:
+            result = acquirer.get_refund(p.refund_id)
+        except AcquirerError as exc:
+            if exc.http_status in (401, 403):
+                raise
+            _note_error(engine, p, str(exc), now=now)
+            report.deferred += 1
+            if not exc.retryable:
+                report.anomalies.append(f"claim {p.claim_number}: polling refund {p.refund_id}: {exc}")
+            continue
+        except Exception as exc:  # noqa: BLE001
+            _note_error(engine, p, _error_text(exc), now=now)
+            report.deferred += 1
+            report.anomalies.append(f"claim {p.claim_number}: polling refund {p.refund_id}: {_error_text(exc)}")
+            continue
+        _settle(engine, p, result, now=now, report=report)
     return report
+
+
+# --- retrying failed payouts (retry_payout) --------------------------------------------------------
+
+def retry_due_payouts(engine: Engine, *, now: datetime, claim_ids: Iterable[int] | None = None, limit: int = 500) -> list[str]:
+    """The sweep: a claim in payout_failed whose payout failed for want of an answer gets
+    `retry_payout` (-> payout_pending) once its `next_attempt_at` has come; `submit_card_refunds`
+    then asks again with the same key. Returns the claim numbers retried."""
+    now = _utc(now)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(claim_t.c.id, claim_t.c.number, payout_t.c.last_error)
+            .select_from(payout_t)
+            .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
+            .where(
+                claim_t.c.state == ClaimState.PAYOUT_FAILED.value,
+                payout_t.c.channel == CARD,
+                payout_t.c.status == SUBMITTED,
+                payout_t.c.acquirer_refund_id.is_(None),
+                payout_t.c.next_attempt_at <= literal(now, UtcDateTime),
+                _only_claims(claim_t.c.id, None if claim_ids is None else list(claim_ids)),
+            )
+            .order_by(payout_t.c.next_attempt_at, payout_t.c.id)
+            .limit(limit)
+        ).all()
+    retried = []
+    for row in rows:
+        try:
+            with engine.begin() as conn:
+                n = _automatic_retries(conn, row.id) + 1
+                apply_trigger(conn, claim_id=row.id, trigger="retry_payout", actor=RETRY_ACTOR, now=now,
+                              note=f"automatic retry {n} of {MAX_AUTOMATIC_RETRIES} after: {row.last_error or 'no answer'}")
+        except (ConflictError, InvalidTrigger, TransitionRefused):
+            continue  # another sweep or a person moved it first
+        retried.append(row.number)
+    return retried
+
+
+@dataclass(frozen=True)
+class OpsRetry:
+    claim_id: int
+    number: str
+    state: str  # the claim's state after the retry
+
+
+class RetryRefused(ValueError):
+    """An ops retry that cannot be applied; the message is one line for the CLI."""
+
+
+def retry_payout_by_ops(engine: Engine, *, claim_number: str, reason: str, actor: str, now: datetime) -> OpsRetry:
+    """`retry_payout` by a person: the claim (payout_failed) goes back to payout_pending with an audit
+    row naming the person and the reason. A payout whose outcome is unknown is asked again at once
+    with its SAME key (the acquirer replays a refund it made); a refused one gets a new attempt."""
+    now = _utc(now)
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise RetryRefused("a retry needs a reason (--reason)")
+    if not actor.startswith("ops:") or len(actor) <= 4:
+        raise RetryRefused(f"an ops retry names its person as ops:<user>, not {actor!r}")
+    with engine.begin() as conn:
+        row = conn.execute(select(claim_t.c.id, claim_t.c.state).where(claim_t.c.number == claim_number)).first()
+        if row is None:
+            raise RetryRefused(f"no claim {claim_number}")
+        if row.state != ClaimState.PAYOUT_FAILED.value:
+            raise RetryRefused(f"claim {claim_number} is {row.state}: only a claim in payout_failed is retried")
+        try:
+            outcome = apply_trigger(conn, claim_id=row.id, trigger="retry_payout", actor=actor, now=now, note=f"ops retry: {reason}")
+        except (InvalidTrigger, TransitionRefused, ConflictError) as exc:
+            raise RetryRefused(f"claim {claim_number}: retry_payout not applied ({exc})") from None
+        conn.execute(
+            update(payout_t)
+            .where(payout_t.c.claim_id == row.id, payout_t.c.channel == CARD, payout_t.c.status == SUBMITTED,
+                   payout_t.c.acquirer_refund_id.is_(None))
+            .values(next_attempt_at=now, updated_at=now)
+        )
+    return OpsRetry(row.id, claim_number, outcome.dest)
 
 
 # --- bank details ---------------------------------------------------------------------------------

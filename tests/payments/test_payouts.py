@@ -9,15 +9,16 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from models.claim_store import apply_trigger
 from models.payouts import Payout
-from models.tables import Claim
+from models.tables import Claim, OutboxMessage
 from tasks.payouts import (
     _CardPayout,
     open_payouts,
     payout_key,
     reconcile_pending,
     refund_request,
+    retry_due_payouts,
+    submit_bank_details,
     submit_card_refunds,
 )
 from tests import factories
@@ -25,7 +26,7 @@ from tests import factories
 MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=MSK)
 LATER = NOW + timedelta(minutes=5)  # past the "another worker may be asking" window
-payout_t, claim_t = Payout.__table__, Claim.__table__
+payout_t, claim_t, outbox_t = Payout.__table__, Claim.__table__, OutboxMessage.__table__
 
 
 def card_claims(engine, standin, n: int = 1, *, price: int = 350000, approved: int | None = None) -> list[int]:
@@ -119,22 +120,29 @@ def test_insufficient_funds_is_retried_later_with_a_new_key_and_paid(engine, sta
     assert [r["status"] for r in standin.ledger()["refunds"]] == ["canceled", "succeeded"]
 
 
-def test_canceled_for_another_reason_fails_the_claim_and_retry_payout_opens_a_new_attempt(engine, standin, acquirer):
+def test_a_refund_canceled_for_good_asks_for_bank_details_then_pays_by_bank_transfer(engine, standin, acquirer):
     (claim_id,) = card_claims(engine, standin)
     standin.faults("cancel", reason="rejected_by_payee")
     open_payouts(engine, now=NOW)
 
-    assert submit_card_refunds(engine, acquirer, now=NOW).failed == 1
-    assert states(engine, [claim_id]) == ["payout_failed"]
+    report = submit_card_refunds(engine, acquirer, now=NOW)
+    assert (report.failed, report.bank_details) == (1, 1)
+    assert states(engine, [claim_id]) == ["needs_bank_details"]  # via payout_failed, both in the audit trail
     (p,) = payouts(engine, claim_id)
     assert (p["status"], p["cancellation_reason"]) == ("canceled", "rejected_by_payee")
-    assert open_payouts(engine, now=LATER) == 0  # a failed claim waits for a person
+    with engine.connect() as conn:
+        templates = list(conn.execute(select(outbox_t.c.template).where(outbox_t.c.claim_id == claim_id)).scalars())
+    assert "bank_details_needed" in templates
+    assert open_payouts(engine, now=LATER) == 0  # waits for the buyer's details
 
-    with engine.begin() as conn:
-        apply_trigger(conn, claim_id=claim_id, trigger="retry_payout", actor="ops", now=LATER)
+    assert submit_bank_details(engine, claim_id=claim_id, bik="049805746", account="40602810700000000025",
+                               name="Петров Пётр Петрович", now=LATER) == []
+    assert states(engine, [claim_id]) == ["payout_pending"]
     assert open_payouts(engine, now=LATER) == 1
-    assert submit_card_refunds(engine, acquirer, now=LATER).succeeded == 1
-    assert states(engine, [claim_id]) == ["paid"]
+    first, second = payouts(engine, claim_id)
+    assert (second["channel"], second["attempt"], second["status"]) == ("bank_transfer", 2, "pending")
+    assert submit_card_refunds(engine, acquirer, now=LATER).asked == 0  # never to the card again
+    assert [r["status"] for r in standin.ledger()["refunds"]] == ["canceled"]
 
 
 def test_a_pending_refund_is_settled_by_reconcile(engine, standin, acquirer):
@@ -161,7 +169,7 @@ def test_a_pending_refund_canceled_later_fails_the_claim(engine, standin, acquir
     submit_card_refunds(engine, acquirer, now=NOW)
     standin.settle(status="canceled", reason="general_decline")
     assert reconcile_pending(engine, acquirer, now=LATER).failed == 1
-    assert states(engine, [claim_id]) == ["payout_failed"]
+    assert states(engine, [claim_id]) == ["needs_bank_details"]
 
 
 @pytest.mark.parametrize("made_before_error", [False, True], ids=["500-not-made", "500-made-answer-lost"])
@@ -171,11 +179,14 @@ def test_a_500_is_asked_again_with_the_same_key_and_refunds_once(engine, standin
     open_payouts(engine, now=NOW)
 
     report = submit_card_refunds(engine, acquirer, now=NOW)
-    assert (report.deferred, report.succeeded) == (1, 0)
+    assert (report.failed, report.will_retry, report.succeeded) == (1, 1, 0)
+    assert states(engine, [claim_id]) == ["payout_failed"]
     (p,) = payouts(engine, claim_id)
-    assert p["status"] == "submitted" and "500" in p["last_error"]
-    assert submit_card_refunds(engine, acquirer, now=NOW + timedelta(seconds=30)).asked == 0  # maybe in flight elsewhere
+    assert p["status"] == "submitted" and "500" in p["last_error"]  # outcome unknown: the row keeps its key
+    assert p["next_attempt_at"] == NOW + timedelta(minutes=5)
+    assert submit_card_refunds(engine, acquirer, now=LATER).asked == 0  # a failed claim is not paid until retried
 
+    assert retry_due_payouts(engine, now=LATER) != []
     assert submit_card_refunds(engine, acquirer, now=LATER).succeeded == 1
     (p,) = payouts(engine, claim_id)
     assert (p["status"], p["attempt"]) == ("succeeded", 1)

@@ -60,6 +60,7 @@ EXPECTED_EDGES = {
     ("payout_pending", "payout_pending"),
     ("payout_failed", "payout_pending"),
     ("payout_failed", "payout_failed"),
+    ("payout_failed", "needs_bank_details"),  # start_payout again: the card refused for good
     ("paid", "closed"),
     ("rejected", "closed"),
     ("voucher_issued", "closed"),
