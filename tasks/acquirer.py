@@ -21,7 +21,6 @@ The subclass also fixes three SDK behaviours that matter for money:
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -33,19 +32,18 @@ from yookassa.client import ApiClient
 from yookassa.domain.common import RequestObject
 from yookassa.domain.exceptions import ApiError
 
+from states.money import format_rub
+
 __all__ = [
     "AcquirerError",
     "AcquirerPort",
     "RefundRequest",
     "RefundResult",
     "YooKassaAcquirer",
-    "format_rub",
-    "refund_idempotency_key",
     "refund_receipt",
 ]
 
 RETRY_LATER_REASONS = frozenset({"insufficient_funds", "rejected_by_timeout"})
-_KEY_NAMESPACE = uuid.UUID("5b0d1f0e-8c1c-4d0e-9a43-7a6f0e2b9c11")
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,11 @@ class RefundRequest:
     idempotency_key: str
     description: str
     receipt: dict | None = None
+
+    def __post_init__(self) -> None:
+        # A refund of nothing or of a negative amount is a bug upstream, never a request to send.
+        if isinstance(self.amount_kopecks, bool) or not isinstance(self.amount_kopecks, int) or self.amount_kopecks <= 0:
+            raise ValueError(f"a refund needs a positive amount in kopecks, got {self.amount_kopecks!r}")
 
 
 @dataclass(frozen=True)
@@ -110,22 +113,6 @@ class AcquirerPort(Protocol):
     def create_refund(self, req: RefundRequest) -> RefundResult: ...
 
     def get_refund(self, refund_id: str) -> RefundResult: ...
-
-
-def refund_idempotency_key(claim_id: object, attempt: int = 1) -> str:
-    """A stable Idempotence-Key for refund attempt `attempt` of a claim (UUIDv5, 36 chars <= 64).
-
-    The same claim and attempt always give the same key, so a retried task never pays twice; a new
-    attempt (after `retry_later`) gets a new key, as YooKassa requires after a canceled refund.
-    """
-    return str(uuid.uuid5(_KEY_NAMESPACE, f"refund:{claim_id}:{attempt}"))
-
-
-def format_rub(amount_kopecks: int) -> str:
-    """Kopecks as YooKassa's decimal string: 175000 -> "1750.00"."""
-    if amount_kopecks < 0:
-        raise ValueError("amount must not be negative")
-    return f"{amount_kopecks // 100}.{amount_kopecks % 100:02d}"
 
 
 def _kopecks(value: Any) -> int:

@@ -10,9 +10,10 @@ from tasks.acquirer import (
     AcquirerError,
     RefundRequest,
     YooKassaAcquirer,
-    refund_idempotency_key,
     refund_receipt,
 )
+
+from tasks.payouts import payout_key
 
 from .conftest import SECRET, SHOP_ID
 
@@ -21,7 +22,7 @@ def request(payment_id: str, kopecks: int = 175000, key: str | None = None, **kw
     return RefundRequest(
         payment_id=payment_id,
         amount_kopecks=kopecks,
-        idempotency_key=refund_idempotency_key("CLM-1") if key is None else key,
+        idempotency_key=payout_key(1, 1) if key is None else key,
         description=kw.pop("description", "Возврат по заявке № CLM-1"),
         receipt=kw.pop("receipt", None),
     )
@@ -57,10 +58,10 @@ def test_replay_with_same_key_returns_same_refund_and_pays_once(standin, acquire
 
 def test_new_key_is_a_new_refund_up_to_the_payment_amount(standin, acquirer):
     payment = standin.payment("3500.00")
-    acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 1)))
-    acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 2)))
+    acquirer.create_refund(request(payment, key=payout_key(1, 1)))
+    acquirer.create_refund(request(payment, key=payout_key(1, 2)))
     with pytest.raises(AcquirerError) as info:
-        acquirer.create_refund(request(payment, 1, key=refund_idempotency_key("CLM-1", 3)))
+        acquirer.create_refund(request(payment, 1, key=payout_key(1, 3)))
     assert (info.value.http_status, info.value.code, info.value.retryable) == (400, "invalid_request", False)
     assert "amount" in str(info.value)
     assert len(standin.ledger()["refunds"]) == 2
@@ -143,13 +144,13 @@ def test_unreachable_acquirer_is_retryable():
 def test_insufficient_funds_means_retry_later_with_a_new_key(standin, acquirer):
     payment = standin.payment("3500.00")
     standin.faults("cancel", reason="insufficient_funds")
-    result = acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 1)))
+    result = acquirer.create_refund(request(payment, key=payout_key(1, 1)))
     assert result.status == "canceled"
     assert (result.cancellation_party, result.cancellation_reason) == ("yoo_money", "insufficient_funds")
     assert result.retry_later and not result.failed
     # The same key replays the canceled answer; the next attempt's key pays.
-    assert acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 1))) == result
-    again = acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 2)))
+    assert acquirer.create_refund(request(payment, key=payout_key(1, 1))) == result
+    again = acquirer.create_refund(request(payment, key=payout_key(1, 2)))
     assert again.status == "succeeded"
 
 
@@ -173,9 +174,9 @@ def test_pending_then_settle_then_find_one_succeeded(standin, acquirer):
 def test_pending_refund_counts_against_the_payment(standin, acquirer):
     payment = standin.payment("1750.00")
     standin.faults("pending")
-    acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 1)))
+    acquirer.create_refund(request(payment, key=payout_key(1, 1)))
     with pytest.raises(AcquirerError):
-        acquirer.create_refund(request(payment, key=refund_idempotency_key("CLM-1", 2)))
+        acquirer.create_refund(request(payment, key=payout_key(1, 2)))
 
 
 def test_get_unknown_refund_is_not_found(acquirer):
@@ -219,8 +220,3 @@ def test_refund_receipt_needs_an_email():
         refund_receipt("", 100, "x")
 
 
-def test_idempotency_key_is_stable_per_claim_and_attempt():
-    assert refund_idempotency_key("CLM-1") == refund_idempotency_key("CLM-1", 1)
-    assert refund_idempotency_key("CLM-1", 1) != refund_idempotency_key("CLM-1", 2)
-    assert refund_idempotency_key("CLM-1") != refund_idempotency_key("CLM-2")
-    assert len(refund_idempotency_key("CLM-1")) <= 64
