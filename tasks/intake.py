@@ -23,6 +23,7 @@ from models.claim_store import (
     ClaimNotFound,
     ConflictError,
     InvalidTrigger,
+    TicketNotClaimable,
     TransitionRefused,
     apply_batch,
     apply_trigger,
@@ -114,6 +115,9 @@ def file_buyer_claim(
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
+    except TicketNotClaimable as exc:
+        code, message = exc.refusals[ticket_id]
+        raise IntakeError("ticket_id", message, code=code, status=409) from None
     except PolicyError:
         raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
     except IntegrityError:
