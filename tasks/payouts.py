@@ -50,10 +50,10 @@ from models.payouts import (
     Payout,
 )
 from models.tables import Claim, Order, Ticket
-from states.bank import FieldError, validate_bank_details
+from states.bank import FieldError, mask_account, validate_bank_details
 from states.lifecycle import ClaimState, InvalidTrigger
 from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundResult, refund_receipt
-from tasks.export_1c import Payer, PaymentOrder, parse_statement, payment_purpose, render_payment_orders
+from tasks.export_1c import Payer, PaymentOrder, payment_purpose, read_bank_statement, render_payment_orders
 
 __all__ = [
     "ExportBatch",
@@ -551,21 +551,48 @@ class StatementReport:
         )
 
 
-def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> StatementReport:
-    """Close exported transfers the bank statement shows: payout paid, claim payout_succeeded.
+def _statement_mismatch(entry, row) -> str | None:
+    """Why a debited document is not the payment order we exported for this payout, or None."""
+    problems = []
+    if entry.number != str(row.id):
+        problems.append(f"Номер {entry.number} != {row.id}")
+    exported_on = row.exported_at.astimezone(OPERATOR_TZ).date()
+    if entry.date != exported_on:
+        problems.append(f"Дата {entry.date} != {exported_on}")
+    if entry.amount_kopecks != row.amount:
+        problems.append(f"Сумма {entry.amount_kopecks} != {row.amount}")
+    try:
+        account = read_bank_details(row.bank_details)["account"] if row.bank_details else None
+    except (DecryptionError, ValueError, KeyError):
+        account = None
+    if account is None:
+        problems.append("реквизиты получателя не расшифровываются")
+    elif entry.recipient_account != account:
+        problems.append(f"ПолучательСчет {mask_account(entry.recipient_account)} != {mask_account(account)}")
+    return "; ".join(problems) or None
 
-    Raises ValueError when `data` is not a 1CClientBankExchange file.
+
+def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime, payer: Payer | None = None) -> StatementReport:
+    """Close exported transfers a bank statement shows debited: payout paid, claim payout_succeeded.
+
+    Only a bank's statement of our account closes anything (`read_bank_statement`: account section,
+    debit dates); each debited document must be the payment order we exported, matched by number,
+    date, amount and recipient account, or it is left for a person. Raises StatementError (a
+    ValueError) before anything is written when the file is not such a statement.
     """
     now = _utc(now)
-    report = StatementReport()
-    for entry in parse_statement(data):
-        if not entry.claim_number:
-            report.without_claim += 1
-            continue
-        number = entry.claim_number
-        with engine.begin() as conn:
+    payer = payer or Payer.from_settings()
+    statement = read_bank_statement(data, account=payer.account)
+    report = StatementReport(without_claim=statement.other_documents)
+    with engine.begin() as conn:
+        for entry in statement.debits:
+            if not entry.claim_number:
+                report.without_claim += 1
+                continue
+            number = entry.claim_number
             row = conn.execute(
-                select(payout_t.c.id, payout_t.c.status, payout_t.c.amount, claim_t.c.id.label("claim_id"))
+                select(payout_t.c.id, payout_t.c.status, payout_t.c.amount, payout_t.c.exported_at, claim_t.c.bank_details,
+                       claim_t.c.id.label("claim_id"))
                 .select_from(payout_t)
                 .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
                 .where(claim_t.c.number == number, payout_t.c.channel == BANK_TRANSFER, payout_t.c.status.in_((EXPORTED, PAID)))
@@ -578,8 +605,9 @@ def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> S
             if row.status == PAID:
                 report.already_paid.append(number)
                 continue
-            if row.amount != entry.amount_kopecks:
-                report.mismatched.append(f"{number}: {entry.amount_kopecks} != {row.amount}")
+            problem = _statement_mismatch(entry, row)
+            if problem:
+                report.mismatched.append(f"{number}: {problem}")
                 continue
             done = conn.execute(
                 update(payout_t).where(payout_t.c.id == row.id, payout_t.c.status == EXPORTED).values(status=PAID, updated_at=now)
@@ -589,7 +617,7 @@ def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> S
                 continue
             try:
                 apply_trigger(conn, claim_id=row.claim_id, trigger="payout_succeeded", actor="bank", now=now,
-                              note=f"bank statement, document {entry.number}")
+                              note=f"bank statement: payment order №{entry.number} of {entry.date:%d.%m.%Y}, debited {entry.debit_date:%d.%m.%Y}")
             except (InvalidTrigger, TransitionRefused):
                 pass  # the payout is paid whatever state the claim is in; the audit shows the rest
             report.paid.append(number)

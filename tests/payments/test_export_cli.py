@@ -1,7 +1,7 @@
 """`vozvrat payouts ...` on a SQLite file: bank details (masked), export-1c, mark-paid, run."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from models.db import make_engine
 from models.tables import Claim
-from tasks.export_1c import parse_statement
+from tasks.export_1c import Payer, parse_statement
+from tasks.payouts import OPERATOR_TZ
 from tests import factories
+from tests.payments import bank_statement
 
 runner = CliRunner()
 NOW = datetime.now(timezone.utc)
@@ -84,11 +86,19 @@ def test_export_then_nothing_to_export_then_mark_paid(db, tmp_path):
     assert again.exit_code == 0 and "nothing to export" in again.output
     assert not second.exists()
 
-    paid = invoke("payouts", "export-1c", "--mark-paid", str(out), "--db", db)
+    # Used to go wrong: our own payment-order file was taken for a bank statement and closed the transfer.
+    own = invoke("payouts", "mark-paid", str(out), "--db", db)
+    assert own.exit_code == 2 and own.stderr.count("\n") == 1 and "СекцияРасчСчет" in own.stderr
+    assert state(db, claim_id) == "payout_pending"
+
+    statement = tmp_path / "statement.txt"
+    statement.write_bytes(bank_statement.statement_for(out.read_bytes(), payer=Payer.from_settings(),
+                                                        debit_date=NOW.astimezone(OPERATOR_TZ).date() + timedelta(days=1)))
+    paid = invoke("payouts", "export-1c", "--mark-paid", str(statement), "--db", db)
     assert paid.exit_code == 0, paid.output
     assert "paid 1" in paid.output
     assert state(db, claim_id) == "paid"
-    assert "already paid 1" in invoke("payouts", "mark-paid", str(out), "--db", db).output
+    assert "already paid 1" in invoke("payouts", "mark-paid", str(statement), "--db", db).output
 
 
 def test_export_cli_bad_input_exits_2(db, tmp_path):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from models.claim_store import ClaimNotFound
 from models.payouts import Payout
 from models.tables import Claim
-from tasks.export_1c import Payer, parse_statement
+from tasks.export_1c import Payer, StatementError, parse_statement
 from tasks.payouts import (
     export_bank_transfers,
     mark_export_batch,
@@ -22,6 +22,7 @@ from tasks.payouts import (
     write_export_file,
 )
 from tests import factories
+from tests.payments import bank_statement
 
 MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=MSK)
@@ -134,34 +135,88 @@ def test_a_crash_between_mark_and_write_leaves_a_batch_that_can_be_written(engin
     assert write_export_file(engine, batch=marked.batch, out=tmp_path / "late.txt", payer=PAYER) == 1
 
 
-def test_the_bank_statement_marks_exported_transfers_paid(engine, tmp_path):
-    ids = with_details(engine, 2)
+DEBITED = (NOW + timedelta(days=1)).date()
+
+
+def exported(engine, tmp_path, n=2) -> tuple[list[int], bytes]:
+    ids = with_details(engine, n)
     open_payouts(engine, now=NOW)
     out = tmp_path / "orders.txt"
     export_bank_transfers(engine, out=out, now=NOW, payer=PAYER)
+    return ids, out.read_bytes()
 
-    report = mark_paid_from_statement(engine, out.read_bytes(), now=LATER)
+
+def audit_of(engine, claim_id):
+    from models.tables import ClaimTransition
+
+    t = ClaimTransition.__table__
+    with engine.connect() as conn:
+        return conn.execute(select(t.c.trigger, t.c.actor, t.c.note).where(t.c.claim_id == claim_id).order_by(t.c.id)).all()
+
+
+def test_the_bank_statement_marks_exported_transfers_paid(engine, tmp_path):
+    ids, orders = exported(engine, tmp_path)
+    statement = bank_statement.statement_for(orders, payer=PAYER, debit_date=DEBITED)
+
+    report = mark_paid_from_statement(engine, statement, now=LATER, payer=PAYER)
 
     assert sorted(report.paid) == sorted(claim_row(engine, i)["number"] for i in ids)
+    assert report.without_claim == 1  # the incoming payment is not ours to close
     assert {claim_row(engine, i)["state"] for i in ids} == {"paid"}
     assert {r["status"] for r in payout_rows(engine)} == {"paid"}
-    again = mark_paid_from_statement(engine, out.read_bytes(), now=LATER)
+    trigger, actor, note = audit_of(engine, ids[0])[-1]
+    assert (trigger, actor) == ("payout_succeeded", "bank") and DEBITED.strftime("%d.%m.%Y") in note
+    again = mark_paid_from_statement(engine, statement, now=LATER, payer=PAYER)
     assert (again.paid, len(again.already_paid)) == ([], 2)
 
 
-def test_a_statement_with_a_wrong_amount_or_an_unknown_claim_changes_nothing(engine, tmp_path):
-    (claim_id,) = with_details(engine, 1)
-    open_payouts(engine, now=NOW)
-    out = tmp_path / "orders.txt"
-    export_bank_transfers(engine, out=out, now=NOW, payer=PAYER)
-    number = claim_row(engine, claim_id)["number"]
-    data = out.read_bytes().replace("Сумма=3500.00".encode("cp1251"), "Сумма=3400.00".encode("cp1251"))
+def test_our_own_payment_order_file_closes_nothing(engine, tmp_path):
+    # Used to go wrong: `mark-paid` took our own exported payment-order file and marked the claims paid.
+    ids, orders = exported(engine, tmp_path)
+    with pytest.raises(StatementError, match="СекцияРасчСчет"):
+        mark_paid_from_statement(engine, orders, now=LATER, payer=PAYER)
+    assert {claim_row(engine, i)["state"] for i in ids} == {"payout_pending"}
+    assert {r["status"] for r in payout_rows(engine)} == {"exported"}
 
-    report = mark_paid_from_statement(engine, data, now=LATER)
-    assert report.paid == [] and len(report.mismatched) == 1
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda orders: bank_statement.render(bank_statement.debits_of(orders, debit_date=None), payer=PAYER,
+                                          date_from=NOW.date(), date_to=DEBITED), "ДатаСписано"),
+    (lambda orders: bank_statement.render(bank_statement.debits_of(orders, debit_date=DEBITED), payer=PAYER,
+                                          date_from=NOW.date(), date_to=DEBITED, account="40702810000000000099"), "not for our account"),
+    (lambda orders: bank_statement.render(bank_statement.debits_of(orders, debit_date=DEBITED + timedelta(days=9)), payer=PAYER,
+                                          date_from=NOW.date(), date_to=DEBITED), "outside the statement period"),
+    (lambda orders: bank_statement.render(bank_statement.debits_of(orders, debit_date=DEBITED), payer=PAYER,
+                                          date_from=NOW.date(), date_to=DEBITED, with_section=False), "СекцияРасчСчет"),
+    (lambda orders: b"not a statement", "1CClientBankExchange"),
+])
+def test_a_file_that_is_not_a_statement_of_our_account_changes_nothing(engine, tmp_path, forge, message):
+    ids, orders = exported(engine, tmp_path)
+    with pytest.raises(StatementError, match=message):
+        mark_paid_from_statement(engine, forge(orders), now=LATER, payer=PAYER)
+    assert {claim_row(engine, i)["state"] for i in ids} == {"payout_pending"}
+    assert {r["status"] for r in payout_rows(engine)} == {"exported"}
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: bank_statement.replace(d, kopecks=d.kopecks - 10000), "Сумма"),
+    (lambda d: bank_statement.replace(d, number=str(int(d.number) + 100)), "Номер"),
+    (lambda d: bank_statement.replace(d, date=d.date - timedelta(days=1)), "Дата"),
+    (lambda d: bank_statement.replace(d, recipient_account="40817810099910004312"), "ПолучательСчет"),
+])
+def test_a_debited_document_that_is_not_our_payment_order_is_left_for_a_person(engine, tmp_path, change, field):
+    (claim_id,), orders = exported(engine, tmp_path, n=1)
+    statement = bank_statement.statement_for(orders, payer=PAYER, debit_date=DEBITED, change=change)
+    report = mark_paid_from_statement(engine, statement, now=LATER, payer=PAYER)
+    assert report.paid == [] and len(report.mismatched) == 1 and field in report.mismatched[0]
+    assert ACCOUNT not in report.mismatched[0]  # shown masked
     assert claim_row(engine, claim_id)["state"] == "payout_pending"
 
-    unknown = out.read_bytes().replace(number.encode("cp1251"), b"VZ-9999999-1")
-    assert mark_paid_from_statement(engine, unknown, now=LATER).unknown == ["VZ-9999999-1"]
-    with pytest.raises(ValueError):
-        mark_paid_from_statement(engine, b"not a statement", now=LATER)
+
+def test_a_statement_naming_an_unknown_claim_closes_nothing(engine, tmp_path):
+    (claim_id,), orders = exported(engine, tmp_path, n=1)
+    number = claim_row(engine, claim_id)["number"]
+    statement = bank_statement.statement_for(orders, payer=PAYER, debit_date=DEBITED,
+                                             change=lambda d: bank_statement.replace(d, purpose=d.purpose.replace(number, "VZ-9999999-1")))
+    assert mark_paid_from_statement(engine, statement, now=LATER, payer=PAYER).unknown == ["VZ-9999999-1"]
+    assert claim_row(engine, claim_id)["state"] == "payout_pending"
