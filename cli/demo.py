@@ -155,7 +155,7 @@ def _scenario(stack: Stack, t0: float) -> int:
     claims["cash"] = file("cash", "voluntary")
     wait_for("cash claim needs bank details", state_is(claims["cash"]["id"], "needs_bank_details"))
     errors = submit_bank_details(engine, claim_id=claims["cash"]["id"], bik="049805746", account="40602810700000000025",
-                                 name="Соколов Денис Викторович", now=now)
+                                 name="Соколов Денис Викторович", now=now, actor="buyer")
     assert not errors, errors
     run_deployment("payout-run/payout-run", parameters={"now": now.isoformat()}, timeout=120, as_subflow=False)
     export_file = stack.root / "payouts-1c.txt"

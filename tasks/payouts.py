@@ -56,6 +56,7 @@ from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundRes
 from tasks.export_1c import Payer, PaymentOrder, payment_purpose, read_bank_statement, render_payment_orders
 
 __all__ = [
+    "BankDetailsNotExpected",
     "ExportBatch",
     "RefundReport",
     "StatementReport",
@@ -368,32 +369,68 @@ def reconcile_pending(engine: Engine, acquirer: AcquirerPort, *, now: datetime, 
 
 # --- bank details ---------------------------------------------------------------------------------
 
-def submit_bank_details(
-    engine: Engine, *, claim_id: int, bik: str, account: str, name: str, inn: str | None = None, now: datetime
-) -> list[FieldError]:
-    """Store the buyer's bank details encrypted and, when the claim waited for them, move it on.
+class BankDetailsNotExpected(ValueError):
+    """Bank details were offered to a claim that does not wait for them (and no forced correction)."""
 
-    Invalid details: the Russian per-field errors, nothing written. Raises ClaimNotFound.
+    def __init__(self, message_ru: str):
+        super().__init__(message_ru)
+        self.message_ru = message_ru
+
+
+# An ops correction (--force) may replace the details while money is owed and nothing left yet.
+CORRECTABLE_STATES = frozenset({ClaimState.APPROVED, ClaimState.PAYOUT_PENDING, ClaimState.PAYOUT_FAILED, ClaimState.NEEDS_BANK_DETAILS})
+
+
+def submit_bank_details(
+    engine: Engine, *, claim_id: int, bik: str, account: str, name: str, inn: str | None = None, now: datetime,
+    actor: str, force: bool = False, reason: str | None = None,
+) -> list[FieldError]:
+    """Store the buyer's bank details encrypted, with an audit row naming `actor`; a claim waiting for
+    them moves on (bank_details_received).
+
+    Only a claim in needs_bank_details takes details. `force` (with a `reason`) is an ops correction:
+    it replaces the details of a claim that still owes money, as long as no transfer holding the old
+    ones has been exported to the bank. Invalid details: the Russian per-field errors, nothing
+    written. Raises ClaimNotFound, BankDetailsNotExpected.
     """
     now = _utc(now)
+    if force and not (reason or "").strip():
+        raise BankDetailsNotExpected("Исправление реквизитов (--force) требует причины (--reason).")
     errors = validate_bank_details(bik=bik, account=account, name=name, inn=inn)
     if errors:
         return errors
     details = {"bik": bik.strip(), "account": account.strip(), "name": " ".join(name.split()), "inn": (inn or "").strip() or None}
     token = encrypt_text(json.dumps(details, ensure_ascii=False))
-    from models.claim_store import ClaimNotFound
+    from models.claim_store import ClaimNotFound, insert_audit
 
     with engine.begin() as conn:
-        state = conn.execute(select(claim_t.c.state).where(claim_t.c.id == claim_id)).scalar_one_or_none()
-        if state is None:
+        row = conn.execute(select(claim_t.c.state, claim_t.c.version).where(claim_t.c.id == claim_id)).one_or_none()
+        if row is None:
             raise ClaimNotFound(f"claim {claim_id} not found")
-        conn.execute(
-            update(claim_t).where(claim_t.c.id == claim_id).values(
+        waiting = row.state == ClaimState.NEEDS_BANK_DETAILS.value
+        if not waiting and not force:
+            raise BankDetailsNotExpected(f"Заявка не ждёт банковских реквизитов (состояние «{row.state}»).")
+        if not waiting:
+            if row.state not in CORRECTABLE_STATES:
+                raise BankDetailsNotExpected(f"Реквизиты заявки в состоянии «{row.state}» исправить нельзя: деньги уже не ждут выплаты.")
+            exported = conn.execute(
+                select(payout_t.c.id).where(payout_t.c.claim_id == claim_id, payout_t.c.channel == BANK_TRANSFER, payout_t.c.status == EXPORTED)
+            ).first()
+            if exported:
+                raise BankDetailsNotExpected("Платёжное поручение с прежними реквизитами уже выгружено в банк: сначала отзовите его в банке.")
+        moved = conn.execute(
+            update(claim_t).where(claim_t.c.id == claim_id, claim_t.c.version == row.version).values(
                 bank_details=token, version=claim_t.c.version + 1, updated_at=now
             )
-        )
-        if state == ClaimState.NEEDS_BANK_DETAILS.value:
-            apply_trigger(conn, claim_id=claim_id, trigger="bank_details_received", actor="buyer", now=now)
+        ).rowcount
+        if moved != 1:
+            raise ConflictError(f"claim {claim_id} changed while its bank details were being saved")
+        note = f"реквизиты: БИК {details['bik']}, счёт {mask_account(details['account'])}"
+        if force:
+            note += f"; исправление: {reason.strip()}"
+        insert_audit(conn, [claim_id], trigger="bank_details_set", source=row.state, dest=row.state, actor=actor, now=now, note=note)
+        if waiting:
+            apply_trigger(conn, claim_id=claim_id, trigger="bank_details_received", actor=actor, now=now)
     return []
 
 

@@ -13,6 +13,7 @@ from models.payouts import Payout
 from models.tables import Claim
 from tasks.export_1c import Payer, StatementError, parse_statement
 from tasks.payouts import (
+    BankDetailsNotExpected,
     export_bank_transfers,
     mark_export_batch,
     mark_paid_from_statement,
@@ -28,6 +29,7 @@ MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=MSK)
 LATER = NOW + timedelta(hours=1)
 BIK, ACCOUNT = "049805746", "40602810700000000025"  # the Bank of Russia's published example
+OTHER_ACCOUNT = "40817810899910004312"
 payout_t, claim_t = Payout.__table__, Claim.__table__
 PAYER = Payer(name="ООО «Возврат Билетов»", inn="7707083893", kpp="773601001", account="40702810900000000001",
               bank_name="ПАО СБЕРБАНК", bank_bik="044525225", bank_corr_account="30101810400000000225")
@@ -55,7 +57,7 @@ def with_details(engine, n=2, **kw) -> list[int]:
     ids = []
     for i in range(n):
         claim_id = cash_claim(engine, price=350000 + 100 * i, **kw)
-        assert submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=ACCOUNT, name=NAMES[i], now=NOW) == []
+        assert submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=ACCOUNT, name=NAMES[i], now=NOW, actor="buyer") == []
         ids.append(claim_id)
     return ids
 
@@ -64,7 +66,7 @@ def test_valid_details_are_stored_encrypted_and_move_the_claim_to_payout(engine)
     claim_id = cash_claim(engine)
     assert claim_row(engine, claim_id)["state"] == "needs_bank_details"
 
-    errors = submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=ACCOUNT, name="Петров Пётр Петрович", inn="7707083893", now=NOW)
+    errors = submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=ACCOUNT, name="Петров Пётр Петрович", inn="7707083893", now=NOW, actor="buyer")
 
     assert errors == []
     row = claim_row(engine, claim_id)
@@ -75,19 +77,44 @@ def test_valid_details_are_stored_encrypted_and_move_the_claim_to_payout(engine)
 
 def test_invalid_details_give_russian_errors_per_field_and_write_nothing(engine):
     claim_id = cash_claim(engine)
-    errors = submit_bank_details(engine, claim_id=claim_id, bik="12345", account="4060281070", name="", now=NOW)
+    errors = submit_bank_details(engine, claim_id=claim_id, bik="12345", account="4060281070", name="", now=NOW, actor="buyer")
     assert {e.field for e in errors} == {"bik", "account", "name"}
     assert all(e.message_ru for e in errors)
     row = claim_row(engine, claim_id)
     assert (row["state"], row["bank_details"]) == ("needs_bank_details", None)
 
-    bad_key = submit_bank_details(engine, claim_id=claim_id, bik=BIK, account="40602810700000000026", name="Петров Пётр", now=NOW)
+    bad_key = submit_bank_details(engine, claim_id=claim_id, bik=BIK, account="40602810700000000026", name="Петров Пётр", now=NOW, actor="buyer")
     assert [e.code for e in bad_key] == ["account_key"]
+
+
+def test_details_go_only_to_a_claim_that_waits_for_them_and_each_change_is_audited(engine, tmp_path):
+    # Used to go wrong: details could be set on any claim (even paid or exported), with no audit row.
+    (claim_id,) = with_details(engine, 1)
+    before = claim_row(engine, claim_id)["bank_details"]
+    with pytest.raises(BankDetailsNotExpected, match="не ждёт"):
+        submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=OTHER_ACCOUNT, name="Петров Пётр", now=LATER, actor="ops:anna")
+    with pytest.raises(BankDetailsNotExpected, match="причин"):
+        submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=OTHER_ACCOUNT, name="Петров Пётр", now=LATER, actor="ops:anna",
+                            force=True, reason=" ")
+    assert claim_row(engine, claim_id)["bank_details"] == before
+
+    assert submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=OTHER_ACCOUNT, name="Петров Пётр", now=LATER,
+                               actor="ops:anna", force=True, reason="покупатель ошибся в номере счёта") == []
+    assert read_bank_details(claim_row(engine, claim_id)["bank_details"])["account"] == OTHER_ACCOUNT
+    (first, correction) = [a for a in audit_of(engine, claim_id) if a.trigger == "bank_details_set"]
+    assert first.actor == "buyer" and correction.actor == "ops:anna"
+    assert "ошибся" in correction.note and OTHER_ACCOUNT not in correction.note and OTHER_ACCOUNT[-4:] in correction.note
+
+    open_payouts(engine, now=LATER)
+    export_bank_transfers(engine, out=tmp_path / "orders.txt", now=LATER, payer=PAYER)
+    with pytest.raises(BankDetailsNotExpected, match="выгружено"):  # the bank holds an order with these details
+        submit_bank_details(engine, claim_id=claim_id, bik=BIK, account=ACCOUNT, name="Петров Пётр", now=LATER, actor="ops:anna",
+                            force=True, reason="ещё раз")
 
 
 def test_details_for_an_unknown_claim(engine):
     with pytest.raises(ClaimNotFound):
-        submit_bank_details(engine, claim_id=999999, bik=BIK, account=ACCOUNT, name="Петров Пётр", now=NOW)
+        submit_bank_details(engine, claim_id=999999, bik=BIK, account=ACCOUNT, name="Петров Пётр", now=NOW, actor="buyer")
 
 
 def test_bso_with_details_is_paid_by_transfer(engine):
