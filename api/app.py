@@ -17,8 +17,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from models.db import get_engine
+from models.settings import require_secret_key
 from tasks.claims import ClaimInput, read_claim
 from tasks.intake import IntakeError, NotYourClaim, add_document, decide, decide_many, file_buyer_claim, organizer_for_token
+
+# Outside the embedded stack (which makes its own key), no VOZVRAT_SECRET_KEY: refuse to start, one line, exit 2.
+require_secret_key("the API")
 
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
 

@@ -31,6 +31,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _need_secret_key() -> None:
+    """Bank details are encrypted: without a key, one line and exit 2 before anything is read or written."""
+    from models.crypto import SecretKeyError, secret_keys
+
+    try:
+        secret_keys()
+    except SecretKeyError as exc:
+        fail(str(exc))
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{exc.__class__.__name__}: {text}"
@@ -91,6 +101,7 @@ def export_1c(
     """Export approved bank transfers to 1C once each (marked, then written), or close them from a statement."""
     if (out is None) == (mark_paid_file is None):
         fail("give exactly one of --out FILE or --mark-paid FILE")
+    _need_secret_key()
     if mark_paid_file is not None:
         if batch:
             fail("--batch goes with --out, not with --mark-paid")
@@ -143,6 +154,7 @@ def _mark_paid(statement: Path, db: str | None) -> None:
 
     from tasks.payouts import mark_paid_from_statement
 
+    _need_secret_key()
     try:
         data = statement.read_bytes()
     except OSError as exc:
@@ -221,6 +233,7 @@ def bank_details(
 
     if force and not (reason or "").strip():
         fail("--force needs --reason: the audit keeps why the details were corrected")
+    _need_secret_key()
     fields = _details_from_file(from_file) if from_file is not None else {}
     for key, value in (("bik", bik), ("name", name), ("inn", inn)):
         if value is not None:
