@@ -158,3 +158,55 @@ def test_a_mass_filing_leaves_out_refunded_tickets_and_files_the_rest(engine):
     filed = file_claims_batch(engine, ticket_ids=[refunded_ticket, *fresh], reason=Reason.CANCELLED, actor="system", now=NOW)
     assert len(filed) == 4
     assert claims_of(engine, refunded_ticket) == 1
+
+
+def _claim_0003(conn, ticket_id: int, seq: int, state: str) -> int:
+    from models.tables import ClaimTransition
+
+    event_id = conn.execute(select(ticket_t.c.event_id).where(ticket_t.c.id == ticket_id)).scalar_one()
+    claim_id = conn.execute(insert(claim_t).values(
+        number=claim_number(ticket_id, seq), ticket_id=ticket_id, event_id=event_id, reason="voluntary", state=state, version=1,
+        filed_at=NOW, updated_at=NOW, filed_by="buyer", description="", quote={}, amount=350000)).inserted_primary_key[0]
+    conn.execute(insert(ClaimTransition.__table__).values(claim_id=claim_id, trigger="payout_succeeded", from_state="payout_pending",
+                                                          to_state="paid", actor="acquirer", at=NOW))
+    return claim_id
+
+
+def _at_0003(db_url):
+    """A database at revision 0003 (before this guard), written with the columns it had then."""
+    from models.db import make_engine
+    from models.migrate import alembic_config
+
+    from alembic import command
+
+    command.downgrade(alembic_config(db_url), "0003")
+    return make_engine(db_url)
+
+
+def test_the_upgrade_flags_claims_that_were_paid_before_and_keeps_their_tickets_refunded(db_url):
+    from models.migrate import upgrade
+
+    engine = _at_0003(db_url)
+    with engine.begin() as conn:
+        ticket_id = factories.ticket_for_event(conn, event_start=NOW + timedelta(days=19))
+        paid_then_closed = _claim_0003(conn, ticket_id, 1, "closed")
+    upgrade(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(claim_t.c.refund_granted).where(claim_t.c.id == paid_then_closed)).scalar_one() is True
+    with pytest.raises(TicketNotClaimable):
+        with engine.begin() as conn:
+            file_claims(conn, ticket_ids=[ticket_id], reason=Reason.VOLUNTARY, actor="buyer", now=NOW)
+    engine.dispose()
+
+
+def test_the_upgrade_stops_on_a_ticket_refunded_twice_and_names_it(db_url):
+    from models.migrate import upgrade
+
+    engine = _at_0003(db_url)
+    with engine.begin() as conn:
+        ticket_id = factories.ticket_for_event(conn, event_start=NOW + timedelta(days=19))
+        _claim_0003(conn, ticket_id, 1, "paid")
+        _claim_0003(conn, ticket_id, 2, "paid")
+    with pytest.raises(RuntimeError, match=f"ticket {ticket_id} \\(2 claims\\)"):
+        upgrade(db_url)
+    engine.dispose()

@@ -173,3 +173,45 @@ def test_generate_writes_an_owner_only_key_file_and_never_overwrites(tmp_path):
     Fernet(printed)
     write_key_file(tmp_path / "two.key", [printed, read_key_file(out)[0]])
     assert len(read_key_file(tmp_path / "two.key")) == 2
+
+
+def test_an_organizer_token_expires_and_then_the_api_answers_401(sqlite_url, monkeypatch):
+    # Used to go wrong: an organizer's token never expired.
+    from datetime import datetime, timedelta, timezone
+
+    from fastapi.testclient import TestClient
+
+    from api.app import app as api
+    from models.db import get_engine
+    from tasks.intake import organizer_for_token
+
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        org = factories.organizer(conn)
+    issued = CliRunner().invoke(app, ["organizers", "token", str(org), "--days", "7", "--db", sqlite_url])
+    assert issued.exit_code == 0, issued.output
+    token = issued.output.strip()
+    now = datetime.now(timezone.utc)
+    assert organizer_for_token(engine, token, now=now + timedelta(days=6, hours=23)) == org
+    assert organizer_for_token(engine, token, now=now + timedelta(days=7, minutes=1)) is None
+    assert CliRunner().invoke(app, ["organizers", "token", str(org), "--days", "0", "--db", sqlite_url]).exit_code == 2
+
+    from sqlalchemy import update
+
+    from models.tables import Organizer
+
+    fresh = CliRunner().invoke(app, ["organizers", "token", str(org), "--db", sqlite_url]).output.strip()
+    monkeypatch.setenv("VOZVRAT_DATABASE_URL", sqlite_url)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    try:
+        with TestClient(api) as client:
+            assert client.get("/organizer/claims/1", headers={"Authorization": f"Bearer {fresh}"}).status_code == 404
+            with engine.begin() as conn:  # the token's days are over
+                conn.execute(update(Organizer.__table__).values(api_token_expires_at=now - timedelta(seconds=1)))
+            expired = client.get("/organizer/claims/1", headers={"Authorization": f"Bearer {fresh}"})
+            assert expired.status_code == 401
+    finally:
+        get_settings.cache_clear()
+        get_engine.cache_clear()
+    engine.dispose()

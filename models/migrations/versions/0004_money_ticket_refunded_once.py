@@ -12,6 +12,8 @@ names those tickets, so a person can recover the money before the guard goes on.
 Revision ID: 0004
 Revises: 0003
 """
+from datetime import datetime, timedelta, timezone
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -32,6 +34,12 @@ _HELD = f"refund_granted OR state IN {_IN}"
 def upgrade() -> None:
     with op.batch_alter_table('organizer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('api_token_expires_at', models.db.UtcDateTime(timezone=True), nullable=True))
+    # Tokens issued before expiry existed get the default lifetime from the upgrade on (a token without
+    # an expiry is refused).
+    organizer = sa.table('organizer', sa.column('api_token_sha256', sa.String()),
+                         sa.column('api_token_expires_at', models.db.UtcDateTime(timezone=True)))
+    op.execute(organizer.update().where(organizer.c.api_token_sha256.is_not(None))
+               .values(api_token_expires_at=datetime.now(timezone.utc) + timedelta(days=90)))
     op.add_column('claim', sa.Column('refund_granted', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.execute(
         f"UPDATE claim SET refund_granted = true WHERE state IN {_IN} "
