@@ -1,6 +1,7 @@
 """The acquirer stand-in as the embedded stack starts it (`make up`, `make demo`, the flow tests)."""
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from cli.stack import Stack, free_port
@@ -39,3 +40,12 @@ def test_the_stacks_acquirer_refunds_a_payment_once_up_to_its_amount(stack):
     with pytest.raises(AcquirerError) as unknown:
         refund(acquirer, "2d1f5a0e-000f-5000-9000-0000000fffff", 1)
     assert (unknown.value.http_status, unknown.value.code) == (400, "invalid_request")
+
+
+def test_a_payment_registered_again_keeps_its_amount(stack):
+    stack.register_payment(PAYMENT, 300000)
+    stack.register_payment(PAYMENT, 300000)  # the same sale told twice: no change
+    with pytest.raises(httpx.HTTPStatusError):
+        stack.register_payment(PAYMENT, 900000)
+    ledger = httpx.get(f"http://127.0.0.1:{stack.acquirer_port}/_standin/ledger", timeout=5).json()
+    assert [p["amount"]["value"] for p in ledger["payments"]] == ["3000.00"]
