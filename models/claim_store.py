@@ -424,7 +424,8 @@ def apply_trigger(
     outcome = fire(trigger, facts, now)
     if not outcome.allowed:
         raise TransitionRefused(claim_id, outcome)
-    if outcome.dest in REFUND_STATES and row.ticket_id in refund_holders(conn, {claim_id: row.ticket_id}):
+    entering = outcome.dest in REFUND_STATES and row.state not in REFUND_STATES
+    if entering and row.ticket_id in refund_holders(conn, {claim_id: row.ticket_id}):
         raise TransitionRefused(claim_id, Outcome(trigger, row.state, None, (TICKET_ALREADY_REFUNDED,)))
     eff = effects(trigger, outcome.dest, facts, now, data)
     claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS} | refund_flag(outcome.dest)
@@ -533,7 +534,7 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
 
     status = "held" if hold else "pending"
     for (source, dest, eff_key), members in groups.items():
-        if dest in REFUND_STATES:
+        if dest in REFUND_STATES and source not in REFUND_STATES:
             members = _without_refunded_tickets(conn, members, result)
             if not members:
                 continue
@@ -685,7 +686,7 @@ def file_claims_batch(engine: Engine, *, ticket_ids: Sequence[int], reason: Reas
             refused = unclaimable_tickets(conn, ticket_ids=chunk, reason=reason)
             chunk = [t for t in chunk if t not in refused]
             if chunk:
-                out.extend(file_claims(conn, ticket_ids=chunk, reason=reason, actor=actor, now=now))
+                out.extend(insert_claims(conn, claim_rows(conn, ticket_ids=chunk, reason=reason, actor=actor, now=now), actor=actor, now=now))
     return out
 
 
