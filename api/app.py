@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from models.db import get_engine
+from models.settings import require_secret_key
 from tasks.claims import ClaimInput, read_claim
 from tasks.intake import (
     IntakeError,
@@ -29,6 +30,9 @@ from tasks.intake import (
     refuse_false_documents,
     withdraw_claim,
 )
+
+# Outside the embedded stack (which makes its own key), no VOZVRAT_SECRET_KEY: refuse to start, one line, exit 2.
+require_secret_key("the API")
 
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
 

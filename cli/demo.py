@@ -40,12 +40,16 @@ def seed(engine, now: datetime) -> dict:
             start = (now + timedelta(days=days)).astimezone(MSK).replace(hour=19, minute=0, second=0, microsecond=0)
             return conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=hall, title=title, starts_at=start)).inserted_primary_key[0]
 
+        payments: dict[str, int] = {}  # the buyers' card payments, for the acquirer stand-in
+
         def ticket(event_id: int, buyer: str, email: str, price: int, method: str = "card") -> int:
+            payment_id = f"2d1f5a0e-000f-5000-9000-{abs(hash(email)) % 10**12:012d}" if method == "card" else None
+            if payment_id:
+                payments[payment_id] = price + price // 10  # the ticket and the service fee
             n = conn.execute(insert(Order.__table__).values(
                 number=f"DEMO-{email.split('@')[0]}", buyer_name=buyer, buyer_email=email, buyer_phone="+79990000000",
                 channel="site" if method == "card" else "box_office", payment_method=method,
-                acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{abs(hash(email)) % 10**12:012d}" if method == "card" else None,
-                created_at=now - timedelta(days=40))).inserted_primary_key[0]
+                acquirer_payment_id=payment_id, created_at=now - timedelta(days=40))).inserted_primary_key[0]
             return conn.execute(insert(Ticket.__table__).values(order_id=n, event_id=event_id, price_paid=price, nominal=price,
                                                                 service_fee=price // 10, barcode=f"DEMO{n:08d}")).inserted_primary_key[0]
 
@@ -57,7 +61,8 @@ def seed(engine, now: datetime) -> dict:
             "overdue": ticket(far, "Кузнецова Мария Андреевна", "maria@example.ru", 180000),
             "cash": ticket(far, "Соколов Денис Викторович", "denis@example.ru", 250000, method="cash"),
         }
-    return {"organizer_id": org, "token": issue_organizer_token(engine, org), "tickets": tickets, "soon_event_start": now + timedelta(days=6)}
+    return {"organizer_id": org, "token": issue_organizer_token(engine, org), "tickets": tickets, "soon_event_start": now + timedelta(days=6),
+            "payments": payments}
 
 
 def wait_for(what: str, check, timeout: float = 90.0):
@@ -100,6 +105,8 @@ def _scenario(stack: Stack, t0: float) -> int:
     engine = get_engine()
     now = datetime.now(timezone.utc)
     data = seed(engine, now)
+    for payment_id, amount in data["payments"].items():
+        stack.register_payment(payment_id, amount)
     console.print(f"stack up in {time.monotonic() - t0:.0f}s: Prefect UI {stack.prefect_ui_url}, API {stack.api_url}")
     api = httpx.Client(base_url=stack.api_url, timeout=30)
     org = {"Authorization": f"Bearer {data['token']}"}
@@ -148,7 +155,7 @@ def _scenario(stack: Stack, t0: float) -> int:
     claims["cash"] = file("cash", "voluntary")
     wait_for("cash claim needs bank details", state_is(claims["cash"]["id"], "needs_bank_details"))
     errors = submit_bank_details(engine, claim_id=claims["cash"]["id"], bik="049805746", account="40602810700000000025",
-                                 name="Соколов Денис Викторович", now=now)
+                                 name="Соколов Денис Викторович", now=now, actor="buyer")
     assert not errors, errors
     run_deployment("payout-run/payout-run", parameters={"now": now.isoformat()}, timeout=120, as_subflow=False)
     export_file = stack.root / "payouts-1c.txt"

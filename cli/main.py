@@ -19,6 +19,7 @@ def _register() -> None:
     from cli import bank_commands  # noqa: F401  check-bank
     from cli import organizer_commands  # noqa: F401  organizers token
     from cli import payout_commands  # noqa: F401  payouts run, export-1c, mark-paid, bank-details
+    from cli import secret_commands  # noqa: F401  secrets generate, rotate
 
 
 _register()

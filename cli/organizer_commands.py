@@ -1,6 +1,8 @@
 """`vozvrat organizers token ID`: issue an organizer's API token (only its digest is stored)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import typer
 
 from cli.errors import fail
@@ -12,8 +14,9 @@ app.add_typer(organizers_app, name="organizers")
 
 @organizers_app.command("token")
 def token(organizer_id: int = typer.Argument(..., min=1, help="Organizer id"),
+          days: int = typer.Option(90, "--days", min=1, max=366, help="Days the token is valid; then the API answers 401"),
           db: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL")) -> None:
-    """Issue a new bearer token for an organizer (the old one stops working) and print it once."""
+    """Issue a new bearer token for an organizer, valid for --days (the old one stops working), and print it once."""
     from sqlalchemy import select
 
     from models.claim_store import organizer_t
@@ -25,4 +28,4 @@ def token(organizer_id: int = typer.Argument(..., min=1, help="Organizer id"),
     with engine.connect() as conn:
         if conn.execute(select(organizer_t.c.id).where(organizer_t.c.id == organizer_id)).scalar_one_or_none() is None:
             fail(f"no organizer with id {organizer_id}")
-    typer.echo(issue_organizer_token(engine, organizer_id))
+    typer.echo(issue_organizer_token(engine, organizer_id, now=datetime.now(timezone.utc), days=days))

@@ -31,6 +31,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _need_secret_key() -> None:
+    """Bank details are encrypted: without a key, one line and exit 2 before anything is read or written."""
+    from models.crypto import SecretKeyError, secret_keys
+
+    try:
+        secret_keys()
+    except SecretKeyError as exc:
+        fail(str(exc))
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{exc.__class__.__name__}: {text}"
@@ -155,6 +165,7 @@ def export_1c(
     """Export approved bank transfers to 1C once each (marked, then written), or close them from a statement."""
     if (out is None) == (mark_paid_file is None):
         fail("give exactly one of --out FILE or --mark-paid FILE")
+    _need_secret_key()
     if mark_paid_file is not None:
         if batch:
             fail("--batch goes with --out, not with --mark-paid")
@@ -207,6 +218,7 @@ def _mark_paid(statement: Path, db: str | None) -> None:
 
     from tasks.payouts import mark_paid_from_statement
 
+    _need_secret_key()
     try:
         data = statement.read_bytes()
     except OSError as exc:
@@ -227,29 +239,92 @@ def _mark_paid(statement: Path, db: str | None) -> None:
         typer.echo(f"no exported transfer for claim {number}", err=True)
 
 
+def _details_from_file(path: Path) -> dict[str, str]:
+    """A JSON object {"bik", "account", "name", "inn"?} from a file (or "-" for stdin), one line of error otherwise."""
+    import json
+    import sys
+
+    try:
+        raw = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc.__class__.__name__}")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        fail(f"{path}: not JSON; expected {{\"bik\": ..., \"account\": ..., \"name\": ..., \"inn\": ...}}")
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values() if v is not None):
+        fail(f"{path}: expected a JSON object of strings with bik, account, name (inn optional)")
+    unknown = set(data) - {"bik", "account", "name", "inn"}
+    if unknown:
+        fail(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _ops_actor() -> str:
+    import getpass
+
+    try:
+        return f"ops:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name for this uid (a container)
+        import os
+
+        return f"ops:uid-{os.getuid()}"
+
+
 @payouts_app.command("bank-details")
 def bank_details(
     claim_id: int = typer.Argument(..., help="The claim's id"),
-    bik: str = typer.Option(..., "--bik", help="БИК банка получателя, 9 цифр"),
-    account: str = typer.Option(..., "--account", help="Счёт получателя, 20 цифр"),
-    name: str = typer.Option(..., "--name", help="ФИО получателя"),
+    from_file: Optional[Path] = typer.Option(None, "--from-file", help='JSON {"bik", "account", "name", "inn"?}; "-" reads stdin. '
+                                             "Without it the account number is asked for with hidden input"),
+    bik: Optional[str] = typer.Option(None, "--bik", help="БИК банка получателя, 9 цифр"),
+    name: Optional[str] = typer.Option(None, "--name", help="ФИО получателя"),
     inn: Optional[str] = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
+    force: bool = typer.Option(False, "--force", help="Ops correction: replace the details of a claim that does not wait for them"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why the details are corrected (required with --force)"),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Store a buyer's bank details (encrypted) and move a claim waiting for them to payout."""
+    """Store a buyer's bank details (encrypted) on a claim waiting for them, and move it to payout.
+
+    The account number is never an argument (it would stay in `ps` and the shell history): it is read
+    from --from-file or asked for with hidden input. Every change is audited as ops:<your login>.
+    """
     from sqlalchemy import select
 
-    from models.claim_store import ClaimNotFound
+    from models.claim_store import ClaimNotFound, ConflictError
     from models.tables import Claim
     from states.bank import mask_account
-    from tasks.payouts import submit_bank_details
+    from tasks.payouts import BankDetailsNotExpected, submit_bank_details
 
+    if force and not (reason or "").strip():
+        fail("--force needs --reason: the audit keeps why the details were corrected")
+    _need_secret_key()
+    fields = _details_from_file(from_file) if from_file is not None else {}
+    for key, value in (("bik", bik), ("name", name), ("inn", inn)):
+        if value is not None:
+            if key in fields:
+                fail(f"--{key} is given twice: on the command line and in {from_file}")
+            fields[key] = value
+    for key in ("bik", "name"):
+        if not fields.get(key):
+            fail(f"--{key} is required (or \"{key}\" in --from-file)")
+    if "account" not in fields:
+        import click
+
+        try:
+            fields["account"] = typer.prompt("Счёт получателя (20 цифр)", hide_input=True, confirmation_prompt=True)
+        except click.exceptions.Abort:
+            fail("no account number given (type it at the hidden prompt, or use --from-file)")
     engine = _engine(db)
     try:
         try:
-            errors = submit_bank_details(engine, claim_id=claim_id, bik=bik, account=account, name=name, inn=inn, now=_now())
+            errors = submit_bank_details(engine, claim_id=claim_id, bik=fields["bik"], account=fields["account"], name=fields["name"],
+                                         inn=fields.get("inn"), now=_now(), actor=_ops_actor(), force=force, reason=reason)
         except ClaimNotFound:
             fail(f"claim {claim_id} not found")
+        except BankDetailsNotExpected as exc:
+            fail(exc.message_ru)
+        except ConflictError:
+            fail(f"claim {claim_id} changed meanwhile; run the command again")
         if errors:
             fail("; ".join(e.message_ru for e in errors))
         with engine.connect() as conn:
@@ -258,4 +333,4 @@ def bank_details(
             ).one()
     finally:
         engine.dispose()
-    typer.echo(f"claim {number}: bank details saved (БИК {bik.strip()}, счёт {mask_account(account)}); state {state}")
+    typer.echo(f"claim {number}: bank details saved (БИК {fields['bik'].strip()}, счёт {mask_account(fields['account'])}); state {state}")

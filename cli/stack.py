@@ -69,6 +69,21 @@ class Stack:
     def ledger_path(self) -> Path:
         return self.root / "acquirer-ledger.json"
 
+    @property
+    def key_path(self) -> Path:
+        """The stack's own key for bank details, generated on first start (0600) and reused."""
+        return self.root / "secret.key"
+
+    def _own_key(self) -> bool:
+        # A key given from outside (VOZVRAT_SECRET_KEY or a key file) wins; otherwise the stack's own.
+        return not (os.environ.get("VOZVRAT_SECRET_KEY") or os.environ.get("VOZVRAT_SECRET_KEY_FILE"))
+
+    def ensure_secret_key(self) -> None:
+        if self._own_key():
+            from models.crypto import ensure_key_file
+
+            ensure_key_file(self.key_path)
+
     def env(self) -> dict[str, str]:
         """The environment every part (and the caller) shares: settings are configuration only."""
         env = dict(os.environ)
@@ -88,6 +103,8 @@ class Stack:
             VOZVRAT_API_PORT=str(self.api_port),
             VOZVRAT_PREFECT_UI_URL=self.prefect_ui_url,
         )
+        if self._own_key():
+            env["VOZVRAT_SECRET_KEY_FILE"] = str(self.key_path)
         return env
 
     # --- processes ----------------------------------------------------------------------------
@@ -116,6 +133,23 @@ class Stack:
         self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
         self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
 
+    def _spawn_acquirer(self) -> None:
+        # No implicit payments: a refund is checked against a payment registered with its amount
+        # (`register_payment`), as YooKassa checks it against what the buyer paid.
+        self._spawn("acquirer", [PYTHON, "-m", "standins.yookassa", "--port", str(self.acquirer_port), "--ledger", str(self.ledger_path)])
+
+    def start_acquirer(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._spawn_acquirer()
+        self._wait("acquirer", lambda: _port_open(self.acquirer_port), 30)
+
+    def register_payment(self, payment_id: str, amount_kopecks: int) -> None:
+        """Tell the acquirer stand-in about a buyer's payment (the sale the refund will go back to)."""
+        value = f"{amount_kopecks // 100}.{amount_kopecks % 100:02d}"
+        r = httpx.post(f"http://127.0.0.1:{self.acquirer_port}/_standin/payments",
+                       json={"id": payment_id, "amount": {"value": value, "currency": "RUB"}}, timeout=5)
+        r.raise_for_status()
+
     def stop_process(self, name: str) -> None:
         proc = self.processes.pop(name)
         if proc.poll() is None:
@@ -125,9 +159,9 @@ class Stack:
     def start(self, *, runner: bool = True, api: bool = True) -> "Stack":
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "prefect").mkdir(exist_ok=True)
+        self.ensure_secret_key()
         self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
-        self._spawn("acquirer", [PYTHON, "-m", "standins.yookassa", "--port", str(self.acquirer_port), "--ledger", str(self.ledger_path),
-                                 "--implicit-payments", "1000000.00"])
+        self._spawn_acquirer()
         self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])
         self._spawn_db_upgrade()
         self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)

@@ -26,6 +26,7 @@ def main() -> None:
     console.print(f"starting the vozvrat stack in {root} …")
     stack.start()
     env = stack.env()
+    key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; suspended = waiting for an organizer)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch, payout-run, payout-reconcile — served by `python -m flows.serve`
@@ -33,8 +34,9 @@ def main() -> None:
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
   acquirer        {stack.acquirer_api_url} (YooKassa stand-in), ledger {stack.ledger_path}
   database        {env['VOZVRAT_DATABASE_URL']}
+  bank details    encrypted with {env.get('VOZVRAT_SECRET_KEY_FILE') or 'VOZVRAT_SECRET_KEY'} (rotate: vozvrat secrets rotate)
   logs            {root}/*.log
-To use the CLI against it:  export PREFECT_API_URL={stack.prefect_api_url} VOZVRAT_DATABASE_URL={env['VOZVRAT_DATABASE_URL']}
+To use the CLI against it:  export PREFECT_API_URL={stack.prefect_api_url} VOZVRAT_DATABASE_URL={env['VOZVRAT_DATABASE_URL']}{key_export}
 Ctrl+C stops everything.""", soft_wrap=True)
     stopping = False
 

@@ -12,6 +12,7 @@ from flows.outbox_dispatch import outbox_dispatch
 from flows.payouts import payout_reconcile, payout_run
 from flows.refund_claim import refund_claim
 from flows.sla_watch import sla_watch
+from models.settings import require_secret_key
 
 SLA_WATCH_INTERVAL_S = int(os.environ.get("VOZVRAT_SLA_WATCH_INTERVAL_S", "900"))
 OUTBOX_INTERVAL_S = int(os.environ.get("VOZVRAT_OUTBOX_INTERVAL_S", "60"))
@@ -34,6 +35,7 @@ def deployments() -> list:
 
 
 def main() -> None:
+    require_secret_key("flows.serve")
     serve(*deployments(), limit=int(os.environ.get("VOZVRAT_RUN_LIMIT", "4")))
 
 

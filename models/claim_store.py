@@ -16,14 +16,15 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ARRAY, Integer, any_, String, bindparam, case, cast, func, insert, literal, literal_column, select, update
+from sqlalchemy import ARRAY, Integer, any_, String, bindparam, case, cast, func, insert, literal, literal_column, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from models.db import UtcDateTime
-from models.tables import Claim, ClaimTransition, Document, Event, Order, Organizer, OutboxMessage, Regime, Ticket, Venue
+from models.tables import REFUND_HELD_SQL, REFUND_STATES, Claim, ClaimTransition, Document, Event, Order, Organizer, OutboxMessage, Regime, Ticket, Venue
 from states.lifecycle import (
     FACTLESS_TRIGGERS,
     NOTIFICATIONS,
+    OPEN_STATES,
     ClaimFacts,
     ClaimState,
     InvalidTrigger,
@@ -33,7 +34,7 @@ from states.lifecycle import (
     effects,
     fire,
 )
-from states.policy import DocumentEvidence, documents_deadline, OrganizerPolicy, Reason, TicketPrice, quote_refund
+from states.policy import EVENT_REASONS, DocumentEvidence, documents_deadline, OrganizerPolicy, Reason, TicketPrice, quote_refund
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
@@ -66,6 +67,15 @@ class TransitionRefused(ValueError):
 
 class ClaimNotFound(LookupError):
     pass
+
+
+class TicketNotClaimable(ValueError):
+    """A ticket takes no new claim: `refusals` maps ticket id -> (code, Russian message for the buyer)."""
+
+    def __init__(self, refusals: Mapping[int, tuple[str, str]]):
+        self.refusals = dict(refusals)
+        shown = ", ".join(f"{t}: {code}" for t, (code, _) in sorted(self.refusals.items())[:10])
+        super().__init__(f"tickets take no new claim ({shown})")
 
 
 @dataclass
@@ -345,6 +355,47 @@ def insert_notifications(
     )
 
 
+# --- a ticket is refunded once --------------------------------------------------------------------
+#
+# The database holds the rule (uq_claim_ticket_refund over claim.refund_granted): the step that moves
+# a claim into a money state sets the flag in the same UPDATE. The checks below only turn what the
+# index would refuse into a refusal with a reason, before the UPDATE, so a batch is not aborted by one
+# claim; two concurrent writers still meet the index.
+
+TICKET_ALREADY_REFUNDED = (
+    "TICKET_ALREADY_REFUNDED",
+    "Возврат за этот билет уже одобрен или выплачен: билет возвращается только один раз.",
+)
+
+
+def refund_flag(dest: str) -> dict[str, Any]:
+    return {"refund_granted": True} if dest in REFUND_STATES else {}
+
+
+def refund_holders(conn: Connection, ticket_of_claim: Mapping[int, int]) -> set[int]:
+    """Tickets among `ticket_of_claim`'s whose refund is held by another claim than the one given."""
+    if not ticket_of_claim:
+        return set()
+    rows = conn.execute(
+        select(claim_t.c.id, claim_t.c.ticket_id)
+        .where(id_in(conn, claim_t.c.ticket_id, set(ticket_of_claim.values())), text(REFUND_HELD_SQL))
+    ).all()
+    return {r.ticket_id for r in rows if ticket_of_claim.get(r.id) != r.ticket_id}
+
+
+def _without_refunded_tickets(conn: Connection, members: list, result: BatchResult) -> list:
+    held = refund_holders(conn, {row.id: row.ticket_id for row, _ in members})
+    if not held:
+        return members
+    keep = []
+    for row, facts in members:
+        if row.ticket_id in held:
+            result.refused[row.id] = (TICKET_ALREADY_REFUNDED,)
+        else:
+            keep.append((row, facts))
+    return keep
+
+
 # --- one claim -----------------------------------------------------------------------------------
 
 def apply_trigger(
@@ -373,8 +424,11 @@ def apply_trigger(
     outcome = fire(trigger, facts, now)
     if not outcome.allowed:
         raise TransitionRefused(claim_id, outcome)
+    entering = outcome.dest in REFUND_STATES and row.state not in REFUND_STATES
+    if entering and row.ticket_id in refund_holders(conn, {claim_id: row.ticket_id}):
+        raise TransitionRefused(claim_id, Outcome(trigger, row.state, None, (TICKET_ALREADY_REFUNDED,)))
     eff = effects(trigger, outcome.dest, facts, now, data)
-    claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS}
+    claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS} | refund_flag(outcome.dest)
     if "extension_reason" in data:
         claim_values["extension_reason"] = data["extension_reason"]
     result = conn.execute(
@@ -480,8 +534,12 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
 
     status = "held" if hold else "pending"
     for (source, dest, eff_key), members in groups.items():
+        if dest in REFUND_STATES and source not in REFUND_STATES:
+            members = _without_refunded_tickets(conn, members, result)
+            if not members:
+                continue
         eff = dict(eff_key)
-        claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS}
+        claim_values = {k: v for k, v in eff.items() if k not in TICKET_EFFECTS} | refund_flag(dest)
         stmt = (
             update(claim_t)
             .where(id_in(conn, claim_t.c.id, [m[0].id for m in members]), claim_t.c.state == source)
@@ -609,14 +667,69 @@ def insert_claims(conn: Connection, rows: list[dict[str, Any]], *, actor: str, n
 
 
 def file_claims(conn: Connection, *, ticket_ids: Sequence[int], reason: Reason, actor: str, now: datetime, **kw: Any) -> list[int]:
-    """File one claim per ticket (a buyer's one ticket, or a chunk of a mass cancellation)."""
+    """File one claim per ticket (a buyer's one ticket, or a chunk of a mass cancellation).
+
+    Raises TicketNotClaimable (nothing written) when any ticket takes no new claim (`unclaimable_tickets`).
+    """
+    refused = unclaimable_tickets(conn, ticket_ids=ticket_ids, reason=reason)
+    if refused:
+        raise TicketNotClaimable(refused)
     return insert_claims(conn, claim_rows(conn, ticket_ids=ticket_ids, reason=reason, actor=actor, now=now, **kw), actor=actor, now=now)
 
 
 def file_claims_batch(engine: Engine, *, ticket_ids: Sequence[int], reason: Reason, actor: str, now: datetime, chunk_size: int = 5000) -> list[int]:
-    """File claims for many tickets, one transaction per chunk."""
+    """File claims for many tickets, one transaction per chunk; tickets that take no claim are left out."""
     out: list[int] = []
     for start in range(0, len(ticket_ids), chunk_size):
         with engine.begin() as conn:
-            out.extend(file_claims(conn, ticket_ids=ticket_ids[start : start + chunk_size], reason=reason, actor=actor, now=now))
+            chunk = ticket_ids[start : start + chunk_size]
+            refused = unclaimable_tickets(conn, ticket_ids=chunk, reason=reason)
+            chunk = [t for t in chunk if t not in refused]
+            if chunk:
+                out.extend(insert_claims(conn, claim_rows(conn, ticket_ids=chunk, reason=reason, actor=actor, now=now), actor=actor, now=now))
     return out
+
+
+_FALLBACK_REASONS = frozenset({Reason.VOLUNTARY}) | EVENT_REASONS
+_REFUSED_TICKET = {
+    "refunded": TICKET_ALREADY_REFUNDED,
+    "scanned": ("TICKET_SCANNED", "Билет уже прошёл контроль на входе, вернуть его нельзя."),
+    "void": ("TICKET_VOID", "Билет аннулирован: по нему уже был возврат."),
+    "fallback_only": (
+        "FALLBACK_ONLY",
+        "По этому билету уже была заявка. Повторно можно подать только заявку на возврат по собственной инициативе.",
+    ),
+}
+
+
+def unclaimable_tickets(conn: Connection, *, ticket_ids: Sequence[int], reason: Reason) -> dict[int, tuple[str, str]]:
+    """Tickets that take no new claim, each with (code, Russian message). DESIGN "The rules":
+
+    a ticket is refunded at most once (a claim of it holds the refund: uq_claim_ticket_refund); a void
+    or scanned ticket takes no claim; one open claim per ticket (uq_claim_open_ticket); after a
+    finished claim that paid nothing (refused, withdrawn) only the voluntary fallback is filed, or an
+    event claim when the event was cancelled, replaced or postponed since.
+    """
+    if not ticket_ids:
+        return {}
+    barcodes = dict(conn.execute(select(ticket_t.c.id, ticket_t.c.barcode_status).where(id_in(conn, ticket_t.c.id, ticket_ids))).all())
+    earlier: dict[int, list[Any]] = defaultdict(list)
+    for r in conn.execute(
+        select(claim_t.c.ticket_id, claim_t.c.state, claim_t.c.refund_granted).where(id_in(conn, claim_t.c.ticket_id, ticket_ids))
+    ):
+        earlier[r.ticket_id].append(r)
+    refused: dict[int, tuple[str, str]] = {}
+    for ticket_id in ticket_ids:
+        claims = earlier.get(ticket_id, [])
+        if any(c.refund_granted or c.state in REFUND_STATES for c in claims):
+            why = "refunded"
+        elif barcodes.get(ticket_id) in ("scanned", "void"):
+            why = barcodes[ticket_id]
+        elif any(c.state in OPEN_STATES for c in claims):
+            continue  # uq_claim_open_ticket refuses it, also against a concurrent filing
+        elif claims and Reason(reason) not in _FALLBACK_REASONS:
+            why = "fallback_only"
+        else:
+            continue
+        refused[ticket_id] = _REFUSED_TICKET[why]
+    return refused

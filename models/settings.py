@@ -28,8 +28,12 @@ class Settings(BaseSettings):
     acquirer_shop_id: str = "100500"
     acquirer_secret_key: SecretStr = SecretStr("test_standin_secret")
 
-    # Key for bank details at rest (Fernet, urlsafe base64 32 bytes). The default is for the demo only.
-    secret_key: SecretStr = SecretStr("ZGVtby1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q=")
+    # Keys for bank details at rest (Fernet, urlsafe base64 32 bytes), never a default in the code.
+    # VOZVRAT_SECRET_KEY: "NEW[,OLD...]": the first encrypts, every one decrypts (rotation, docs/ops.md).
+    # VOZVRAT_SECRET_KEY_FILE: a file with one key per line, owner-only (0600): what the embedded
+    # stack generates into its data directory. Without either, services refuse to start.
+    secret_key: SecretStr | None = None
+    secret_key_file: str | None = None
 
     # The operator, payer of bank transfers in the 1C export.
     operator_name: str = "ООО «Возврат Билетов»"
@@ -48,3 +52,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def require_secret_key(what: str) -> None:
+    """Refuse to start `what` without a key for bank details: one line on stderr, exit code 2."""
+    import sys
+
+    from models.crypto import SecretKeyError, secret_keys
+
+    try:
+        secret_keys()
+    except SecretKeyError as exc:
+        print(f"error: {what} cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -8,13 +8,24 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from models.db import UtcDateTime
-from states.lifecycle import OPEN_STATES
+from states.lifecycle import OPEN_STATES, ClaimState
 
 _OPEN_STATES_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATES)) + ")"
+
+# A claim in one of these states has the ticket's refund: approved, or money on its way or paid, or a
+# voucher instead of money. At most one claim per ticket ever gets there (DESIGN: "A ticket is
+# refunded at most once, whatever happens").
+REFUND_STATES: frozenset[ClaimState] = frozenset({
+    ClaimState.APPROVED, ClaimState.PAYOUT_PENDING, ClaimState.PAYOUT_FAILED, ClaimState.NEEDS_BANK_DETAILS,
+    ClaimState.PAID, ClaimState.VOUCHER_ISSUED,
+})
+# `refund_granted` stays true after the claim leaves those states (paid -> closed), so the index keeps
+# holding the ticket; the state arm catches a row moved to a money state without the flag.
+REFUND_HELD_SQL = "refund_granted OR state IN (" + ", ".join(f"'{s.value}'" for s in sorted(REFUND_STATES)) + ")"
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -28,6 +39,8 @@ class Organizer(SQLModel, table=True):
     email: str
     # sha256 of the organizer's API token: decisions are scoped to the organizer's own events.
     api_token_sha256: str | None = Field(default=None, index=True)
+    # The token is refused from this moment on (401); a token without an expiry is refused too.
+    api_token_expires_at: datetime | None = _ts()
     # Per-organizer refund policy as data (states.policy.OrganizerPolicy.from_mapping); empty: the legal minimum.
     policy: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
@@ -102,6 +115,14 @@ class Claim(SQLModel, table=True):
             sqlite_where=text(_OPEN_STATES_SQL),
             postgresql_where=text(_OPEN_STATES_SQL),
         ),
+        # A ticket is refunded at most once: one claim per ticket ever holds its refund.
+        Index(
+            "uq_claim_ticket_refund",
+            "ticket_id",
+            unique=True,
+            sqlite_where=text(REFUND_HELD_SQL),
+            postgresql_where=text(REFUND_HELD_SQL),
+        ),
         # The SLA watch reads due claims with these, never the whole table.
         Index("ix_claim_state_decision_due", "state", "decision_due"),
         Index("ix_claim_state_payout_due", "state", "payout_due"),
@@ -136,6 +157,9 @@ class Claim(SQLModel, table=True):
     paid_at: datetime | None = _ts()
     flow_run_id: str | None = None
     bank_details: str | None = None  # encrypted at rest (models.crypto); shown masked
+    # Set in the same UPDATE that moves the claim into REFUND_STATES, never cleared: this claim holds
+    # its ticket's one refund (uq_claim_ticket_refund).
+    refund_granted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class Document(SQLModel, table=True):

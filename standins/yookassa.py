@@ -12,8 +12,9 @@ to a stand-in). What it does, as YooKassa does:
 - GET /v3/refunds/{id} returns the refund in its current state.
 - Errors have YooKassa's shape: {"type": "error", "id", "code", "description", "parameter"?}.
 
-Payments are seeded explicitly: POST /_standin/payments {"id"?: 36 chars, "amount": {"value", "currency"}}.
-With `--implicit-payments VALUE` an unknown payment id is created on first use with that amount.
+Payments are registered explicitly with what the buyer paid: POST /_standin/payments {"id"?: 36 chars,
+"amount": {"value", "currency"}} (the embedded stack: `Stack.register_payment`). An unknown payment is a
+400 `invalid_request` on `payment_id`, as YooKassa answers: the stand-in never invents a payment.
 
 Admin endpoints (no auth; the stand-in listens on localhost):
 - POST /_standin/faults   {"kind": "error_500" | "error_429" | "timeout" | "cancel" | "pending", "count": N,
@@ -120,11 +121,9 @@ class YooKassaStandIn:
         ledger_path: str | os.PathLike[str],
         host: str = "127.0.0.1",
         port: int = 0,
-        implicit_payment_kopecks: int | None = None,
     ) -> None:
         self.shop_id, self.secret_key = shop_id, secret_key
         self.ledger_path = Path(ledger_path)
-        self.implicit_payment_kopecks = implicit_payment_kopecks
         self._lock = threading.RLock()
         self._faults: deque[_Fault] = deque()
         self._stopping = threading.Event()
@@ -198,6 +197,12 @@ class YooKassaStandIn:
             payment_id = payment_id or str(uuid.uuid4())
             if len(payment_id) != 36:
                 raise _HttpError(400, "invalid_request", "Payment id must be 36 characters", "id")
+            known = self._state.payments.get(payment_id)
+            if known is not None:
+                # A payment is made once: registering it again must not raise what can be refunded.
+                if known["amount"] != _money(amount_kopecks):
+                    raise _HttpError(400, "invalid_request", "Payment with this id already exists with another amount", "id")
+                return known
             payment = {
                 "id": payment_id,
                 "status": "succeeded",
@@ -249,8 +254,6 @@ class YooKassaStandIn:
                     raise _HttpError(400, "invalid_request", "Idempotence key duplicated", "Idempotence-Key")
                 return seen[1]
             payment = self._state.payments.get(payment_id)
-            if payment is None and self.implicit_payment_kopecks is not None:
-                payment = self.add_payment(amount_kopecks=self.implicit_payment_kopecks, payment_id=payment_id)
             if payment is None:
                 raise _HttpError(400, "invalid_request", "Payment doesn't exist or access denied", "payment_id")
             left = _kopecks(payment["amount"]) - self._refunded_kopecks(payment_id)
@@ -474,8 +477,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ledger", default="var/acquirer-ledger.json")
     parser.add_argument("--shop-id", default=None)
     parser.add_argument("--secret-key", default=None)
-    parser.add_argument("--implicit-payments", default=None, metavar="VALUE",
-                        help="create unknown payments on first refund with this amount, e.g. 100000.00")
     args = parser.parse_args(argv)
     shop_id, secret_key = args.shop_id, args.secret_key
     if shop_id is None or secret_key is None:
@@ -484,12 +485,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = get_settings()
         shop_id = shop_id or settings.acquirer_shop_id
         secret_key = secret_key or settings.acquirer_secret_key.get_secret_value()
-    implicit = None
-    if args.implicit_payments:
-        implicit = _kopecks({"value": args.implicit_payments, "currency": "RUB"})
     standin = YooKassaStandIn(
         shop_id=shop_id, secret_key=secret_key, ledger_path=args.ledger,
-        host=args.host, port=args.port, implicit_payment_kopecks=implicit,
+        host=args.host, port=args.port,
     )
     print(f"YooKassa stand-in on {standin.api_url} (ledger {standin.ledger_path})", flush=True)
     try:

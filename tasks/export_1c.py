@@ -14,11 +14,15 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 __all__ = [
+    "AccountSection",
+    "BankStatement",
     "Payer",
     "PaymentOrder",
     "StatementEntry",
+    "StatementError",
     "claim_number_from_purpose",
     "parse_statement",
+    "read_bank_statement",
     "payment_purpose",
     "render_payment_orders",
 ]
@@ -85,6 +89,7 @@ class StatementEntry:
     payer_account: str = ""
     recipient_name: str = ""
     claim_number: str | None = None
+    debit_date: date | None = None  # ДатаСписано: the day the bank debited the payer's account
 
 
 def payment_purpose(claim_number: str) -> str:
@@ -201,42 +206,111 @@ def _parse_kopecks(text: str) -> int:
         value = Decimal(text.strip().replace(",", "."))
     except InvalidOperation as exc:
         raise ValueError(f"Сумма={text!r} is not an amount") from exc
-    return int((value * 100).to_integral_value())
+    if not value.is_finite() or value != value.quantize(Decimal("0.01")) or abs(value) >= 10**15:
+        raise ValueError(f"Сумма={text!r} is not an amount in rubles and kopecks")
+    return int(value * 100)
 
 
-def parse_statement(data: bytes) -> list[StatementEntry]:
-    """Documents (СекцияДокумент ... КонецДокумента) of a 1CClientBankExchange statement from the bank.
-
-    Each entry carries the claim number found in its purpose, so a later step can mark the
-    transfer of that claim paid.
-    """
+def _lines(data: bytes) -> list[str]:
     text = _decode(data)
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if not lines or lines[0].lstrip("\ufeff").strip() != "1CClientBankExchange":
-        raise ValueError("not a 1CClientBankExchange file")
+        raise StatementError("not a 1CClientBankExchange file")
+    return [raw.strip() for raw in lines[1:]]
+
+
+def _entry(fields: dict[str, str]) -> StatementEntry:
+    purpose = fields.get("НазначениеПлатежа", "")
+    return StatementEntry(
+        number=fields.get("Номер", "").strip(),
+        date=_parse_date(fields.get("Дата", "")),
+        amount_kopecks=_parse_kopecks(fields.get("Сумма", "0")),
+        purpose=purpose,
+        recipient_account=(fields.get("ПолучательСчет", "") or fields.get("ПолучательРасчСчет", "")).strip(),
+        payer_account=(fields.get("ПлательщикСчет", "") or fields.get("ПлательщикРасчСчет", "")).strip(),
+        recipient_name=fields.get("Получатель1", "") or fields.get("Получатель", ""),
+        claim_number=claim_number_from_purpose(purpose),
+        debit_date=_parse_date(fields.get("ДатаСписано", "")),
+    )
+
+
+def _read(data: bytes) -> tuple[list[dict[str, str]], list[StatementEntry]]:
+    """The account sections (СекцияРасчСчет ... КонецРасчСчет) and the documents of a 1C exchange file."""
+    sections: list[dict[str, str]] = []
     entries: list[StatementEntry] = []
     current: dict[str, str] | None = None
-    for raw in lines[1:]:
-        line = raw.strip()
+    kind = ""
+    for line in _lines(data):
         if line.startswith("СекцияДокумент="):
-            current = {}
-        elif line == "КонецДокумента":
-            if current is not None:
-                purpose = current.get("НазначениеПлатежа", "")
-                entries.append(
-                    StatementEntry(
-                        number=current.get("Номер", ""),
-                        date=_parse_date(current.get("Дата", "")),
-                        amount_kopecks=_parse_kopecks(current.get("Сумма", "0")),
-                        purpose=purpose,
-                        recipient_account=current.get("ПолучательСчет", "") or current.get("ПолучательРасчСчет", ""),
-                        payer_account=current.get("ПлательщикСчет", "") or current.get("ПлательщикРасчСчет", ""),
-                        recipient_name=current.get("Получатель1", "") or current.get("Получатель", ""),
-                        claim_number=claim_number_from_purpose(purpose),
-                    )
-                )
+            current, kind = {}, "document"
+        elif line == "СекцияРасчСчет":
+            current, kind = {}, "account"
+        elif line == "КонецДокумента" and kind == "document" and current is not None:
+            entries.append(_entry(current))
+            current = None
+        elif line == "КонецРасчСчет" and kind == "account" and current is not None:
+            sections.append(current)
             current = None
         elif current is not None and "=" in line:
             key, _, value = line.partition("=")
             current.setdefault(key, value)
-    return entries
+    return sections, entries
+
+
+def parse_statement(data: bytes) -> list[StatementEntry]:
+    """Documents (СекцияДокумент ... КонецДокумента) of any 1CClientBankExchange file, each with the
+    claim number found in its purpose. Reading a document is not trusting it: `read_bank_statement`
+    says whether the file is a bank's statement of our account."""
+    return _read(data)[1]
+
+
+class StatementError(ValueError):
+    """The file is not a bank statement of our account in the 1C exchange format: nothing may be closed by it."""
+
+
+@dataclass(frozen=True)
+class AccountSection:
+    account: str
+    date_from: date
+    date_to: date
+
+
+@dataclass(frozen=True)
+class BankStatement:
+    section: AccountSection  # our account's section
+    debits: list[StatementEntry]  # documents paid from our account, each with its debit date
+    other_documents: int  # incoming payments and documents of other accounts
+
+
+def read_bank_statement(data: bytes, *, account: str) -> BankStatement:
+    """A bank's statement of `account` (1C "Клиент-банк" exchange, the bank-to-client direction).
+
+    What makes it a statement and not a payment-order file (ours, or anybody's): a СекцияРасчСчет
+    section for our account with its period (ДатаНачала, ДатаКонца), and for every document paid
+    from our account the day the bank debited it (ДатаСписано) inside that period. Anything less is a
+    StatementError naming the first problem.
+    """
+    sections, entries = _read(data)
+    if not sections:
+        raise StatementError("not a bank statement: no СекцияРасчСчет account section (a payment-order file is not a statement)")
+    ours = [s for s in sections if s.get("РасчСчет", "").strip() == account]
+    if not ours:
+        shown = ", ".join(sorted({s.get("РасчСчет", "").strip() or "?" for s in sections}))
+        raise StatementError(f"the statement is for account {shown}, not for our account {account}")
+    fields = ours[0]
+    date_from, date_to = _parse_date(fields.get("ДатаНачала", "")), _parse_date(fields.get("ДатаКонца", ""))
+    if date_from is None or date_to is None or date_to < date_from:
+        raise StatementError(f"the account section of {account} has no valid period (ДатаНачала, ДатаКонца)")
+    debits: list[StatementEntry] = []
+    for e in entries:
+        if e.payer_account != account:
+            continue
+        label = f"document №{e.number or '?'}"
+        if e.debit_date is None:
+            raise StatementError(f"{label} from our account has no ДатаСписано: a statement shows when the bank debited it")
+        if not date_from <= e.debit_date <= date_to:
+            raise StatementError(f"{label}: ДатаСписано {_d(e.debit_date)} is outside the statement period {_d(date_from)}-{_d(date_to)}")
+        if e.date is None or e.date > e.debit_date:
+            raise StatementError(f"{label}: Дата is missing or later than its ДатаСписано")
+        debits.append(e)
+    return BankStatement(AccountSection(account, date_from, date_to), debits, len(entries) - len(debits))

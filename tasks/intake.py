@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from prefect.deployments import run_deployment
@@ -24,6 +24,7 @@ from models.claim_store import (
     ClaimNotFound,
     ConflictError,
     InvalidTrigger,
+    TicketNotClaimable,
     TransitionRefused,
     apply_batch,
     apply_trigger,
@@ -64,11 +65,18 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_organizer_token(engine: Engine, organizer_id: int) -> str:
-    """A new API token for an organizer; only its digest is stored."""
+TOKEN_DAYS = 90  # an organizer's API token lives this long unless issued for another period
+
+
+def issue_organizer_token(engine: Engine, organizer_id: int, *, now: datetime | None = None, days: int = TOKEN_DAYS) -> str:
+    """A new API token for an organizer, valid for `days`; only its digest is stored (the old one stops working)."""
+    if days < 1:
+        raise ValueError("a token lives at least one day")
     token = secrets.token_urlsafe(32)
+    expires = (now or datetime.now(timezone.utc)) + timedelta(days=days)
     with engine.begin() as conn:
-        conn.execute(update(organizer_t).where(organizer_t.c.id == organizer_id).values(api_token_sha256=token_digest(token)))
+        conn.execute(update(organizer_t).where(organizer_t.c.id == organizer_id)
+                     .values(api_token_sha256=token_digest(token), api_token_expires_at=expires))
     return token
 
 
@@ -82,9 +90,13 @@ def organizer_principal(organizer_id: int) -> str:
 PREFECT_UI_PRINCIPAL = "prefect-ui"
 
 
-def organizer_for_token(engine: Engine, token: str) -> int | None:
+def organizer_for_token(engine: Engine, token: str, *, now: datetime | None = None) -> int | None:
+    """The organizer whose unexpired token this is; None for an unknown or expired one (the API answers 401)."""
+    at = now or datetime.now(timezone.utc)
     with engine.connect() as conn:
-        return conn.execute(select(organizer_t.c.id).where(organizer_t.c.api_token_sha256 == token_digest(token))).scalar_one_or_none()
+        return conn.execute(select(organizer_t.c.id).where(
+            organizer_t.c.api_token_sha256 == token_digest(token), organizer_t.c.api_token_expires_at > at,
+        )).scalar_one_or_none()
 
 
 def _owned_claim(engine: Engine, claim_id: int, organizer_id: int | None) -> ClaimView:
@@ -129,6 +141,9 @@ def file_buyer_claim(
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
+    except TicketNotClaimable as exc:
+        code, message = exc.refusals[ticket_id]
+        raise IntakeError("ticket_id", message, code=code, status=409) from None
     except PolicyError:
         raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
     except IntegrityError:

@@ -59,12 +59,13 @@ from models.payouts import (
     Payout,
 )
 from models.tables import Claim, ClaimTransition, Order, Ticket
-from states.bank import FieldError, validate_bank_details
+from states.bank import FieldError, mask_account, validate_bank_details
 from states.lifecycle import ClaimState, InvalidTrigger
 from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundResult, refund_receipt
-from tasks.export_1c import Payer, PaymentOrder, parse_statement, payment_purpose, render_payment_orders
+from tasks.export_1c import Payer, PaymentOrder, payment_purpose, read_bank_statement, render_payment_orders
 
 __all__ = [
+    "BankDetailsNotExpected",
     "ExportBatch",
     "OpsRetry",
     "RefundReport",
@@ -617,32 +618,68 @@ def retry_payout_by_ops(engine: Engine, *, claim_number: str, reason: str, actor
 
 # --- bank details ---------------------------------------------------------------------------------
 
-def submit_bank_details(
-    engine: Engine, *, claim_id: int, bik: str, account: str, name: str, inn: str | None = None, now: datetime
-) -> list[FieldError]:
-    """Store the buyer's bank details encrypted and, when the claim waited for them, move it on.
+class BankDetailsNotExpected(ValueError):
+    """Bank details were offered to a claim that does not wait for them (and no forced correction)."""
 
-    Invalid details: the Russian per-field errors, nothing written. Raises ClaimNotFound.
+    def __init__(self, message_ru: str):
+        super().__init__(message_ru)
+        self.message_ru = message_ru
+
+
+# An ops correction (--force) may replace the details while money is owed and nothing left yet.
+CORRECTABLE_STATES = frozenset({ClaimState.APPROVED, ClaimState.PAYOUT_PENDING, ClaimState.PAYOUT_FAILED, ClaimState.NEEDS_BANK_DETAILS})
+
+
+def submit_bank_details(
+    engine: Engine, *, claim_id: int, bik: str, account: str, name: str, inn: str | None = None, now: datetime,
+    actor: str, force: bool = False, reason: str | None = None,
+) -> list[FieldError]:
+    """Store the buyer's bank details encrypted, with an audit row naming `actor`; a claim waiting for
+    them moves on (bank_details_received).
+
+    Only a claim in needs_bank_details takes details. `force` (with a `reason`) is an ops correction:
+    it replaces the details of a claim that still owes money, as long as no transfer holding the old
+    ones has been exported to the bank. Invalid details: the Russian per-field errors, nothing
+    written. Raises ClaimNotFound, BankDetailsNotExpected.
     """
     now = _utc(now)
+    if force and not (reason or "").strip():
+        raise BankDetailsNotExpected("Исправление реквизитов (--force) требует причины (--reason).")
     errors = validate_bank_details(bik=bik, account=account, name=name, inn=inn)
     if errors:
         return errors
     details = {"bik": bik.strip(), "account": account.strip(), "name": " ".join(name.split()), "inn": (inn or "").strip() or None}
     token = encrypt_text(json.dumps(details, ensure_ascii=False))
-    from models.claim_store import ClaimNotFound
+    from models.claim_store import ClaimNotFound, insert_audit
 
     with engine.begin() as conn:
-        state = conn.execute(select(claim_t.c.state).where(claim_t.c.id == claim_id)).scalar_one_or_none()
-        if state is None:
+        row = conn.execute(select(claim_t.c.state, claim_t.c.version).where(claim_t.c.id == claim_id)).one_or_none()
+        if row is None:
             raise ClaimNotFound(f"claim {claim_id} not found")
-        conn.execute(
-            update(claim_t).where(claim_t.c.id == claim_id).values(
+        waiting = row.state == ClaimState.NEEDS_BANK_DETAILS.value
+        if not waiting and not force:
+            raise BankDetailsNotExpected(f"Заявка не ждёт банковских реквизитов (состояние «{row.state}»).")
+        if not waiting:
+            if row.state not in CORRECTABLE_STATES:
+                raise BankDetailsNotExpected(f"Реквизиты заявки в состоянии «{row.state}» исправить нельзя: деньги уже не ждут выплаты.")
+            exported = conn.execute(
+                select(payout_t.c.id).where(payout_t.c.claim_id == claim_id, payout_t.c.channel == BANK_TRANSFER, payout_t.c.status == EXPORTED)
+            ).first()
+            if exported:
+                raise BankDetailsNotExpected("Платёжное поручение с прежними реквизитами уже выгружено в банк: сначала отзовите его в банке.")
+        moved = conn.execute(
+            update(claim_t).where(claim_t.c.id == claim_id, claim_t.c.version == row.version).values(
                 bank_details=token, version=claim_t.c.version + 1, updated_at=now
             )
-        )
-        if state == ClaimState.NEEDS_BANK_DETAILS.value:
-            apply_trigger(conn, claim_id=claim_id, trigger="bank_details_received", actor="buyer", now=now)
+        ).rowcount
+        if moved != 1:
+            raise ConflictError(f"claim {claim_id} changed while its bank details were being saved")
+        note = f"реквизиты: БИК {details['bik']}, счёт {mask_account(details['account'])}"
+        if force:
+            note += f"; исправление: {reason.strip()}"
+        insert_audit(conn, [claim_id], trigger="bank_details_set", source=row.state, dest=row.state, actor=actor, now=now, note=note)
+        if waiting:
+            apply_trigger(conn, claim_id=claim_id, trigger="bank_details_received", actor=actor, now=now)
     return []
 
 
@@ -800,21 +837,48 @@ class StatementReport:
         )
 
 
-def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> StatementReport:
-    """Close exported transfers the bank statement shows: payout paid, claim payout_succeeded.
+def _statement_mismatch(entry, row) -> str | None:
+    """Why a debited document is not the payment order we exported for this payout, or None."""
+    problems = []
+    if entry.number != str(row.id):
+        problems.append(f"Номер {entry.number} != {row.id}")
+    exported_on = row.exported_at.astimezone(OPERATOR_TZ).date()
+    if entry.date != exported_on:
+        problems.append(f"Дата {entry.date} != {exported_on}")
+    if entry.amount_kopecks != row.amount:
+        problems.append(f"Сумма {entry.amount_kopecks} != {row.amount}")
+    try:
+        account = read_bank_details(row.bank_details)["account"] if row.bank_details else None
+    except (DecryptionError, ValueError, KeyError):
+        account = None
+    if account is None:
+        problems.append("реквизиты получателя не расшифровываются")
+    elif entry.recipient_account != account:
+        problems.append(f"ПолучательСчет {mask_account(entry.recipient_account)} != {mask_account(account)}")
+    return "; ".join(problems) or None
 
-    Raises ValueError when `data` is not a 1CClientBankExchange file.
+
+def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime, payer: Payer | None = None) -> StatementReport:
+    """Close exported transfers a bank statement shows debited: payout paid, claim payout_succeeded.
+
+    Only a bank's statement of our account closes anything (`read_bank_statement`: account section,
+    debit dates); each debited document must be the payment order we exported, matched by number,
+    date, amount and recipient account, or it is left for a person. Raises StatementError (a
+    ValueError) before anything is written when the file is not such a statement.
     """
     now = _utc(now)
-    report = StatementReport()
-    for entry in parse_statement(data):
-        if not entry.claim_number:
-            report.without_claim += 1
-            continue
-        number = entry.claim_number
-        with engine.begin() as conn:
+    payer = payer or Payer.from_settings()
+    statement = read_bank_statement(data, account=payer.account)
+    report = StatementReport(without_claim=statement.other_documents)
+    with engine.begin() as conn:
+        for entry in statement.debits:
+            if not entry.claim_number:
+                report.without_claim += 1
+                continue
+            number = entry.claim_number
             row = conn.execute(
-                select(payout_t.c.id, payout_t.c.status, payout_t.c.amount, claim_t.c.id.label("claim_id"))
+                select(payout_t.c.id, payout_t.c.status, payout_t.c.amount, payout_t.c.exported_at, claim_t.c.bank_details,
+                       claim_t.c.id.label("claim_id"))
                 .select_from(payout_t)
                 .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
                 .where(claim_t.c.number == number, payout_t.c.channel == BANK_TRANSFER, payout_t.c.status.in_((EXPORTED, PAID)))
@@ -827,8 +891,9 @@ def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> S
             if row.status == PAID:
                 report.already_paid.append(number)
                 continue
-            if row.amount != entry.amount_kopecks:
-                report.mismatched.append(f"{number}: {entry.amount_kopecks} != {row.amount}")
+            problem = _statement_mismatch(entry, row)
+            if problem:
+                report.mismatched.append(f"{number}: {problem}")
                 continue
             done = conn.execute(
                 update(payout_t).where(payout_t.c.id == row.id, payout_t.c.status == EXPORTED).values(status=PAID, updated_at=now)
@@ -838,7 +903,7 @@ def mark_paid_from_statement(engine: Engine, data: bytes, *, now: datetime) -> S
                 continue
             try:
                 apply_trigger(conn, claim_id=row.claim_id, trigger="payout_succeeded", actor="bank", now=now,
-                              note=f"bank statement, document {entry.number}")
+                              note=f"bank statement: payment order №{entry.number} of {entry.date:%d.%m.%Y}, debited {entry.debit_date:%d.%m.%Y}")
             except (InvalidTrigger, TransitionRefused):
                 pass  # the payout is paid whatever state the claim is in; the audit shows the rest
             report.paid.append(number)

@@ -14,6 +14,19 @@ from sqlalchemy import text
 from models.db import make_engine
 from models.migrate import upgrade
 
+
+def pytest_configure(config) -> None:
+    """Bank details are encrypted with VOZVRAT_SECRET_KEY and nothing starts without one
+    (models.settings): the test session makes its own, unless one is configured."""
+    if not (os.environ.get("VOZVRAT_SECRET_KEY") or os.environ.get("VOZVRAT_SECRET_KEY_FILE")):
+        from cryptography.fernet import Fernet
+
+        from models.settings import get_settings
+
+        os.environ["VOZVRAT_SECRET_KEY"] = Fernet.generate_key().decode("ascii")
+        get_settings.cache_clear()
+
+
 PG_ADMIN_URL = os.environ.get("VOZVRAT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

@@ -22,6 +22,7 @@ def test_mail_waits_in_the_outbox_while_smtp_is_down_and_goes_once_when_it_is_ba
         order = f.order(conn, created_at=now - timedelta(days=3), buyer_email="outage@example.ru",
                         acquirer_payment_id="2d1f5a0e-000f-5000-9000-00000000beef")
         ticket = f.ticket(conn, event_id=event, order_id=order)
+    stack.register_payment("2d1f5a0e-000f-5000-9000-00000000beef", 350000 + 35000)  # the buyer's card payment
 
     stack.stop_process("smtp-sink")
     try:

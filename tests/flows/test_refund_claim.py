@@ -44,6 +44,7 @@ def world(stack):
         order = f.order(conn, created_at=now - timedelta(days=30), buyer_name="Иванов Иван Иванович",
                         buyer_email=f"buyer{event}@example.ru", acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{event:012d}")
         ticket = f.ticket(conn, event_id=event, order_id=order, price_paid=420000, nominal=420000)
+    stack.register_payment(f"2d1f5a0e-000f-5000-9000-{event:012d}", 420000 + 35000)  # the buyer's card payment
     token = issue_organizer_token(engine, org)
     with httpx.Client(base_url=stack.api_url, timeout=30) as api:
         yield {"engine": engine, "now": now, "org": org, "ticket": ticket, "auth": {"Authorization": f"Bearer {token}"},

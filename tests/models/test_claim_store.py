@@ -102,7 +102,9 @@ def test_voluntary_less_than_three_days_ahead_is_rejected_with_a_code(engine):
 
 
 def test_scanned_ticket_is_rejected(engine):
-    claim_id, _ = new_claim(engine, barcode_status="scanned")
+    claim_id, ticket_id = new_claim(engine)
+    with engine.begin() as conn:  # scanned at the door after filing (a scanned ticket takes no new claim)
+        conn.execute(update(ticket_t).where(ticket_t.c.id == ticket_id).values(barcode_status="scanned"))
     step(engine, claim_id, "assess", FILED)
     c = claim(engine, claim_id)
     assert (c["state"], c["refusal_code"]) == ("rejected", "TICKET_SCANNED")
@@ -334,7 +336,7 @@ def test_one_open_claim_per_ticket_then_a_new_one_after_rejection(engine):
     step(engine, claim_id, "assess", late, actor="system")
     assert claim(engine, claim_id)["state"] == "rejected"
     with engine.begin() as conn:
-        (second,) = file_claims(conn, ticket_ids=[ticket_id], reason=Reason.OTHER, actor="buyer", now=late + timedelta(minutes=5))
+        (second,) = file_claims(conn, ticket_ids=[ticket_id], reason=Reason.VOLUNTARY, actor="buyer", now=late + timedelta(minutes=5))
     assert second != claim_id
     assert claim(engine, second)["number"] != first_number
     assert (first_number[-2:], claim(engine, second)["number"][-2:]) == ("-1", "-2")

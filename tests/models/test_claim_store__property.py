@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from models.claim_store import TransitionRefused, apply_trigger, file_claims
 from models.db import make_engine
-from models.tables import Claim, ClaimTransition
+from models.tables import Claim, ClaimTransition, Ticket
 from states.lifecycle import TRANSITIONS, ClaimFacts, ClaimState, InvalidTrigger, Trigger, decide, edges, fire
 from states.policy import CLOSE_RELATIVES, DOCUMENT_KINDS, LEGAL_POLICY, DocumentEvidence, OrganizerPolicy, Reason, TicketPrice
 from tests import factories
@@ -60,8 +60,10 @@ def test_any_trigger_sequence_leaves_a_chained_audit_trail(sqlite_engine, reason
         event_id = factories.event(conn, starts_at=EVENT, regime_id=regime_id,
                                    status="cancelled" if reason in (Reason.CANCELLED, Reason.REPLACED) else "scheduled")
         order_id = factories.order(conn, created_at=EVENT - timedelta(days=60), payment_method=payment_method)
-        ticket_id = factories.ticket(conn, event_id=event_id, order_id=order_id, barcode_status="scanned" if scanned else "valid")
+        ticket_id = factories.ticket(conn, event_id=event_id, order_id=order_id)
         (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now)
+        if scanned:  # used at the door after filing (a scanned ticket takes no new claim)
+            conn.execute(update(Ticket.__table__).where(Ticket.__table__.c.id == ticket_id).values(barcode_status="scanned"))
 
     applied: list[tuple[str, str, str]] = []
     state = "filed"
