@@ -136,7 +136,7 @@ def test_a_refund_canceled_for_good_asks_for_bank_details_then_pays_by_bank_tran
     assert open_payouts(engine, now=LATER) == 0  # waits for the buyer's details
 
     assert submit_bank_details(engine, claim_id=claim_id, bik="049805746", account="40602810700000000025",
-                               name="Петров Пётр Петрович", now=LATER) == []
+                               name="Петров Пётр Петрович", now=LATER, actor="buyer:petrov@example.ru") == []
     assert states(engine, [claim_id]) == ["payout_pending"]
     assert open_payouts(engine, now=LATER) == 1
     first, second = payouts(engine, claim_id)

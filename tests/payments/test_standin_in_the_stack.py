@@ -6,7 +6,8 @@ import pytest
 
 from cli.stack import Stack, free_port
 from models.settings import get_settings
-from tasks.acquirer import AcquirerError, RefundRequest, YooKassaAcquirer, refund_idempotency_key
+from tasks.acquirer import AcquirerError, RefundRequest, YooKassaAcquirer
+from tasks.payouts import payout_key
 
 PAYMENT = "2d1f5a0e-000f-5000-9000-000000003000"
 
@@ -21,7 +22,7 @@ def stack(tmp_path):
 
 def refund(acquirer: YooKassaAcquirer, payment_id: str, attempt: int):
     return acquirer.create_refund(RefundRequest(
-        payment_id=payment_id, amount_kopecks=300000, idempotency_key=refund_idempotency_key("VZ-0000001-1", attempt),
+        payment_id=payment_id, amount_kopecks=300000, idempotency_key=payout_key(1, attempt),
         description="Возврат по заявке № VZ-0000001-1", receipt=None,
     ))
 
