@@ -27,9 +27,9 @@ from states.lifecycle import (
     ClaimFacts,
     ClaimState,
     InvalidTrigger,
+    Judge,
     cached_quote,
     Outcome,
-    decide,
     effects,
     fire,
 )
@@ -133,7 +133,7 @@ def _thaw_policy(policy: Mapping) -> OrganizerPolicy:
 
 _FACTS_COLUMNS = (
     claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.version, claim_t.c.reason, claim_t.c.filed_at,
-    claim_t.c.extended, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details.is_not(None).label("has_bank_details"),
+    claim_t.c.extended, claim_t.c.decidable_on, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details.is_not(None).label("has_bank_details"),
     claim_t.c.name_mismatch_explanation, claim_t.c.ticket_id, claim_t.c.event_id,
     ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee, ticket_t.c.delivery_fee, ticket_t.c.promo,
     ticket_t.c.barcode_status,
@@ -238,6 +238,7 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
                 name_mismatch_explanation=r.name_mismatch_explanation,
                 documents=docs.get(r.id, ()),
                 extended=r.extended,
+                decidable_on=r.decidable_on,
                 decision_due=r.decision_due,
                 payout_due=r.payout_due,
             ),
@@ -462,13 +463,14 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
     # and our write (even one that keeps the state, like an extension) cannot be overwritten.
     found = load_states(conn, ids, for_update=True) if trigger in FACTLESS_TRIGGERS else load_facts(conn, ids, now, for_update=True)
     groups: dict[tuple, list[tuple[Any, ClaimFacts]]] = defaultdict(list)
+    judge = Judge(trigger, now)  # the machine's transitions and conditions, checked per claim
     for claim_id in ids:
         if claim_id not in found:
             result.invalid[claim_id] = "not found"
             continue
         row, facts = found[claim_id]
         try:
-            outcome = decide(trigger, facts, now)
+            outcome = judge(facts)
         except InvalidTrigger as exc:
             result.invalid[claim_id] = str(exc)
             continue
