@@ -33,7 +33,7 @@ from states.lifecycle import (
     effects,
     fire,
 )
-from states.policy import DocumentEvidence, documents_deadline, OrganizerPolicy, Reason, TicketPrice, quote_refund
+from states.policy import DocumentEvidence, OrganizerPolicy, Reason, TicketPrice, check_reason_for_event, documents_last_day
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
@@ -291,7 +291,7 @@ class EventDates:
 
 
 def event_dates(facts: ClaimFacts) -> EventDates:
-    return EventDates(facts.event_start.date().isoformat(), documents_deadline(facts.event_start).date().isoformat())
+    return EventDates(facts.event_start.date().isoformat(), documents_last_day(facts.event_start).isoformat())
 
 
 def insert_notifications(
@@ -542,12 +542,17 @@ def claim_rows(
     description: str = "",
     name_mismatch_explanation: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of new claims for these tickets, each with its quote (states.policy): built, not written."""
+    """The rows of new claims for these tickets, each with its quote (states.policy): built, not written.
+
+    Raises ReasonNotAllowed (states.policy, a PolicyError with a Russian message and a field) when an
+    event reason does not match the event's status, or a postponed event no longer takes claims.
+    """
     reason = Reason(reason)
     tickets = conn.execute(
         select(
             ticket_t.c.id, ticket_t.c.event_id, ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee,
-            ticket_t.c.delivery_fee, ticket_t.c.promo, event_t.c.starts_at, venue_t.c.timezone, organizer_t.c.policy,
+            ticket_t.c.delivery_fee, ticket_t.c.promo, event_t.c.starts_at, event_t.c.status.label("event_status"), event_t.c.claims_until,
+            venue_t.c.timezone, organizer_t.c.policy,
         )
         .select_from(ticket_t)
         .join(event_t, event_t.c.id == ticket_t.c.event_id)
@@ -566,9 +571,15 @@ def claim_rows(
         ).all()
     )
     rows = []
+    checked: set[int] = set()
     for t in tickets:
+        event_start = t.starts_at.astimezone(_zone(t.timezone))
+        if t.event_id not in checked:  # once per event: status and last day are the event's
+            check_reason_for_event(reason=reason, event_status=t.event_status, filed_at=now, event_start=event_start,
+                                   claims_until=t.claims_until)
+            checked.add(t.event_id)
         quote, quote_json = _quote_with_json(
-            reason, t.starts_at.astimezone(_zone(t.timezone)), now,
+            reason, event_start, now,
             _ticket_price(t.price_paid, t.nominal, t.service_fee, t.delivery_fee, t.promo), _thaw_policy(t.policy),
         )
         rows.append(

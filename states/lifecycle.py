@@ -242,8 +242,8 @@ def payout_overdue(c: ClaimFacts, now: datetime) -> bool:
 
 @guard("DOCUMENTS_WINDOW_OPEN", "Срок представления документов ещё не истёк.")
 def documents_window_closed(c: ClaimFacts, now: datetime) -> bool:
-    """Documents may follow within 14 days of the event (Decree 1491)."""
-    return now > documents_deadline(c.event_start)
+    """Decree 1491: documents may follow to 24:00 (venue's zone) of the 14th day after the event."""
+    return now >= documents_deadline(c.event_start)
 
 
 @guard("PAYOUT_CHANNEL_MISSING", "Для возврата нужны банковские реквизиты.")
