@@ -52,6 +52,12 @@ __all__ = [
 SOURCE_ART_52_1 = "Art. 52.1 Fundamentals of Culture Legislation (193-FZ of 18.07.2019)"
 SOURCE_DECREE_1491 = "Government Decree 1491 of 18.09.2020"
 SOURCE_OPERATOR = "operator rules (seed)"
+# docs/rules.md, "Decision deadline": cited by every quote the organizer decides.
+DECISION_DEADLINE_RULE = (
+    "Decision deadline (docs/rules.md): the organizer decides within 10 working days of the day the "
+    "claim became decidable (filed; for illness or death, the day its documents are complete), 20 if "
+    "extended; money is paid within 10 working days of the decision"
+)
 
 
 class Reason(StrEnum):
@@ -370,6 +376,11 @@ class Quote:
     # illness/death/other: the quote is what is paid IF the organizer approves.
     decided_by_organizer: bool = False
 
+    @property
+    def deadline_rule(self) -> str | None:
+        """The rule that sets when the organizer must decide (only for claims the organizer decides)."""
+        return DECISION_DEADLINE_RULE if self.decided_by_organizer else None
+
     def to_json(self) -> dict:
         """JSON-ready dict: money as "1750.00" strings; `refund` is the total (= amount)."""
         return {
@@ -388,6 +399,7 @@ class Quote:
             "refusal_code": self.refusal_code,
             "refusal_message_ru": self.refusal_message_ru,
             "decided_by_organizer": self.decided_by_organizer,
+            "deadline_rule": self.deadline_rule,
         }
 
 
