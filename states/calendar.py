@@ -116,6 +116,8 @@ def add_working_days(start: date, n: int) -> Deadline:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CalendarError(f"working days must be an integer of at least 1, got {n!r}")
+    if n > (date.max - start).days:  # n working days take at least n calendar days: fail before walking them
+        raise CalendarError(f"{n} working days after {start.isoformat()} fall beyond the end of the calendar")
     return _add_working_days(start, n)
 
 

@@ -412,7 +412,10 @@ def _require_aware(value: datetime, name: str) -> None:
 
 def _venue_date(moment: datetime, event_start: datetime) -> date:
     """The calendar date of `moment` in the venue's time zone (the zone of `event_start`)."""
-    return moment.astimezone(event_start.tzinfo).date()
+    try:
+        return moment.astimezone(event_start.tzinfo).date()
+    except OverflowError:  # year 1 or 9999 moved across a zone boundary
+        raise PolicyError(f"{moment.isoformat()} is at the edge of the calendar") from None
 
 
 def days_before_event(*, event_start: datetime, filed_at: datetime) -> int:
@@ -626,7 +629,10 @@ def documents_last_day(event_start: datetime) -> date:
     """Decree 1491: the last calendar day (venue's zone) on which documents may follow: the 14th day
     after the event's date."""
     _require_aware(event_start, "event_start")
-    return event_start.date() + DOCUMENTS_WINDOW
+    try:
+        return event_start.date() + DOCUMENTS_WINDOW
+    except OverflowError:
+        raise PolicyError(f"event start {event_start.isoformat()} is too close to the end of the calendar") from None
 
 
 def documents_deadline(event_start: datetime) -> datetime:
