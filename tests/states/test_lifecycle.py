@@ -194,3 +194,25 @@ def test_two_venues_with_one_start_instant_are_judged_each_in_its_own_time_zone(
     order = [first] + [k for k in cases if k != first]
     got = {name: judge("assess", cases[name][0], filed).dest for name in order}
     assert got == {name: expected for name, (_, expected) in cases.items()}
+
+
+def test_the_machine_is_built_once_and_every_condition_carries_its_guard():
+    from states.lifecycle import MACHINE, GuardCondition
+
+    transitions = MACHINE.get_transitions()
+    assert {(t.source, t.dest or t.source) for t in transitions} == EXPECTED_EDGES
+    conditions = [c for t in transitions for c in t.conditions]
+    assert conditions and all(isinstance(c, GuardCondition) and c.guard is GUARDS[c.func] for c in conditions)
+    assert MACHINE.models == []  # claims are handed to its events one at a time, never registered
+
+
+def test_a_refusal_is_the_message_of_the_condition_the_machine_found_false():
+    from states.lifecycle import MACHINE
+
+    f = facts(state=S.APPROVED, barcode_status="scanned")
+    (row,) = MACHINE.get_transitions(trigger="refuse_scanned", source="approved")
+    # Both start_payout transitions fail on their first condition, ticket_not_scanned.
+    assert [t.conditions[0].guard.name for t in MACHINE.get_transitions(trigger="start_payout", source="approved")] == ["ticket_not_scanned"] * 2
+    expected = ((GUARDS["ticket_not_scanned"].code, GUARDS["ticket_not_scanned"].message_ru),)
+    assert fire("start_payout", f, NOW).refusals == judge("start_payout", f, NOW).refusals == expected
+    assert row.conditions[0].guard.name == "ticket_scanned"
