@@ -216,3 +216,15 @@ def test_a_refusal_is_the_message_of_the_condition_the_machine_found_false():
     expected = ((GUARDS["ticket_not_scanned"].code, GUARDS["ticket_not_scanned"].message_ru),)
     assert fire("start_payout", f, NOW).refusals == judge("start_payout", f, NOW).refusals == expected
     assert row.conditions[0].guard.name == "ticket_scanned"
+
+
+def test_the_decidable_day_is_the_venues_day_the_documents_completed_the_claim():
+    """docs/rules.md, "Decision deadline": counted from the day documents came, not from filing."""
+    waiting = facts(reason=Reason.ILLNESS, state=S.AWAITING_DOCUMENTS, filed_at=datetime(2026, 3, 2, 10, tzinfo=MSK))
+    late_evening_utc = datetime(2026, 3, 30, 22, 30, tzinfo=ZoneInfo("UTC"))  # 31.03 01:30 in Moscow
+    submitted = effects("submit_documents", "awaiting_organizer", waiting, late_evening_utc)
+    assert (submitted["decidable_on"], submitted["decision_due"]) == (date(2026, 3, 31), date(2026, 4, 14))
+    assessed = effects("assess", "awaiting_organizer", facts(reason=Reason.OTHER), NOW)
+    assert assessed["decidable_on"] == NOW.date()
+    extended = effects("extend_review", "awaiting_organizer", facts(state=S.AWAITING_ORGANIZER, decidable_on=date(2026, 3, 31)), NOW)
+    assert extended["decision_due"] == date(2026, 4, 28)  # 20 working days from 31.03, not from filing
