@@ -100,7 +100,7 @@ Organizer = Annotated[int, Depends(organizer)]
 
 class ClaimCreate(BaseModel):
     ticket_id: int = Field(gt=0)
-    reason: Literal["voluntary", "illness", "death", "other", "postponed"]
+    reason: Literal["voluntary", "illness", "death", "other", "postponed", "cancelled", "replaced"]
     description: str = Field(default="", max_length=4000)
     name_mismatch_explanation: str | None = Field(default=None, max_length=1000)
 

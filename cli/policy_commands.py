@@ -94,7 +94,10 @@ def quote(
     parsed_reason = _reason(reason)
     zone = _zone(tz)
     start = _datetime(event_start, "--event-start")
-    start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
+    try:
+        start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
+    except OverflowError:
+        fail(f"--event-start: {event_start!r} in {tz} falls outside the calendar")
     filed = _datetime(filed_at, "--filed-at")
     if filed.tzinfo is None:
         fail(f"--filed-at must carry a UTC offset, e.g. {filed_at}+03:00")
@@ -111,6 +114,8 @@ def quote(
                               ticket=TicketPrice(**ticket_kwargs), policy=policy)
     except PolicyError as exc:
         fail(str(exc))
+    except OverflowError:  # the policy turns the known edges into PolicyError; this is the last net
+        fail("a date falls outside the calendar (year 1 to 9999)")
 
     if as_json:
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
@@ -136,6 +141,7 @@ def _print_quote(result, start: datetime) -> None:
     table.add_row("Источник / source", result.source)
     if result.decided_by_organizer:
         table.add_row("", "Решение принимает организатор / the organizer decides")
+        table.add_row("Срок решения / deadline", result.deadline_rule)
     if not result.eligible:
         table.add_row("[red]Отказ / refused[/red]",
                       f"{result.refusal_code}: {result.refusal_message_ru}")

@@ -28,13 +28,13 @@ from states.lifecycle import (
     ClaimFacts,
     ClaimState,
     InvalidTrigger,
+    Judge,
     cached_quote,
     Outcome,
-    decide,
     effects,
     fire,
 )
-from states.policy import EVENT_REASONS, DocumentEvidence, documents_deadline, OrganizerPolicy, Reason, TicketPrice, quote_refund
+from states.policy import EVENT_REASONS, DocumentEvidence, OrganizerPolicy, Reason, TicketPrice, check_reason_for_event, documents_last_day
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
@@ -143,7 +143,7 @@ def _thaw_policy(policy: Mapping) -> OrganizerPolicy:
 
 _FACTS_COLUMNS = (
     claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.version, claim_t.c.reason, claim_t.c.filed_at,
-    claim_t.c.extended, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details.is_not(None).label("has_bank_details"),
+    claim_t.c.extended, claim_t.c.decidable_on, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.bank_details.is_not(None).label("has_bank_details"),
     claim_t.c.name_mismatch_explanation, claim_t.c.ticket_id, claim_t.c.event_id,
     ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee, ticket_t.c.delivery_fee, ticket_t.c.promo,
     ticket_t.c.barcode_status,
@@ -248,6 +248,7 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
                 name_mismatch_explanation=r.name_mismatch_explanation,
                 documents=docs.get(r.id, ()),
                 extended=r.extended,
+                decidable_on=r.decidable_on,
                 decision_due=r.decision_due,
                 payout_due=r.payout_due,
             ),
@@ -300,7 +301,7 @@ class EventDates:
 
 
 def event_dates(facts: ClaimFacts) -> EventDates:
-    return EventDates(facts.event_start.date().isoformat(), documents_deadline(facts.event_start).date().isoformat())
+    return EventDates(facts.event_start.date().isoformat(), documents_last_day(facts.event_start).isoformat())
 
 
 def insert_notifications(
@@ -516,13 +517,14 @@ def _apply_chunk(conn: Connection, ids: list[int], trigger: str, actor: str, now
     # and our write (even one that keeps the state, like an extension) cannot be overwritten.
     found = load_states(conn, ids, for_update=True) if trigger in FACTLESS_TRIGGERS else load_facts(conn, ids, now, for_update=True)
     groups: dict[tuple, list[tuple[Any, ClaimFacts]]] = defaultdict(list)
+    judge = Judge(trigger, now)  # the machine's transitions and conditions, checked per claim
     for claim_id in ids:
         if claim_id not in found:
             result.invalid[claim_id] = "not found"
             continue
         row, facts = found[claim_id]
         try:
-            outcome = decide(trigger, facts, now)
+            outcome = judge(facts)
         except InvalidTrigger as exc:
             result.invalid[claim_id] = str(exc)
             continue
@@ -598,12 +600,17 @@ def claim_rows(
     description: str = "",
     name_mismatch_explanation: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of new claims for these tickets, each with its quote (states.policy): built, not written."""
+    """The rows of new claims for these tickets, each with its quote (states.policy): built, not written.
+
+    Raises ReasonNotAllowed (states.policy, a PolicyError with a Russian message and a field) when an
+    event reason does not match the event's status, or a postponed event no longer takes claims.
+    """
     reason = Reason(reason)
     tickets = conn.execute(
         select(
             ticket_t.c.id, ticket_t.c.event_id, ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee,
-            ticket_t.c.delivery_fee, ticket_t.c.promo, event_t.c.starts_at, venue_t.c.timezone, organizer_t.c.policy,
+            ticket_t.c.delivery_fee, ticket_t.c.promo, event_t.c.starts_at, event_t.c.status.label("event_status"), event_t.c.claims_until,
+            venue_t.c.timezone, organizer_t.c.policy,
         )
         .select_from(ticket_t)
         .join(event_t, event_t.c.id == ticket_t.c.event_id)
@@ -622,9 +629,15 @@ def claim_rows(
         ).all()
     )
     rows = []
+    checked: set[int] = set()
     for t in tickets:
+        event_start = t.starts_at.astimezone(_zone(t.timezone))
+        if t.event_id not in checked:  # once per event: status and last day are the event's
+            check_reason_for_event(reason=reason, event_status=t.event_status, filed_at=now, event_start=event_start,
+                                   claims_until=t.claims_until)
+            checked.add(t.event_id)
         quote, quote_json = _quote_with_json(
-            reason, t.starts_at.astimezone(_zone(t.timezone)), now,
+            reason, event_start, now,
             _ticket_price(t.price_paid, t.nominal, t.service_fee, t.delivery_fee, t.promo), _thaw_policy(t.policy),
         )
         rows.append(

@@ -143,6 +143,8 @@ class Claim(SQLModel, table=True):
     quote: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     amount: int = Field(default=0, sa_type=BigInteger)
     approved_amount: int | None = Field(default=None, sa_type=BigInteger)
+    # The day the claim became decidable (filed, or its documents complete): the decision deadline counts from it.
+    decidable_on: date | None = None
     decision_due: date | None = None
     payout_due: date | None = None
     deadline_provisional: bool = False

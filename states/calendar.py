@@ -2,8 +2,10 @@
 
 Source of truth: `holidays.RU` (fixed holidays, holidays moved off weekends, and the government's
 yearly transfers of days off, with working Saturdays). A year whose transfers the installed
-`holidays` release does not know yet gives a *provisional* deadline: still computed from the fixed
-holidays and weekends, but flagged, never silently presented as final.
+`holidays` release does not know yet gives a *provisional* deadline, flagged, never silently
+presented as final: computed with the statutory rule of Art. 112 of the Labour Code (a holiday on a
+Saturday or Sunday moves the day off to the next working day; the January holidays excepted, since
+only the yearly decree moves those), applied by the library's own observed-holiday rule.
 
 Pure: no I/O, no clock. The holidays object is built once per process and shared.
 """
@@ -16,6 +18,7 @@ from functools import cache, lru_cache
 
 import holidays
 from holidays.countries.russia import Russia
+from holidays.observed_holiday_base import SAT_SUN_TO_NEXT_WORKDAY
 
 __all__ = [
     "CalendarError",
@@ -37,7 +40,7 @@ PAYOUT_WORKING_DAYS = 10
 
 
 class CalendarError(ValueError):
-    """Bad input to a working-day computation (e.g. a count below 1)."""
+    """Bad input to a working-day computation (e.g. a count below 1, or a date past the calendar's end)."""
 
 
 def _published_years() -> frozenset[int]:
@@ -63,9 +66,25 @@ PUBLISHED_YEARS: frozenset[int] = _published_years()
 _LOCK = threading.Lock()
 
 
+class ProductionCalendar(Russia):
+    """`holidays.RU`, and for a year without published transfers, Art. 112 of the Labour Code: a
+    non-working holiday on a Saturday or Sunday gives a day off on the next working day (the library's
+    SAT_SUN_TO_NEXT_WORKDAY rule), except the January holidays (Art. 112 excepts 1-8 January)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, observed_rule=SAT_SUN_TO_NEXT_WORKDAY, **kwargs)
+
+    def _populate_public_holidays(self) -> None:
+        super()._populate_public_holidays()
+        if is_published(self._year):
+            return  # the government's decree for the year (special holidays) decides
+        for day in sorted(d for d in list(self) if d.year == self._year and d.month != 1):
+            self._add_observed(day)
+
+
 @cache
 def _russian_calendar() -> holidays.HolidayBase:
-    return holidays.RU(years=range(min(PUBLISHED_YEARS) + 20, max(PUBLISHED_YEARS) + 6))
+    return ProductionCalendar(years=range(min(PUBLISHED_YEARS) + 20, max(PUBLISHED_YEARS) + 6))
 
 
 @dataclass(frozen=True)
@@ -97,14 +116,19 @@ def add_working_days(start: date, n: int) -> Deadline:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CalendarError(f"working days must be an integer of at least 1, got {n!r}")
+    if n > (date.max - start).days:  # n working days take at least n calendar days: fail before walking them
+        raise CalendarError(f"{n} working days after {start.isoformat()} fall beyond the end of the calendar")
     return _add_working_days(start, n)
 
 
 @lru_cache(maxsize=4096)
 def _add_working_days(start: date, n: int) -> Deadline:
     # Cached: a batch of thousands of claims decided on one day asks for the same deadline.
-    with _LOCK:
-        due = _russian_calendar().get_nth_working_day(start, n)
+    try:
+        with _LOCK:
+            due = _russian_calendar().get_nth_working_day(start, n)
+    except (OverflowError, ValueError):
+        raise CalendarError(f"{n} working days after {start.isoformat()} fall beyond the end of the calendar") from None
     provisional = any(not is_published(year) for year in range(start.year, due.year + 1))
     return Deadline(due=due, provisional=provisional)
 

@@ -1,13 +1,17 @@
 """The claim lifecycle: states, the transition table (data), pure guards and the effects of each step.
 
 Nothing here touches a database or a clock: a guard takes the claim's facts and `now`.
-`models/lifecycle_store.py` lays this machine over the stored rows.
+`models/claim_store.py` lays this machine over the stored rows.
 
 Reading guide:
 - `ClaimState`: every state a claim can be in.
 - `TRANSITIONS`: the table, in the shape `transitions.Machine` takes (rows for one trigger and source
   are tried in order; the first whose guards pass wins).
 - `GUARDS`: each guard with the refusal it stands for, so a failed trigger says why.
+- `MACHINE`: the one `transitions.Machine`, built once from the table; it alone evaluates triggers and
+  guards, for one claim (`fire`) and for a batch (`judge`). Each of its conditions is a
+  `GuardCondition` that carries its `Guard`, so a refusal's code and Russian message come from the
+  very condition the machine found false.
 - `effects()`: the columns a step writes besides the state (deadlines, decision, voided barcode).
 - `NOTIFICATIONS`: which buyer email a step sends (through the outbox, in the same transaction).
 """
@@ -21,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from transitions import Machine, MachineError
+from transitions.core import Condition, EventData, Transition
 
 from states import calendar
 from states.policy import (
@@ -75,7 +80,6 @@ class Trigger(StrEnum):
     ESCALATE = "escalate"
     EXPIRE_DOCUMENTS = "expire_documents"
     WITHDRAW = "withdraw"
-    ISSUE_VOUCHER = "issue_voucher"
     START_PAYOUT = "start_payout"
     BANK_DETAILS_RECEIVED = "bank_details_received"
     PAYOUT_SUCCEEDED = "payout_succeeded"
@@ -83,7 +87,8 @@ class Trigger(StrEnum):
     RETRY_PAYOUT = "retry_payout"
     FLAG_PAYOUT_OVERDUE = "flag_payout_overdue"
     REFUSE_SCANNED = "refuse_scanned"
-    CLOSE = "close"
+    # `issue_voucher` (filed -> voucher_issued, Decree 442) and `close` (final -> closed) have no driver
+    # yet: their rows wait for the issue that needs them. The states stay (stored rows and indexes name them).
 
 
 @dataclass(slots=True)  # not frozen: a batch builds thousands, and frozen __init__ costs 3x
@@ -100,7 +105,7 @@ class ClaimFacts:
     acquirer_payment_id: str | None = None
     has_bank_details: bool = False
     event_status: str = "scheduled"  # scheduled | cancelled | postponed | replaced
-    high_alert_regime: bool = False
+    high_alert_regime: bool = False  # Decree 442; read by no guard until vouchers have a driver
     policy: OrganizerPolicy = LEGAL_POLICY
     order_created_at: datetime | None = None
     buyer_name: str = ""
@@ -109,6 +114,7 @@ class ClaimFacts:
     extended: bool = False
     decision_due: date | None = None
     payout_due: date | None = None
+    decidable_on: date | None = None  # the day the claim became decidable (docs/rules.md, "Decision deadline")
 
 
 @dataclass(frozen=True)
@@ -236,14 +242,8 @@ def payout_overdue(c: ClaimFacts, now: datetime) -> bool:
 
 @guard("DOCUMENTS_WINDOW_OPEN", "Срок представления документов ещё не истёк.")
 def documents_window_closed(c: ClaimFacts, now: datetime) -> bool:
-    """Documents may follow within 14 days of the event (Decree 1491)."""
-    return now > documents_deadline(c.event_start)
-
-
-@guard("NOT_IN_REGIME", "Ваучер предлагается только при отмене в режиме повышенной готовности.")
-def voucher_allowed(c: ClaimFacts, now: datetime) -> bool:
-    """Decree 442: in a high-alert regime the organizer may offer a voucher instead of money."""
-    return c.high_alert_regime and c.reason in EVENT_REASONS
+    """Decree 1491: documents may follow to 24:00 (venue's zone) of the 14th day after the event."""
+    return now >= documents_deadline(c.event_start)
 
 
 @guard("PAYOUT_CHANNEL_MISSING", "Для возврата нужны банковские реквизиты.")
@@ -290,8 +290,6 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row(T.EXTEND_REVIEW, S.AWAITING_ORGANIZER, None, "not_extended"),
     _row(T.ESCALATE, S.AWAITING_ORGANIZER, S.ESCALATED, "decision_overdue"),
     _row(T.WITHDRAW, OPEN_BEFORE_DECISION, S.WITHDRAWN),
-    # Event cancelled in a high-alert regime: a voucher instead of money (Decree 442).
-    _row(T.ISSUE_VOUCHER, S.FILED, S.VOUCHER_ISSUED, "voucher_allowed"),
     # Money.
     _row(T.START_PAYOUT, S.APPROVED, S.PAYOUT_PENDING, "ticket_not_scanned", "payout_channel_ready"),
     _row(T.START_PAYOUT, S.APPROVED, S.NEEDS_BANK_DETAILS, "ticket_not_scanned", unless=("payout_channel_ready",)),
@@ -305,7 +303,6 @@ TRANSITIONS: list[dict[str, Any]] = [
     # payout starts again as a bank transfer, so the buyer is asked for bank details.
     _row(T.START_PAYOUT, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS),
     _row(T.FLAG_PAYOUT_OVERDUE, (S.APPROVED, S.PAYOUT_PENDING, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS), None, "payout_overdue"),
-    _row(T.CLOSE, (S.PAID, S.REJECTED, S.VOUCHER_ISSUED, S.WITHDRAWN), S.CLOSED),
 ]
 
 # Buyer-facing email sent when a step lands in a state (template names in tasks/templates/email/).
@@ -323,30 +320,74 @@ NOTIFICATIONS: Mapping[tuple[str, str], str] = {
 }
 
 
-# Triggers whose rows have no guard and whose effects read nothing but the clock: a batch of them
-# needs only each claim's state, not its facts.
-FACTLESS_TRIGGERS: frozenset[str] = frozenset(
-    t.value
-    for t in Trigger
-    if all(not r["conditions"] and not r["unless"] for r in TRANSITIONS if r["trigger"] == t.value)
-    and t not in (Trigger.APPROVE, Trigger.EXTEND_REVIEW, Trigger.SUBMIT_DOCUMENTS, Trigger.ASSESS, Trigger.EXPIRE_DOCUMENTS)
-)
+# --- the machine: built once, the only evaluator of triggers and guards ------------------------------
+
+class GuardCondition(Condition):
+    """A `transitions` condition that knows the Guard it stands for.
+
+    The machine checks it like any condition; when it fails, it notes itself on the model, so the
+    refusal (code, Russian message) is the one the machine actually found false, not a re-derivation.
+    """
+
+    def __init__(self, func: str, target: bool = True):
+        super().__init__(func, target)  # func stays the guard's name: the diagram prints it
+        self.guard = GUARDS[func]
+
+    def check(self, event_data: EventData) -> bool:
+        model = event_data.model
+        passed = self.guard.check(model.facts, event_data.kwargs["now"]) == self.target
+        if not passed:
+            model.refusals.append((self.guard.code, self.guard.message_ru))
+        return passed
 
 
-def edges() -> set[tuple[str, str]]:
-    """Every (source, target) pair of the table; an internal transition is (s, s)."""
-    out: set[tuple[str, str]] = set()
-    for row in TRANSITIONS:
-        for source in row["source"]:
-            out.add((source, row["dest"] or source))
-    return out
+class GuardedTransition(Transition):
+    condition_cls = GuardCondition
 
 
-# --- deciding a trigger for one claim -------------------------------------------------------------
+class ClaimMachine(Machine):
+    transition_cls = GuardedTransition
+
+
+class ClaimModel:
+    """What the machine drives for one claim: its state, the facts the guards read, and the refusals
+    its conditions noted. Never registered with the machine (see `fire`)."""
+
+    __slots__ = ("state", "facts", "refusals")
+
+    def __init__(self, facts: Any, state: str | None = None):
+        self.facts = facts
+        self.state = state if state is not None else _value(facts.state)
+        self.refusals: list[tuple[str, str]] = []
+
+
+def _value(state: Any) -> str:
+    return state.value if isinstance(state, ClaimState) else state
+
+
+def _machine_kwargs() -> dict[str, Any]:
+    return dict(
+        states=[s.value for s in ClaimState],
+        transitions=TRANSITIONS,
+        initial=ClaimState.FILED.value,
+        send_event=True,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
+
+
+# model=None: the machine holds no claims. A claim's model is handed to the machine's Event for one
+# trigger (`fire`), so concurrent callers (Prefect task threads) share no mutable machine state.
+MACHINE: ClaimMachine = ClaimMachine(model=None, **_machine_kwargs())
+
+
+class InvalidTrigger(ValueError):
+    """The trigger does not exist from the claim's current state."""
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of asking the table: a target state, or the refusals that stopped every row."""
+    """What the machine said: a target state, or the refusals that stopped every transition."""
 
     trigger: str
     source: str
@@ -358,103 +399,105 @@ class Outcome:
         return self.dest is not None
 
 
-_ROWS_BY_KEY: dict[tuple[str, str], list[dict[str, Any]]] = {}
-for _r in TRANSITIONS:
-    for _s in _r["source"]:
-        _ROWS_BY_KEY.setdefault((_r["trigger"], _s), []).append(_r)
-
-
 def has_step(trigger: str, state: str) -> bool:
-    """Whether the table has `trigger` from `state` at all (guards aside): `may_<trigger>` without the facts."""
-    return (trigger, state) in _ROWS_BY_KEY
+    """Whether the machine has `trigger` from `state` at all (guards aside): `may_<trigger>` without the facts."""
+    event = MACHINE.events.get(trigger)
+    return event is not None and _value(state) in event.transitions
 
 
-class InvalidTrigger(ValueError):
-    """The trigger does not exist from the claim's current state."""
+def edges() -> set[tuple[str, str]]:
+    """Every (source, target) pair of the machine; an internal transition is (s, s)."""
+    return {(t.source, t.dest or t.source) for t in MACHINE.get_transitions()}
 
 
-def decide(trigger: str, facts: ClaimFacts, now: datetime) -> Outcome:
-    """Walk the table's rows for (trigger, state) in order, like `transitions.Machine` does.
-
-    The batch path uses this directly (one Python call per claim, no machine per claim);
-    a property test checks that it always agrees with the `transitions` machine below.
-    """
-    source = facts.state.value if isinstance(facts.state, ClaimState) else facts.state
-    rows = _ROWS_BY_KEY.get((trigger, source))
-    if not rows:
-        raise InvalidTrigger(f"trigger {trigger!r} is not allowed from state {source!r}")
-    refusals: list[tuple[str, str]] = []
-    for row in rows:
-        failed = next((g for g in row["conditions"] if not GUARDS[g].check(facts, now)), None)
-        if failed is None:
-            failed = next((g for g in row["unless"] if GUARDS[g].check(facts, now)), None)
-        if failed is None:
-            return Outcome(trigger, source, row["dest"] or source)
-        g = GUARDS[failed]
-        refusals.append((g.code, g.message_ru))
-    return Outcome(trigger, source, None, tuple(dict.fromkeys(refusals)))
-
-
-class ClaimModel:
-    """The object `transitions` drives for one claim: its state plus the facts the guards read."""
-
-    def __init__(self, facts: ClaimFacts):
-        self.facts = facts
-        self.state = facts.state.value
-
-
-def _condition(name: str) -> Callable:
-    check = GUARDS[name].check
-    return lambda event: check(event.model.facts, event.kwargs["now"])
-
-
-def build_machine(model: ClaimModel | None = None, *, graph: bool = False):
-    """The `transitions` machine over the table. With graph=True, a GraphMachine (mermaid engine)."""
-    rows = [
-        {
-            **row,
-            "conditions": [_condition(c) for c in row["conditions"]],
-            "unless": [_condition(c) for c in row["unless"]],
-        }
-        for row in TRANSITIONS
-    ]
-    kwargs: dict[str, Any] = dict(
-        states=[s.value for s in ClaimState],
-        transitions=rows,
-        initial=model.state if model else ClaimState.FILED.value,
-        send_event=True,
-        auto_transitions=False,
-        ignore_invalid_triggers=False,
-    )
-    if graph:
-        from transitions.extensions import GraphMachine
-
-        rows_named = [dict(r) for r in TRANSITIONS]  # names, not lambdas, on the diagram's edges
-        kwargs["transitions"] = rows_named
-        return GraphMachine(model=model, graph_engine="mermaid", show_conditions=True, title="Claim lifecycle", **kwargs)
-    return Machine(model=model, **kwargs)
+def _invalid(trigger: str, source: str) -> InvalidTrigger:
+    return InvalidTrigger(f"trigger {trigger!r} is not allowed from state {source!r}")
 
 
 def fire(trigger: str, facts: ClaimFacts, now: datetime) -> Outcome:
-    """Apply a trigger through the `transitions` machine (the single-claim path)."""
-    model = ClaimModel(facts)
-    build_machine(model)
+    """One claim: the machine's own Event executes the trigger (conditions, then the state change)."""
+    source = _value(facts.state)
+    event = MACHINE.events.get(trigger)
+    if event is None:
+        raise _invalid(trigger, source)
+    model = ClaimModel(facts, source)
     try:
-        moved = model.trigger(trigger, now=now)
-    except (MachineError, AttributeError) as exc:
-        raise InvalidTrigger(f"trigger {trigger!r} is not allowed from state {model.state!r}") from exc
-    if not moved:
-        return decide(trigger, facts, now)  # same rows, to collect the refusals
-    return Outcome(trigger, facts.state.value if isinstance(facts.state, ClaimState) else facts.state, model.state)
+        moved = event.trigger(model, now=now)
+    except MachineError as exc:
+        raise _invalid(trigger, source) from exc
+    if moved:
+        return Outcome(trigger, source, model.state)
+    return Outcome(trigger, source, None, tuple(dict.fromkeys(model.refusals)))
+
+
+class Judge:
+    """Many claims, one trigger: for each claim, the machine's transitions for (trigger, its state),
+    in the machine's order, whose conditions are checked against the claim; the first that passes
+    wins, as `Machine.may_<trigger>` and `Event.trigger` do. No state is changed (the database does
+    that in one UPDATE per group), and nothing here knows the table: it asks the machine.
+
+    One model and one EventData serve the whole batch; a claim costs its guards and a few attribute writes.
+    """
+
+    def __init__(self, trigger: str, now: datetime):
+        self.trigger = trigger
+        self.event = MACHINE.events.get(trigger)
+        self.now = now
+        self.model = ClaimModel(None, "")
+        self._by_source: dict[str, tuple[EventData, list[Transition]] | None] = {}
+
+    def _for(self, source: str) -> tuple[EventData, list[Transition]] | None:
+        if source not in self._by_source:
+            transitions = MACHINE.get_transitions(trigger=self.trigger, source=source) if self.event else []
+            self._by_source[source] = (
+                (EventData(MACHINE.get_state(source), self.event, MACHINE, self.model, args=(), kwargs={"now": self.now}), transitions)
+                if transitions else None
+            )
+        return self._by_source[source]
+
+    def __call__(self, facts: Any) -> Outcome:
+        source = _value(facts.state)
+        found = self._for(source)
+        if found is None:
+            raise _invalid(self.trigger, source)
+        event_data, transitions = found
+        model = self.model
+        model.facts, model.refusals = facts, []
+        for transition in transitions:
+            for condition in transition.conditions:
+                if not condition.check(event_data):
+                    break  # this transition is refused (the condition noted why); try the next
+            else:
+                return Outcome(self.trigger, source, transition.dest or source)
+        return Outcome(self.trigger, source, None, tuple(dict.fromkeys(model.refusals)))
+
+
+def judge(trigger: str, facts: ClaimFacts, now: datetime) -> Outcome:
+    """The batch path for one claim (see `Judge`)."""
+    return Judge(trigger, now)(facts)
+
+
+# Triggers whose transitions have no condition and whose effects read nothing but the clock: a batch
+# of them needs only each claim's state, not its facts.
+FACTLESS_TRIGGERS: frozenset[str] = frozenset(
+    name
+    for name, event in MACHINE.events.items()
+    if not any(t.conditions for t in MACHINE.get_transitions(trigger=name))
+    and name not in (Trigger.APPROVE, Trigger.EXTEND_REVIEW, Trigger.SUBMIT_DOCUMENTS, Trigger.ASSESS, Trigger.EXPIRE_DOCUMENTS)
+)
 
 
 def mermaid_diagram() -> str:
-    """The lifecycle as a mermaid state diagram, generated from TRANSITIONS."""
-    model = ClaimModel.__new__(ClaimModel)
-    model.state = ClaimState.FILED.value
-    machine = build_machine(None, graph=True)
-    machine.add_model(model)
-    return model.get_graph().draw(None)
+    """The lifecycle as a mermaid state diagram, drawn from the same table as MACHINE.
+
+    A GraphMachine of its own, for drawing only: graph support would slow every trigger of MACHINE.
+    """
+    from transitions.extensions import GraphMachine
+
+    graph = GraphMachine(model=None, graph_engine="mermaid", show_conditions=True, title="Claim lifecycle", **_machine_kwargs())
+    drawing = type("Drawing", (), {})()  # a model the graph machine may decorate (ClaimModel has slots)
+    graph.add_model(drawing)
+    return drawing.get_graph().draw(None)
 
 
 def intake_refusal(facts: ClaimFacts, now: datetime) -> tuple[str, str]:
@@ -476,19 +519,33 @@ def intake_refusal(facts: ClaimFacts, now: datetime) -> tuple[str, str]:
 
 # --- what a step writes besides the state -----------------------------------------------------------
 
+def _venue_day(moment: datetime, facts: ClaimFacts) -> date:
+    return moment.astimezone(facts.event_start.tzinfo).date()
+
+
+def decidable_day(trigger: str, facts: ClaimFacts, now: datetime) -> date:
+    """docs/rules.md, "Decision deadline": the organizer's 10 (or 20) working days count from the day
+    the claim became decidable, in the venue's zone: the filing day when it needs no documents or came
+    with them (`assess`), the day its documents were complete (`submit_documents`, run when they arrive)."""
+    if trigger == T.SUBMIT_DOCUMENTS:
+        return max(_venue_day(now, facts), _venue_day(facts.filed_at, facts))
+    return _venue_day(facts.filed_at, facts)
+
+
 def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Columns a step sets on the claim (and `ticket_barcode_status` on its ticket). Pure."""
     data = data or {}
     out: dict[str, Any] = {}
     if trigger == T.ASSESS and dest == S.AWAITING_ORGANIZER or trigger == T.SUBMIT_DOCUMENTS:
-        filed_on = facts.filed_at.astimezone(facts.event_start.tzinfo).date()
-        due = calendar.decision_deadline(filed_on, extended=facts.extended)
-        out |= {"decision_due": due.due, "deadline_provisional": due.provisional}
+        decidable_on = decidable_day(trigger, facts, now)
+        due = calendar.decision_deadline(decidable_on, extended=facts.extended)
+        out |= {"decidable_on": decidable_on, "decision_due": due.due, "deadline_provisional": due.provisional}
     if trigger == T.EXTEND_REVIEW:
-        filed_on = facts.filed_at.astimezone(facts.event_start.tzinfo).date()
-        due = calendar.decision_deadline(filed_on, extended=True)
+        # A claim decidable before its day was stored (older rows) counts from filing.
+        decidable_on = facts.decidable_on or _venue_day(facts.filed_at, facts)
+        due = calendar.decision_deadline(decidable_on, extended=True)
         out |= {"extended": True, "decision_due": due.due, "deadline_provisional": due.provisional}
-    if dest in (S.APPROVED, S.REJECTED) and trigger != T.CLOSE:
+    if dest in (S.APPROVED, S.REJECTED):
         out |= {"decided_at": now, "decision_due": None}
     if dest == S.APPROVED:
         due = calendar.payout_deadline(now.astimezone(facts.event_start.tzinfo).date())

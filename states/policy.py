@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from states.money import format_rub
@@ -26,6 +26,9 @@ __all__ = [
     "ORGANIZER_DECIDES",
     "EVENT_REASONS",
     "PolicyError",
+    "ReasonNotAllowed",
+    "check_reason_for_event",
+    "DECISION_DEADLINE_RULE",
     "OrganizerPolicy",
     "LEGAL_POLICY",
     "LEGAL_VOLUNTARY_PERCENTS",
@@ -41,6 +44,7 @@ __all__ = [
     "CLOSE_RELATIVES",
     "DOCUMENTS_WINDOW",
     "documents_deadline",
+    "documents_last_day",
     "check_documented_claim",
     "documents_outstanding",
 ]
@@ -48,6 +52,12 @@ __all__ = [
 SOURCE_ART_52_1 = "Art. 52.1 Fundamentals of Culture Legislation (193-FZ of 18.07.2019)"
 SOURCE_DECREE_1491 = "Government Decree 1491 of 18.09.2020"
 SOURCE_OPERATOR = "operator rules (seed)"
+# docs/rules.md, "Decision deadline": cited by every quote the organizer decides.
+DECISION_DEADLINE_RULE = (
+    "Decision deadline (docs/rules.md): the organizer decides within 10 working days of the day the "
+    "claim became decidable (filed; for illness or death, the day its documents are complete), 20 if "
+    "extended; money is paid within 10 working days of the decision"
+)
 
 
 class Reason(StrEnum):
@@ -69,6 +79,51 @@ EVENT_REASONS: frozenset[Reason] = frozenset(
 
 class PolicyError(ValueError):
     """An illegal organizer policy or bad input to the policy; the message is one English line."""
+
+
+class ReasonNotAllowed(PolicyError):
+    """A buyer's claim the rules refuse at the door: `field` names the input, `code` the rule,
+    `message_ru` is what the buyer reads (the API answers 422 with it)."""
+
+    def __init__(self, code: str, message_ru: str, field: str = "reason"):
+        super().__init__(f"{field}: {code}")
+        self.code, self.message_ru, self.field = code, message_ru, field
+
+
+# Event status -> the one event reason it supports (Art. 52.1: the event itself was cancelled,
+# replaced or postponed; a buyer's word is not enough).
+_STATUS_FOR_REASON = {"cancelled": "cancelled", "postponed": "postponed", "replaced": "replaced"}
+_NOT_SO_RU = {
+    "cancelled": "Мероприятие не отменено, поэтому вернуть билет по причине отмены нельзя. Выберите другую причину возврата.",
+    "postponed": "Мероприятие не перенесено, поэтому вернуть билет по причине переноса нельзя. Выберите другую причину возврата.",
+    "replaced": "Мероприятие не заменено, поэтому вернуть билет по причине замены нельзя. Выберите другую причину возврата.",
+}
+
+
+def check_reason_for_event(
+    *, reason: Reason | str, event_status: str, filed_at: datetime, event_start: datetime, claims_until: date | None = None
+) -> None:
+    """Raise ReasonNotAllowed when the claim may not be filed for this reason.
+
+    DESIGN.md, "Event cancelled, replaced, or postponed": `cancelled`, `postponed` and `replaced` are
+    claim reasons only when the event's status says so. A postponed event's last day for such claims
+    (`claims_until`, set by the organizer: Park Live took them until 1 June 2022) counts to 24:00 of
+    that day in the venue's zone (the zone of `event_start`).
+    """
+    try:
+        reason = Reason(reason)
+    except ValueError:
+        raise PolicyError(f"unknown reason {reason!r}") from None
+    if reason not in EVENT_REASONS:
+        return
+    if event_status != _STATUS_FOR_REASON[reason.value]:
+        raise ReasonNotAllowed(f"EVENT_NOT_{reason.value.upper()}", _NOT_SO_RU[reason.value])
+    _require_aware(filed_at, "filed_at")
+    if claims_until is not None and _venue_date(filed_at, event_start) > claims_until:
+        raise ReasonNotAllowed(
+            "CLAIMS_CLOSED",
+            f"Заявки на возврат билетов на перенесённое мероприятие принимались до {claims_until:%d.%m.%Y} включительно.",
+        )
 
 
 # Refusal codes and the buyer-facing Russian text (wording from the operators' seed text).
@@ -321,6 +376,11 @@ class Quote:
     # illness/death/other: the quote is what is paid IF the organizer approves.
     decided_by_organizer: bool = False
 
+    @property
+    def deadline_rule(self) -> str | None:
+        """The rule that sets when the organizer must decide (only for claims the organizer decides)."""
+        return DECISION_DEADLINE_RULE if self.decided_by_organizer else None
+
     def to_json(self) -> dict:
         """JSON-ready dict: money as "1750.00" strings; `refund` is the total (= amount)."""
         return {
@@ -339,6 +399,7 @@ class Quote:
             "refusal_code": self.refusal_code,
             "refusal_message_ru": self.refusal_message_ru,
             "decided_by_organizer": self.decided_by_organizer,
+            "deadline_rule": self.deadline_rule,
         }
 
 
@@ -351,7 +412,10 @@ def _require_aware(value: datetime, name: str) -> None:
 
 def _venue_date(moment: datetime, event_start: datetime) -> date:
     """The calendar date of `moment` in the venue's time zone (the zone of `event_start`)."""
-    return moment.astimezone(event_start.tzinfo).date()
+    try:
+        return moment.astimezone(event_start.tzinfo).date()
+    except OverflowError:  # year 1 or 9999 moved across a zone boundary
+        raise PolicyError(f"{moment.isoformat()} is at the edge of the calendar") from None
 
 
 def days_before_event(*, event_start: datetime, filed_at: datetime) -> int:
@@ -561,11 +625,24 @@ class Refusal:
     message_ru: str
 
 
-def documents_deadline(event_start: datetime) -> datetime:
-    """Decree 1491: documents may follow within 14 days of the event (event start + 14 days,
-    inclusive)."""
+def documents_last_day(event_start: datetime) -> date:
+    """Decree 1491: the last calendar day (venue's zone) on which documents may follow: the 14th day
+    after the event's date."""
     _require_aware(event_start, "event_start")
-    return event_start + DOCUMENTS_WINDOW
+    try:
+        return event_start.date() + DOCUMENTS_WINDOW
+    except OverflowError:
+        raise PolicyError(f"event start {event_start.isoformat()} is too close to the end of the calendar") from None
+
+
+def documents_deadline(event_start: datetime) -> datetime:
+    """Decree 1491 (DESIGN.md): the documents window runs to 24:00, in the venue's zone, of its 14th
+    day, whatever the hour of the event. Returns that instant (00:00 of the next day): a document
+    is in time when received strictly before it."""
+    try:
+        return datetime.combine(documents_last_day(event_start) + timedelta(days=1), time(0), tzinfo=event_start.tzinfo)
+    except OverflowError:
+        raise PolicyError(f"event start {event_start.isoformat()} is too close to the end of the calendar") from None
 
 
 _NAME_JUNK = re.compile(r"[^\w\s-]")
@@ -600,7 +677,9 @@ def check_documented_claim(
 ) -> list[Refusal]:
     """Decree 1491: the grounds to refuse an illness / death claim; empty list = nothing found.
 
-    Codes: FILED_AFTER_EVENT, DOCUMENTS_LATE (a document received after event start + 14 days,
+    Only documents received inside the window (to 24:00 of its 14th day, `documents_deadline`) are
+    judged: one late extra document does not spoil a claim whose valid document came in time.
+    Codes: FILED_AFTER_EVENT, DOCUMENTS_LATE (documents came, but none usable inside the window;
     or, when `now` is given, no usable document and the window has closed), DOCUMENTS_FALSE,
     BOUGHT_AFTER_ILLNESS (order date after sick_from), EVENT_OUTSIDE_SICK_PERIOD (no dated
     illness document covers the event date), NAME_MISMATCH (illness: no document carries the
@@ -631,12 +710,15 @@ def check_documented_claim(
         refuse("FILED_AFTER_EVENT")
 
     deadline = documents_deadline(event_start)
-    if any(doc.received_at > deadline for doc in documents):
-        refuse("DOCUMENTS_LATE")
+    late = [doc for doc in documents if doc.received_at >= deadline]
+    false = any(doc.judged_false for doc in documents)  # a false document is a ground whenever it came
+    documents = [doc for doc in documents if doc.received_at < deadline]  # late ones are not judged further
     usable = [doc for doc in documents if not doc.judged_false]
-    if now is not None and not usable and now > deadline:
+    if late and not usable:
         refuse("DOCUMENTS_LATE")
-    if any(doc.judged_false for doc in documents):
+    if now is not None and not usable and now >= deadline:
+        refuse("DOCUMENTS_LATE")
+    if false:
         refuse("DOCUMENTS_FALSE")
 
     if reason is Reason.ILLNESS:

@@ -40,7 +40,7 @@ from models.claim_store import (
 )
 from models.tables import Document
 from states.lifecycle import ClaimState, Trigger, has_step
-from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, check_documented_claim, fallback_offer
+from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, ReasonNotAllowed, check_documented_claim, fallback_offer
 from tasks.claims import ClaimInput, ClaimView, read_claim
 from tasks.outbox import enqueue_email
 
@@ -144,6 +144,8 @@ def file_buyer_claim(
     except TicketNotClaimable as exc:
         code, message = exc.refusals[ticket_id]
         raise IntakeError("ticket_id", message, code=code, status=409) from None
+    except ReasonNotAllowed as exc:  # the rules refuse this reason for this event (its status, claims_until)
+        raise IntakeError(exc.field, exc.message_ru, code=exc.code) from None
     except PolicyError:
         raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
     except IntegrityError:

@@ -94,3 +94,18 @@ def test_bulk_decision_moves_the_waiting_claims_and_explains_the_rest(client):
     assert body["refused"] == [{"claim_id": voluntary, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"}]
     r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"claim_ids": waiting, "decision": "reject"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "note"
+
+
+@pytest.mark.parametrize("reason", ["postponed", "cancelled", "replaced"])
+def test_an_event_reason_for_a_scheduled_event_is_422_in_russian_not_100_percent(client, reason):
+    """Used to go wrong: «postponed» on a scheduled event was filed and quoted 100 %."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        ticket = f.ticket_for_event(conn, event_start=NOW + timedelta(days=2))
+    r = client.post("/claims", json={"ticket_id": ticket, "reason": reason})
+    assert r.status_code == 422
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["body", "reason"]
+    assert "Мероприятие не" in detail["msg"] and "собственной инициативе" not in detail["msg"]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from claim").scalar_one() == 0

@@ -52,3 +52,31 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("start", "n"),
+    [("9999-12-20", "10"), ("9999-12-31", "1"), ("2026-01-01", "3000000"), ("2026-01-01", "99999999999999999999")],
+)
+def test_dates_past_the_end_of_the_calendar_are_one_line_and_exit_code_2(start, n):
+    """Regression: 9999-12-20 + 10 working days raised OverflowError out of holidays (a traceback)."""
+    result = runner.invoke(app, ["deadline", "--from", start, "--working-days", n, "--json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "beyond the end of the calendar" in lines[0]
+
+
+def test_an_unpublished_year_follows_art_112_and_stays_provisional():
+    """Regression: for a year without published transfers a holiday on a weekend gave no day off."""
+    from datetime import date, timedelta
+
+    from states.calendar import is_working_day
+
+    year = next(y for y in range(max(PUBLISHED_YEARS) + 1, max(PUBLISHED_YEARS) + 12) if date(y, 11, 4).weekday() == 5)
+    friday = date(year, 11, 3)
+    result = runner.invoke(app, ["deadline", "--from", friday.isoformat(), "--working-days", "1", "--json"])
+    assert result.exit_code == 0, result.stderr
+    # Saturday 4 November moves the day off to Monday 6 November: the next working day is Tuesday.
+    assert json.loads(result.stdout) == {"deadline": (friday + timedelta(days=4)).isoformat(), "provisional": True}
+    assert not is_working_day(friday + timedelta(days=3))

@@ -114,3 +114,30 @@ def test_installed_command_exit_code():
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # Regression: each of these printed an OverflowError traceback.
+        ["--event-start", "9999-12-31T23:59", "--tz", "Europe/Moscow", "--filed-at", "9999-12-31T23:00+00:00", "--reason", "illness"],
+        ["--event-start", "0001-01-01T00:30", "--tz", "Europe/Moscow", "--filed-at", "0001-01-01T00:00+03:00"],
+        ["--event-start", "0001-01-01T00:00+14:00", "--tz", "Pacific/Pago_Pago", "--filed-at", "0001-01-01T00:00+14:00"],
+    ],
+)
+def test_dates_at_the_edge_of_the_calendar_are_one_line_and_exit_code_2(args):
+    result = runner.invoke(app, ["quote", *args, "--price", "100", "--json"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "calendar" in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_quote_the_organizer_decides_cites_the_decision_deadline_rule():
+    data = quote_json("quote", "--event-start", "2026-12-20T19:00", "--reason", "illness", "--price", "100",
+                      "--filed-at", "2026-12-01T12:00+03:00", "--json")
+    assert data["decided_by_organizer"] is True
+    assert "docs/rules.md" in data["deadline_rule"] and "decidable" in data["deadline_rule"]
+    voluntary = quote_json(*BASE, "--filed-at", "2026-12-01T12:00+03:00")
+    assert voluntary["deadline_rule"] is None

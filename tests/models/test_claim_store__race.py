@@ -97,24 +97,25 @@ def test_batch_escalate_does_not_act_on_an_extension_committed_after_its_read(pg
     between the batch's read and its write went unseen and a claim no longer overdue was escalated."""
     (claim_id,) = _awaiting_organizer(pg_engine, 1)
     now = datetime(2026, 3, 18, 10, tzinfo=MSK)  # overdue at 10 working days (16.03), in time at 20 (31.03)
-    real_decide = claim_store.decide
+    real_judge = claim_store.Judge
     extension: list[str] = []
 
-    def organizer_extends_meanwhile(trigger, facts, at):
-        outcome = real_decide(trigger, facts, at)
-        if trigger == "escalate":
-            # Another connection: the organizer extends the review between the batch's read and its write.
-            # NOWAIT: if the batch holds the row lock, the organizer is told at once instead of waiting on us.
-            try:
-                with pg_engine.begin() as other:
-                    other.execute(select(claim_t.c.id).where(claim_t.c.id == claim_id).with_for_update(nowait=True))
-                    apply_trigger(other, claim_id=claim_id, trigger="extend_review", actor="organizer:1", now=at)
-                extension.append("committed")
-            except OperationalError:
-                extension.append("locked out")
-        return outcome
+    class OrganizerExtendsMeanwhile(real_judge):
+        def __call__(self, facts):
+            outcome = super().__call__(facts)
+            if self.trigger == "escalate":
+                # Another connection: the organizer extends the review between the batch's read and its write.
+                # NOWAIT: if the batch holds the row lock, the organizer is told at once instead of waiting on us.
+                try:
+                    with pg_engine.begin() as other:
+                        other.execute(select(claim_t.c.id).where(claim_t.c.id == claim_id).with_for_update(nowait=True))
+                        apply_trigger(other, claim_id=claim_id, trigger="extend_review", actor="organizer:1", now=self.now)
+                    extension.append("committed")
+                except OperationalError:
+                    extension.append("locked out")
+            return outcome
 
-    monkeypatch.setattr(claim_store, "decide", organizer_extends_meanwhile)
+    monkeypatch.setattr(claim_store, "Judge", OrganizerExtendsMeanwhile)
     result = apply_batch(pg_engine, claim_ids=[claim_id], trigger="escalate", actor="sla-watch", now=now)
 
     with pg_engine.connect() as conn:

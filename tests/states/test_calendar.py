@@ -1,7 +1,7 @@
 """Russian production calendar (holidays.RU): working days, deadlines, provisional years."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from holidays.countries.russia import RussiaStaticHolidays
@@ -102,3 +102,51 @@ def test_payout_deadline_is_ten_working_days_after_the_decision():
 def test_working_days_must_be_at_least_one(n):
     with pytest.raises(CalendarError):
         add_working_days(date(2025, 1, 9), n)
+
+
+# --- Art. 112 of the Labour Code for a year without published transfers ----------------------------
+
+FIXED_HOLIDAYS = [(2, 23), (3, 8), (5, 1), (5, 9), (6, 12), (11, 4)]  # Art. 112, outside January
+
+
+@pytest.mark.parametrize("year", range(FIRST_UNPUBLISHED, FIRST_UNPUBLISHED + 6))
+def test_an_unpublished_year_moves_a_weekend_holiday_to_the_next_working_day(year):
+    """Regression: a provisional year counted only weekends and fixed holidays, so a holiday on a Saturday
+    or Sunday gave no day off and deadlines fell a day early."""
+    for month, day in FIXED_HOLIDAYS:
+        holiday = date(year, month, day)
+        assert not is_working_day(holiday)
+        if holiday.weekday() < 5:
+            continue
+        moved = holiday + timedelta(days=1)
+        while moved.weekday() >= 5 or (moved.month, moved.day) in FIXED_HOLIDAYS:
+            moved += timedelta(days=1)
+        assert not is_working_day(moved), (holiday, moved)
+        assert is_working_day(moved + timedelta(days=1)) or (moved + timedelta(days=1)).weekday() >= 5
+
+
+@pytest.mark.parametrize("year", range(FIRST_UNPUBLISHED, FIRST_UNPUBLISHED + 6))
+def test_an_unpublished_year_does_not_move_the_january_holidays(year):
+    """Art. 112 excepts 1-8 January: only the yearly decree moves those, so the first weekday after them works."""
+    first_weekday = next(date(year, 1, d) for d in range(9, 16) if date(year, 1, d).weekday() < 5)
+    assert is_working_day(first_weekday)
+
+
+@pytest.mark.skipif(is_published(2028), reason="2028 is published: its decree, not Art. 112, decides")
+def test_unity_day_2028_on_a_saturday_gives_monday_off_provisionally():
+    # 4 November 2028 is a Saturday: Monday 6 November is off, so one working day after Friday 3 November is Tuesday.
+    assert add_working_days(date(2028, 11, 3), 1) == Deadline(date(2028, 11, 7), provisional=True)
+    assert decision_deadline(date(2028, 10, 27)) == Deadline(date(2028, 11, 13), provisional=True)
+
+
+def test_a_published_year_is_left_to_its_decree():
+    # 2026: 8 March is a Sunday and the decree gives Monday 9 March; 4 January's move went to 31 December.
+    assert not is_working_day(date(2026, 3, 9)) and not is_working_day(date(2026, 12, 31))
+    assert is_working_day(date(2026, 1, 12))
+
+
+@pytest.mark.parametrize(("start", "n"), [(date(9999, 12, 20), 10), (date(9999, 12, 31), 1), (date.max, 20)])
+def test_a_deadline_past_the_end_of_the_calendar_is_a_calendar_error(start, n):
+    """Regression: an OverflowError escaped from holidays' date arithmetic (a traceback in `vozvrat deadline`)."""
+    with pytest.raises(CalendarError, match="beyond the end of the calendar"):
+        add_working_days(start, n)

@@ -15,6 +15,7 @@ from states.policy import (
     TicketPrice,
     check_documented_claim,
     documents_deadline,
+    documents_last_day,
     documents_outstanding,
     quote_refund,
 )
@@ -76,22 +77,44 @@ def test_documents_outstanding(documents, outstanding):
 @pytest.mark.parametrize(
     ("received_at", "expected"),
     [
-        (EVENT + timedelta(days=14), []),                                  # exactly 14 days
-        (EVENT + timedelta(days=14, seconds=1), ["DOCUMENTS_LATE"]),      # one second later
-        (datetime(2027, 1, 3, 16, 0, tzinfo=ZoneInfo("UTC")), []),        # same instant, UTC
+        (EVENT + timedelta(days=14), []),                                   # the event's hour on the 14th day
+        # Regression: the window closed at the event's hour (19:00) of the 14th day, not at 24:00.
+        (datetime(2027, 1, 3, 23, 59, 59, tzinfo=MSK), []),
+        (datetime(2027, 1, 3, 20, 59, 59, tzinfo=ZoneInfo("UTC")), []),      # same instant, UTC
+        (datetime(2027, 1, 4, 0, 0, tzinfo=MSK), ["DOCUMENTS_LATE"]),        # the 15th day has begun
     ],
 )
-def test_both_edges_of_the_documents_window(received_at, expected):
-    assert documents_deadline(EVENT) == datetime(2027, 1, 3, 19, 0, tzinfo=MSK)
+def test_the_documents_window_runs_to_the_end_of_its_14th_day_in_the_venue_zone(received_at, expected):
+    assert documents_last_day(EVENT) == date(2027, 1, 3)
+    assert documents_deadline(EVENT) == datetime(2027, 1, 4, 0, 0, tzinfo=MSK)
     assert codes(documents=[sick_leave(received_at=received_at)]) == expected
+
+
+def test_the_window_end_is_midnight_of_the_venue_not_of_moscow():
+    # An event at 23:30 in Vladivostok on 20.12: the window closes at 00:00 of 04.01 Vladivostok time,
+    # which is 17:00 on 03.01 in Moscow.
+    event = datetime(2026, 12, 20, 23, 30, tzinfo=VVO)
+    assert documents_deadline(event) == datetime(2027, 1, 4, 0, 0, tzinfo=VVO)
+    late = sick_leave(received_at=datetime(2027, 1, 3, 17, 0, tzinfo=MSK), sick_from=date(2026, 12, 15), sick_to=date(2026, 12, 25))
+    assert codes(event_start=event, filed_at=event - timedelta(days=1), documents=[late]) == ["DOCUMENTS_LATE"]
 
 
 @pytest.mark.parametrize(
     ("now", "expected"),
-    [(EVENT + timedelta(days=14), []), (EVENT + timedelta(days=15), ["DOCUMENTS_LATE"])],
+    [(datetime(2027, 1, 3, 23, 59, tzinfo=MSK), []), (datetime(2027, 1, 4, 0, 0, tzinfo=MSK), ["DOCUMENTS_LATE"])],
 )
 def test_window_closed_without_documents(now, expected):
     assert codes(now=now) == expected
+
+
+def test_one_late_extra_document_does_not_spoil_a_claim_whose_valid_document_came_in_time():
+    """Regression: any document received after the window refused the whole claim (DOCUMENTS_LATE)."""
+    in_time = sick_leave(received_at=EVENT + timedelta(days=2))
+    extra = sick_leave(kind="eln_copy", received_at=EVENT + timedelta(days=20))
+    assert codes(documents=[in_time, extra]) == []
+    assert codes(documents=[in_time, extra], now=EVENT + timedelta(days=30)) == []
+    # Only late documents: late.
+    assert codes(documents=[extra]) == ["DOCUMENTS_LATE"]
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,14 @@
 """policy decidable
 
-Policy corrections (issue 8: rules), e.g. the day a claim became decidable. Owned by the states/policy work.
-Empty until its owner fills it in: an empty step keeps the chain whole.
+Policy corrections (issue 8: rules): the day a claim became decidable (filed, or its documents
+complete), from which the organizer's decision deadline counts (docs/rules.md, "Decision deadline").
+`event.claims_until` (a postponed event's last day for claims) already exists since 0001.
 
 Revision ID: 0005
 Revises: 0004
 """
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0005'
@@ -17,8 +18,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("claim") as batch:
+        batch.add_column(sa.Column("decidable_on", sa.Date(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("claim") as batch:
+        batch.drop_column("decidable_on")
