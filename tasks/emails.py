@@ -12,6 +12,8 @@ import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from email import policy as email_policy
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -174,6 +176,25 @@ def _environment() -> jinja2.Environment:
 _ENV = _environment()
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib registry builds a new class for every header it parses; build each kind once
+    (a dispatcher renders thousands of messages in a row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+POLICY = email_policy.default.clone(header_factory=_HeaderClasses())
+
+
 def message_id_for(key: str, mail_from: str) -> str:
     """Deterministic Message-ID: the same outbox key gives the same id, so a resend is recognisable."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
@@ -204,10 +225,12 @@ def render_email(
     mail_from: str,
     message_id_key: str,
     now: datetime | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """A multipart/alternative (text + HTML) UTF-8 message from a template.
 
     The Date header comes from ``now`` or ``context["now"]``: time is an argument, never read here.
+    ``message_id`` is the one stored on the outbox row; without it the id is derived from the key.
     """
     when = now if now is not None else context.get("now")
     if when is None:
@@ -218,12 +241,12 @@ def render_email(
         when = when.replace(tzinfo=UTC)
     subject, text, html = render_parts(template, context)
 
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["Subject"] = subject
     message["From"] = mail_from
     message["To"] = to
     message["Date"] = format_datetime(when)
-    message["Message-ID"] = message_id_for(message_id_key, mail_from)
+    message["Message-ID"] = message_id or message_id_for(message_id_key, mail_from)
     message["Auto-Submitted"] = "auto-generated"
     message["X-Vozvrat-Template"] = template
     message["X-Vozvrat-Claim"] = " ".join(str(context["claim_number"]).split())
