@@ -20,11 +20,14 @@ from prefect.input import RunInput
 from sqlmodel import Session
 from sqlalchemy import select, update
 
-from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, order_t, ticket_t
+from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, load_facts, order_t, ticket_t
 from models.db import get_engine
 from models.settings import get_settings
-from states.lifecycle import ClaimState, Trigger, has_step
+from states.calendar import DECISION_WORKING_DAYS
+from states.lifecycle import ClaimState, Trigger, effects, has_step
 from states.money import parse_rub
+from states.policy import DOCUMENTED_REASONS, ORGANIZER_DECIDES, documents_deadline
+from tasks.emails import basis_ru
 from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
 
@@ -96,31 +99,57 @@ def check_claim(claim_id: int) -> dict[str, Any]:
     return asdict(claim)
 
 
+def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any]:
+    """What «Заявка принята» says. A claim the organizer decides (illness, death, «Прочее") gets what
+    happens next and by when; the decision deadline is the one `assess` would set (states decide),
+    shown only once it can be known (documents in). Any other claim gets its quote and the rule,
+    in Russian prose."""
+    row = conn.execute(_claim_with_order_and_event(
+        claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_name, event_t.c.title,
+    )).one()
+    _, facts = load_facts(conn, [claim_id], now)[claim_id]
+    quote = row.quote or {}
+    payload: dict[str, Any] = {
+        "claim_number": row.number,
+        "buyer_name": row.buyer_name,
+        "event_title": row.title,
+        "event_date": facts.event_start.date(),
+        "reason": row.reason,
+        "basis": basis_ru(quote | {"reason": row.reason}),
+    }
+    if row.reason in {r.value for r in ORGANIZER_DECIDES}:
+        documented = row.reason in {r.value for r in DOCUMENTED_REASONS}
+        payload["decision_working_days"] = DECISION_WORKING_DAYS
+        if documented:
+            payload["documents_deadline"] = documents_deadline(facts.event_start).date()
+            payload["documents_received"] = bool(facts.documents)
+        if not documented or facts.documents:
+            due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
+            if due is not None:
+                payload["decision_deadline"] = due
+    else:
+        payload |= {
+            "refund_percent": quote.get("percent", 0),
+            "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
+            "days_before": quote.get("days_before"),
+        }
+    return payload
+
+
 @task(name="acknowledge-claim", retries=3, retry_delay_seconds=2, cache_policy=STEP_CACHE)
 def acknowledge_claim(claim_id: int, now: datetime) -> bool:
-    """Queue «Заявка принята» with the number and the quote; the dedup key makes it once per claim."""
+    """Queue «Заявка принята» with the number and what comes next; the dedup key makes it once per claim."""
     with get_engine().begin() as conn:
-        row = conn.execute(_claim_with_order_and_event(
-            claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_email, order_t.c.buyer_name, event_t.c.title,
-        )).one()
-        quote = row.quote
+        recipient = conn.execute(_claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
+        payload = acknowledgement_payload(conn, claim_id, now)
         with Session(bind=conn) as session:
             queued = enqueue_email(
                 session,
                 dedup_key=f"claim:{claim_id}:claim_received",
                 claim_id=claim_id,
                 template="claim_received",
-                recipient=row.buyer_email,
-                payload={
-                    "claim_number": row.number,
-                    "buyer_name": row.buyer_name,
-                    "event_title": row.title,
-                    "reason": row.reason,
-                    "refund_percent": quote.get("percent", 0),
-                    "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
-                    "days_before": quote.get("days_before"),
-                    "rule": quote.get("rule", ""),
-                },
+                recipient=recipient,
+                payload=payload,
                 now=now,
             )
             session.flush()
@@ -167,14 +196,16 @@ def apply_input(claim_id: int, decision: dict[str, Any], wait_number: int, now: 
 
 
 @task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])
-def dispatch_outbox(now: datetime) -> str:
-    """Send what is due in the outbox (all claims, not just this one: one SMTP pass serves everyone)."""
+def dispatch_outbox(now: datetime, claim_id: int | None = None) -> str:
+    """Send what is due in the outbox: one claim's mail when ``claim_id`` is given (a claim's run
+    mails its own claim only, at once), everything due otherwise (the `outbox-dispatch` sweep).
+    Rows are leased before sending, so any number of these may run side by side."""
     settings = get_settings()
     report: DispatchReport = asyncio.run(
         dispatch_emails(engine=get_engine(), smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
-                        enabled=settings.outbound_email_enabled)
+                        enabled=settings.outbound_email_enabled, claim_id=claim_id)
     )
-    get_run_logger().info("outbox: %s", report)
+    get_run_logger().info("outbox%s: %s", f" (claim {claim_id})" if claim_id is not None else "", report)
     return str(report)
 
 

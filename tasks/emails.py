@@ -21,25 +21,29 @@ from typing import Any
 
 import jinja2
 
+from states.policy import DOCUMENTED_REASONS, LEGAL_VOLUNTARY_PERCENTS, ORGANIZER_DECIDES
+
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
 
 #: Required context keys per template (the caller fills them; a missing one raises MissingContext).
 #: Optional keys are listed in ``OPTIONAL_CONTEXT``. Money is integer kopecks, dates are
 #: ``date``/``datetime`` objects or ISO strings (what comes back from a JSON payload).
 TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
-    "claim_received": frozenset(
-        {"claim_number", "event_title", "reason", "refund_percent", "refund_kopecks", "days_before", "rule"}
-    ),
+    "claim_received": frozenset({"claim_number", "event_title", "reason"}),
     "documents_needed": frozenset({"claim_number", "event_title", "event_date", "documents_deadline"}),
     "decision_approved": frozenset({"claim_number", "event_title", "refund_kopecks", "payout_deadline"}),
     "decision_rejected": frozenset({"claim_number", "event_title", "rejection_reason"}),
     "refund_sent": frozenset({"claim_number", "event_title", "refund_kopecks", "channel"}),
     "bank_details_needed": frozenset({"claim_number", "event_title"}),
     "review_extended": frozenset({"claim_number", "event_title", "new_deadline", "extension_reason"}),
-    "escalation_notice": frozenset({"claim_number", "event_title", "overdue_since", "deadline"}),
+    "escalation_notice": frozenset({"claim_number", "event_title", "deadline", "overdue_working_days"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
-    "claim_received": frozenset({"buyer_name", "event_date", "decision_deadline"}),
+    # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
+    # gets the amount and its basis; an illness, death or «Прочее» claim gets what happens next and
+    # by when, never an amount or a payout date before the organizer decides.
+    "claim_received": frozenset({"buyer_name", "event_date", "refund_percent", "refund_kopecks", "days_before", "basis",
+                                 "decision_working_days", "decision_deadline", "documents_deadline", "documents_received"}),
     "documents_needed": frozenset({"buyer_name"}),
     "decision_approved": frozenset({"buyer_name"}),
     # the fallback offer is shown only when both are present
@@ -47,7 +51,7 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "refund_sent": frozenset({"buyer_name", "account_masked"}),
     "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
     "review_extended": frozenset({"buyer_name"}),
-    "escalation_notice": frozenset({"event_date", "organizer_name", "reason"}),
+    "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 
@@ -141,12 +145,79 @@ def days_ru(n: int) -> str:
     return f"{n} {word}"
 
 
+def working_days_ru(n: int) -> str:
+    """1 -> '1 рабочий день', 3 -> '3 рабочих дня', 10 -> '10 рабочих дней'."""
+    n = int(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return f"{n} рабочий день"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return f"{n} рабочих дня"
+    return f"{n} рабочих дней"
+
+
 def reason_ru(code: str) -> str:
     return REASON_LABELS.get(str(code), str(code))
 
 
 def channel_ru(code: str) -> str:
     return CHANNEL_LABELS.get(str(code), str(code))
+
+
+ART_52_1_RU = "ст. 52.1 Основ законодательства РФ о культуре"
+DECREE_1491_RU = "постановление Правительства РФ от 18.09.2020 № 1491"
+_EVENT_CHANGES_RU = {"cancelled": "отмене", "replaced": "замене", "postponed": "переносе"}
+_DOCUMENTED_RU = {"illness": "болезни покупателя", "death": "смерти члена семьи или близкого родственника"}
+
+
+def _voluntary_span_ru(d: int) -> str:
+    """Art. 52.1 tiers as the law words them: «не позднее чем за 10 дней», «менее чем за 10, но ...»."""
+    higher: int | None = None
+    for min_days, percent in LEGAL_VOLUNTARY_PERCENTS:  # highest first
+        if d >= min_days:
+            share = f"{percent} %" if higher is None else f"не менее {percent} %"
+            if higher is None:
+                return f"при обращении не позднее чем за {days_ru(min_days)} — {share}"
+            return f"при обращении менее чем за {higher}, но не позднее чем за {days_ru(min_days)} — {share}"
+        higher = min_days
+    return f"при обращении менее чем за {days_ru(higher or 0)} организатор вправе не возвращать деньги"
+
+
+def _legal_percent(d: int) -> int:
+    return next((percent for min_days, percent in LEGAL_VOLUNTARY_PERCENTS if d >= min_days), 0)
+
+
+def basis_ru(quote: Mapping[str, Any]) -> str:
+    """The «Основание» line: the rule a quote applies, in Russian prose (never the formula text).
+
+    Art. 52.1 for voluntary refunds and for cancelled / replaced / postponed events, Decree 1491 for
+    illness and death, the operator's rules for «Прочее» and promo tickets.
+    """
+    reason = str(quote.get("reason", ""))
+    if reason == "voluntary":
+        if quote.get("refusal_code") == "PROMO_REFUSED":
+            return "правила организатора: билеты, купленные по акции, не возвращаются по собственной инициативе"
+        d = int(quote.get("days_before") or 0)
+        if str(quote.get("source", "")).startswith("organizer policy") and int(quote.get("percent") or 0) > 0:
+            return (f"условия организатора: при обращении за {days_ru(d)} до мероприятия — {quote['percent']} % "
+                    f"({ART_52_1_RU} требует не менее {_legal_percent(d)} %)")
+        return f"{ART_52_1_RU}: {_voluntary_span_ru(d)}"
+    if reason in _EVENT_CHANGES_RU:
+        return f"{ART_52_1_RU}: при {_EVENT_CHANGES_RU[reason]} мероприятия — 100 % стоимости билета"
+    if reason in _DOCUMENTED_RU:
+        return (f"{DECREE_1491_RU}: при {_DOCUMENTED_RU[reason]}, подтверждённой документами, и заявке, поданной "
+                "до начала мероприятия, решение о возврате принимает организатор")
+    if reason == "other":
+        return "правила билетного оператора: по причине «Прочее» решение о возврате принимает организатор"
+    return ""
+
+
+def organizer_decides(reason: Any) -> bool:
+    """Illness, death and «Прочее»: the organizer decides, so nothing is promised before that."""
+    return str(reason) in {r.value for r in ORGANIZER_DECIDES}
+
+
+def documented(reason: Any) -> bool:
+    return str(reason) in {r.value for r in DOCUMENTED_REASONS}
 
 
 _LINK_RE = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S+")
@@ -168,8 +239,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(rub=rub, ru_date=ru_date, days_ru=days_ru, reason_ru=reason_ru,
+    env.filters.update(rub=rub, ru_date=ru_date, days_ru=days_ru, working_days_ru=working_days_ru, reason_ru=reason_ru,
                        channel_ru=channel_ru, nolinks=nolinks)
+    env.tests.update(organizer_decides=organizer_decides, documented=documented)
     return env
 
 
@@ -257,5 +329,6 @@ def render_email(
 
 __all__ = [
     "TEMPLATES", "TEMPLATE_CONTEXT", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
-    "render_email", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "nolinks",
+    "render_email", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "working_days_ru", "nolinks",
+    "basis_ru", "organizer_decides",
 ]

@@ -135,8 +135,9 @@ def enqueue_email(
             return False
         session.execute(table.insert().values(**values))
         return True
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return session.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.id)
+    return session.execute(statement).first() is not None
 
 
 @dataclass(frozen=True)
