@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from models.db import get_engine
-from tasks.claims import ClaimInput, read_claim
+from tasks.claims import ClaimInput, read_claim, send_claim_mail
 from tasks.intake import IntakeError, NotYourClaim, add_document, decide, decide_many, file_buyer_claim, organizer_for_token
 
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
@@ -144,9 +144,10 @@ def health() -> dict:
 
 
 @app.post("/claims", status_code=201, response_model=ClaimPublic)
-def create_claim(body: ClaimCreate, now: Now) -> ClaimPublic:
+def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> ClaimPublic:
     filed = file_buyer_claim(get_engine(), ticket_id=body.ticket_id, reason=body.reason, now=now, description=body.description,
                              name_mismatch_explanation=body.name_mismatch_explanation)
+    background.add_task(send_claim_mail, filed.id, now)  # «Заявка принята» right after the answer, not when the run starts
     return ClaimPublic(id=filed.id, number=filed.number, state=filed.state, quote=filed.quote,
                        refund=filed.quote.get("refund"), flow_run_id=filed.flow_run_id)
 

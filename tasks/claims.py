@@ -136,24 +136,23 @@ def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any
     return payload
 
 
+def queue_acknowledgement(conn, claim_id: int, now: datetime) -> bool:
+    """Queue «Заявка принята» in the caller's transaction: the filing writes it together with the
+    claim, the claim's run again (the dedup key keeps it once per claim)."""
+    recipient = conn.execute(_claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
+    payload = acknowledgement_payload(conn, claim_id, now)
+    with Session(bind=conn) as session:
+        queued = enqueue_email(session, dedup_key=f"claim:{claim_id}:claim_received", claim_id=claim_id, template="claim_received",
+                               recipient=recipient, payload=payload, now=now)
+        session.flush()
+    return queued
+
+
 @task(name="acknowledge-claim", retries=3, retry_delay_seconds=2, cache_policy=STEP_CACHE)
 def acknowledge_claim(claim_id: int, now: datetime) -> bool:
-    """Queue «Заявка принята» with the number and what comes next; the dedup key makes it once per claim."""
+    """Queue «Заявка принята» with the number and what comes next, unless the filing already did."""
     with get_engine().begin() as conn:
-        recipient = conn.execute(_claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
-        payload = acknowledgement_payload(conn, claim_id, now)
-        with Session(bind=conn) as session:
-            queued = enqueue_email(
-                session,
-                dedup_key=f"claim:{claim_id}:claim_received",
-                claim_id=claim_id,
-                template="claim_received",
-                recipient=recipient,
-                payload=payload,
-                now=now,
-            )
-            session.flush()
-    return queued
+        return queue_acknowledgement(conn, claim_id, now)
 
 
 @task(name="move-claim", retries=2, retry_delay_seconds=1, cache_policy=STEP_CACHE)
@@ -195,16 +194,21 @@ def apply_input(claim_id: int, decision: dict[str, Any], wait_number: int, now: 
         return read_claim(claim_id).state
 
 
-@task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])
-def dispatch_outbox(now: datetime, claim_id: int | None = None) -> str:
-    """Send what is due in the outbox: one claim's mail when ``claim_id`` is given (a claim's run
-    mails its own claim only, at once), everything due otherwise (the `outbox-dispatch` sweep).
-    Rows are leased before sending, so any number of these may run side by side."""
+def send_claim_mail(claim_id: int | None, now: datetime) -> DispatchReport:
+    """Send what is due in the outbox for one claim (``None``: for everyone). Rows are leased before
+    sending, so this may run in the API, in the claim's run and in the sweep at the same time."""
     settings = get_settings()
-    report: DispatchReport = asyncio.run(
+    return asyncio.run(
         dispatch_emails(engine=get_engine(), smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
                         enabled=settings.outbound_email_enabled, claim_id=claim_id)
     )
+
+
+@task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])
+def dispatch_outbox(now: datetime, claim_id: int | None = None) -> str:
+    """Send what is due in the outbox: one claim's mail when ``claim_id`` is given (a claim's run
+    mails its own claim only), everything due otherwise (the `outbox-dispatch` sweep)."""
+    report = send_claim_mail(claim_id, now)
     get_run_logger().info("outbox%s: %s", f" (claim {claim_id})" if claim_id is not None else "", report)
     return str(report)
 

@@ -36,7 +36,7 @@ from models.claim_store import (
 from models.tables import Document
 from states.lifecycle import ClaimState, Trigger, has_step
 from states.policy import DOCUMENT_KINDS, PolicyError, Reason, fallback_offer
-from tasks.claims import ClaimInput, ClaimView, read_claim
+from tasks.claims import ClaimInput, ClaimView, queue_acknowledgement, read_claim
 
 REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
 
@@ -112,6 +112,7 @@ def file_buyer_claim(
         with engine.begin() as conn:
             (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
+            queue_acknowledgement(conn, claim_id, now)  # with the claim: the API can mail it at once
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
     except PolicyError:
