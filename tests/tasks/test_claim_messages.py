@@ -137,3 +137,38 @@ def test_escalation_notice_tells_the_organizer_how_late_in_working_days(engine, 
                            now=NOW)
     assert message["Subject"] == "Просрочено решение по заявке № VZ-1: 3 рабочих дня"
     assert "просрочено на 3 рабочих дня" in message.get_body(("plain",)).get_content()
+
+
+def test_filing_queues_the_acknowledgement_with_the_claim_and_it_goes_out_for_that_claim_alone(engine, db_url, monkeypatch, tmp_path):
+    """Regression: the acknowledgement waited for the claim's flow run to start (9-15 s on a busy machine), and
+    that run then sent everybody's mail."""
+    from models.db import get_engine
+    from models.settings import get_settings
+    from tasks.claims import send_claim_mail
+    from tasks.intake import file_buyer_claim
+    from tasks.smtp_sink import start_sink
+
+    with engine.begin() as conn:
+        event = f.event(conn, starts_at=NOW + timedelta(days=20))
+        mine, other = (f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=NOW - timedelta(days=3), buyer_email=address))
+                       for address in ("mine@example.ru", "other@example.ru"))
+    sink = start_sink("127.0.0.1", 0, tmp_path / "mail")
+    monkeypatch.setenv("VOZVRAT_DATABASE_URL", db_url)
+    monkeypatch.setenv("VOZVRAT_SMTP_PORT", str(sink.port))
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    try:
+        filed = [file_buyer_claim(engine, ticket_id=t, reason="voluntary", now=NOW, start_flow=False) for t in (mine, other)]
+        with engine.connect() as conn:
+            queued = conn.execute(select(outbox_t.c.claim_id).where(outbox_t.c.template == "claim_received")).scalars().all()
+        assert sorted(queued) == sorted(c.id for c in filed)  # written in the filing's own transaction
+
+        report = send_claim_mail(filed[0].id, NOW)
+        assert report.sent == 1
+        [received] = sink.messages()
+        assert (received["To"], received["X-Vozvrat-Claim"]) == ("mine@example.ru", filed[0].number)
+        assert send_claim_mail(filed[0].id, NOW).sent == 0  # once
+    finally:
+        sink.stop()
+        get_settings.cache_clear()
+        get_engine.cache_clear()
