@@ -251,7 +251,7 @@ async def dispatch_emails(
 
     owner = owner or dispatcher_name()
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
-    budget = lease.total_seconds() - max(60.0, 6 * smtp.timeout)
+    budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
     smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
     remaining = limit
@@ -263,19 +263,26 @@ async def dispatch_emails(
             if not leased:
                 break
             remaining -= len(leased)
-            for index, email in enumerate(leased):
-                if time.monotonic() - started > budget:
-                    _release(engine, leased[index:], owner=owner)
-                    return report
-                outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
-                _record(engine, email, owner=owner, outcome=outcome, error=error, now=now)
-                if outcome == "sent":
-                    report.sent += 1
-                elif outcome == "retry":
-                    report.retried += 1
-                    smtp_down = smtp_down or error
-                else:
-                    report.failed += 1
+            done, in_flight = 0, False
+            try:
+                for email in leased:
+                    if time.monotonic() - started > budget:
+                        return report
+                    in_flight = True
+                    outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
+                    _record(engine, email, owner=owner, outcome=outcome, error=error, now=now)
+                    done, in_flight = done + 1, False
+                    if outcome == "sent":
+                        report.sent += 1
+                    elif outcome == "retry":
+                        report.retried += 1
+                        smtp_down = smtp_down or error
+                    else:
+                        report.failed += 1
+            finally:
+                # Rows not tried (the lease running out, or an error) are due again at once, not when the
+                # lease expires; a row in flight when an error struck stays leased, as it may have been sent.
+                _release(engine, leased[done + in_flight:], owner=owner)
     return report
 
 
