@@ -8,6 +8,7 @@ harmless too.
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -120,13 +121,16 @@ def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any
     if row.reason in {r.value for r in ORGANIZER_DECIDES}:
         documented = row.reason in {r.value for r in DOCUMENTED_REASONS}
         payload["decision_working_days"] = DECISION_WORKING_DAYS
+        # A date past the calendar's edge (an event in year 9999) leaves the date out, never the filing.
         if documented:
-            payload["documents_deadline"] = documents_deadline(facts.event_start).date()
             payload["documents_received"] = bool(facts.documents)
+            with suppress(OverflowError, ValueError):
+                payload["documents_deadline"] = documents_deadline(facts.event_start).date()
         if not documented or facts.documents:
-            due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
-            if due is not None:
-                payload["decision_deadline"] = due
+            with suppress(OverflowError, ValueError):
+                due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
+                if due is not None:
+                    payload["decision_deadline"] = due
     else:
         payload |= {
             "refund_percent": quote.get("percent", 0),

@@ -172,3 +172,13 @@ def test_filing_queues_the_acknowledgement_with_the_claim_and_it_goes_out_for_th
         sink.stop()
         get_settings.cache_clear()
         get_engine.cache_clear()
+
+
+def test_an_illness_claim_for_an_event_at_the_calendars_edge_is_still_acknowledged(engine):
+    """The documents deadline of an event on 25 December 9999 overflows: the acknowledgement leaves the date out."""
+    with engine.begin() as conn:
+        event = f.event(conn, starts_at=datetime(9999, 12, 25, 19, 0, tzinfo=MSK))
+        ticket = f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=NOW - timedelta(days=3)))
+        (claim_id,) = file_claims(conn, ticket_ids=[ticket], reason=Reason.ILLNESS, actor="buyer", now=NOW)
+    text = acknowledgement_text(engine, claim_id)
+    assert "в течение 14 дней после мероприятия" in text and "4 200,00" not in text
