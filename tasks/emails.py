@@ -14,8 +14,12 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from email import policy as email_policy
 from email.headerregistry import HeaderRegistry
+from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +293,42 @@ def render_parts(template: str, context: Mapping[str, Any]) -> tuple[str, str, s
     return subject, text, html
 
 
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A message ready for the wire: the envelope and the bytes (what the outbox dispatcher sends)."""
+
+    mail_from: str  # envelope sender, the bare address
+    to: str
+    data: bytes
+    message_id: str
+
+
+def _when(now: datetime | None, context: Mapping[str, Any]) -> datetime:
+    when = now if now is not None else context.get("now")
+    if when is None:
+        raise ValueError("render_email needs now= (or context['now']) for the Date header")
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def _headers(template: str, *, subject: str, to: str, mail_from: str, when: datetime, message_id: str,
+             context: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The headers of every outbound message, in order: one list for both renderings."""
+    return [
+        ("Subject", subject),
+        ("From", mail_from),
+        ("To", to),
+        ("Date", format_datetime(when)),
+        ("Message-ID", message_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Vozvrat-Template", template),
+        ("X-Vozvrat-Claim", " ".join(str(context["claim_number"]).split())),
+    ]
+
+
 def render_email(
     template: str,
     *,
@@ -299,36 +339,57 @@ def render_email(
     now: datetime | None = None,
     message_id: str | None = None,
 ) -> EmailMessage:
-    """A multipart/alternative (text + HTML) UTF-8 message from a template.
+    """A multipart/alternative (text + HTML) UTF-8 message from a template, as an EmailMessage.
 
     The Date header comes from ``now`` or ``context["now"]``: time is an argument, never read here.
     ``message_id`` is the one stored on the outbox row; without it the id is derived from the key.
     """
-    when = now if now is not None else context.get("now")
-    if when is None:
-        raise ValueError("render_email needs now= (or context['now']) for the Date header")
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = _when(now, context)
     subject, text, html = render_parts(template, context)
-
     message = EmailMessage(policy=POLICY)
-    message["Subject"] = subject
-    message["From"] = mail_from
-    message["To"] = to
-    message["Date"] = format_datetime(when)
-    message["Message-ID"] = message_id or message_id_for(message_id_key, mail_from)
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Vozvrat-Template"] = template
-    message["X-Vozvrat-Claim"] = " ".join(str(context["claim_number"]).split())
+    for name, value in _headers(template, subject=subject, to=to, mail_from=mail_from, when=when,
+                                message_id=message_id or message_id_for(message_id_key, mail_from), context=context):
+        message[name] = value
     message.set_content(text, subtype="plain", charset="utf-8", cte="base64")
     message.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
     return message
 
 
+_ADDRESS_HEADERS = frozenset({"From", "To"})
+
+
+def render_email_bytes(
+    template: str,
+    *,
+    to: str,
+    context: Mapping[str, Any],
+    mail_from: str,
+    message_id_key: str,
+    now: datetime | None = None,
+    message_id: str | None = None,
+) -> RenderedEmail:
+    """The same message as ``render_email`` (same headers, same parts), built with the compat32
+    classes, which take a third of the time: the dispatcher renders thousands in a row.
+    A test holds the two renderings equal."""
+    when = _when(now, context)
+    subject, text, html = render_parts(template, context)
+    mid = message_id or message_id_for(message_id_key, mail_from)
+    message = MIMEMultipart("alternative")
+    for name, value in _headers(template, subject=subject, to=to, mail_from=mail_from, when=when, message_id=mid,
+                                context=context):
+        if name in _ADDRESS_HEADERS:
+            message[name] = formataddr(parseaddr(value), charset="utf-8")
+        elif value.isascii():
+            message[name] = value
+        else:
+            message[name] = Header(value, "utf-8", header_name=name)
+    message.attach(MIMEText(text, "plain", "utf-8"))
+    message.attach(MIMEText(html, "html", "utf-8"))
+    return RenderedEmail(mail_from=parseaddr(mail_from)[1], to=parseaddr(to)[1], data=message.as_bytes(), message_id=mid)
+
+
 __all__ = [
     "TEMPLATES", "TEMPLATE_CONTEXT", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
-    "render_email", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "working_days_ru", "nolinks",
+    "render_email", "render_email_bytes", "RenderedEmail", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "working_days_ru", "nolinks",
     "basis_ru", "organizer_decides",
 ]

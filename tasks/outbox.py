@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from models.tables import OutboxMessage
-from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email
+from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
 BACKOFF_BASE = timedelta(minutes=1)
@@ -293,7 +293,7 @@ async def _deliver(
     try:
         if not email.recipient:
             raise ValueError("no recipient")
-        message = render_email(
+        message = render_email_bytes(
             email.template or "", to=email.recipient, context=email.payload, mail_from=mail_from,
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
@@ -302,7 +302,7 @@ async def _deliver(
     if smtp_down is not None:
         return "retry", f"not attempted, SMTP unavailable earlier in this run: {smtp_down}"
     try:
-        await connection.send(message)
+        await connection.send_raw(sender=message.mail_from, recipients=[message.to], data=message.data)
     except SmtpUnavailable as exc:
         return "retry", str(exc)
     except SmtpRejected as exc:

@@ -109,10 +109,17 @@ class SmtpConnection:
         return client
 
     async def send(self, message: EmailMessage) -> None:
+        await self._send(lambda client: client.send_message(message))
+
+    async def send_raw(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        """A message already rendered to bytes (tasks.emails.render_email_bytes)."""
+        await self._send(lambda client: client.sendmail(sender, recipients, data))
+
+    async def _send(self, transaction) -> None:
         try:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
-            await self._client.send_message(message)
+            await transaction(self._client)
         except _SMTP_ERRORS as exc:
             await self.close()
             raise _translate(exc, self.settings) from exc

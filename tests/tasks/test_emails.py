@@ -10,7 +10,7 @@ import pytest
 
 from tasks.emails import (
     OPTIONAL_CONTEXT, TEMPLATE_CONTEXT, TEMPLATES, MissingContext, UnknownTemplate, basis_ru, days_ru,
-    message_id_for, render_email, rub, working_days_ru,
+    message_id_for, render_email, render_email_bytes, rub, working_days_ru,
 )
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
@@ -231,3 +231,20 @@ def test_days_ru(n, text):
                                          (11, "11 рабочих дней"), (21, "21 рабочий день")])
 def test_working_days_ru(n, text):
     assert working_days_ru(n) == text
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_the_wire_rendering_is_the_same_message(template):
+    """The dispatcher sends render_email_bytes (compat32, a third of the time); it must be render_email's message."""
+    from email import policy
+    from email.parser import BytesParser
+
+    context = sample(template, claim_number="В-2026-000042", event_title="Пикник «Афиши» — большой концерт " * 3)
+    message = render_email(template, to="anna@example.org", context=context, mail_from=MAIL_FROM, message_id_key="k", now=NOW)
+    wire = render_email_bytes(template, to="anna@example.org", context=context, mail_from=MAIL_FROM, message_id_key="k", now=NOW)
+    sent = BytesParser(policy=policy.default).parsebytes(wire.data)
+    names = ("Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Vozvrat-Template", "X-Vozvrat-Claim")
+    assert [str(sent[n]) for n in names] == [str(message[n]) for n in names]
+    assert bodies(sent) == bodies(message)
+    assert (wire.mail_from, wire.to, wire.message_id) == ("vozvrat@example.ru", "anna@example.org", message["Message-ID"])
+    assert all(part.get_content_charset() == "utf-8" and part["Content-Transfer-Encoding"] == "base64" for part in sent.iter_parts())
