@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -194,7 +195,8 @@ def lease_due_emails(
     ]
 
 
-def _record(engine: Engine, email: LeasedEmail, *, owner: str, outcome: str, error: str | None, now: datetime) -> None:
+def _record(engine: Engine, email: LeasedEmail, *, owner: str, outcome: str, error: str | None, now: datetime,
+            autocommit: Connection | None = None) -> None:
     """Commit one row's outcome on its own (a crash after this loses nothing and repeats nothing)."""
     released = dict(lease_owner=None, leased_until=None)
     mine = (outbox_t.c.id == email.id) & (outbox_t.c.lease_owner == owner)
@@ -208,6 +210,9 @@ def _record(engine: Engine, email: LeasedEmail, *, owner: str, outcome: str, err
     else:
         statement = update(outbox_t).where(mine).values(
             status="failed", attempts=outbox_t.c.attempts + 1, last_error=error, **released)
+    if autocommit is not None:
+        autocommit.execute(statement)  # one statement, its own transaction: one round trip
+        return
     with engine.begin() as conn:
         conn.execute(statement)
 
@@ -250,6 +255,18 @@ async def dispatch_emails(
         return report
 
     owner = owner or dispatcher_name()
+    # PostgreSQL: outcomes go through one autocommit connection (one round trip each, not three).
+    # SQLite keeps a BEGIN IMMEDIATE transaction per outcome (models.db).
+    with ExitStack() as resources:
+        autocommit = None
+        if engine.dialect.name == "postgresql":
+            autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
+        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, owner=owner,
+                               batch=batch, lease=lease, autocommit=autocommit, report=report)
+
+
+async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
+                    owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
@@ -270,7 +287,7 @@ async def dispatch_emails(
                         return report
                     in_flight = True
                     outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
-                    _record(engine, email, owner=owner, outcome=outcome, error=error, now=now)
+                    _record(engine, email, owner=owner, outcome=outcome, error=error, now=now, autocommit=autocommit)
                     done, in_flight = done + 1, False
                     if outcome == "sent":
                         report.sent += 1
