@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from models.db import get_engine
 from models.settings import require_secret_key
-from tasks.claims import ClaimInput, read_claim
+from tasks.claims import ClaimInput, read_claim, send_claim_mail
 from tasks.intake import (
     IntakeError,
     NotYourClaim,
@@ -155,9 +155,10 @@ def health() -> dict:
 
 
 @app.post("/claims", status_code=201, response_model=ClaimPublic)
-def create_claim(body: ClaimCreate, now: Now) -> ClaimPublic:
+def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> ClaimPublic:
     filed = file_buyer_claim(get_engine(), ticket_id=body.ticket_id, reason=body.reason, now=now, description=body.description,
                              name_mismatch_explanation=body.name_mismatch_explanation)
+    background.add_task(send_claim_mail, filed.id, now)  # «Заявка принята» right after the answer, not when the run starts
     return ClaimPublic(id=filed.id, number=filed.number, state=filed.state, quote=filed.quote,
                        refund=filed.quote.get("refund"), flow_run_id=filed.flow_run_id)
 

@@ -96,3 +96,109 @@ def run_transitions_bench(*, claims: int, url: str | None = None, chunk_size: in
         "paid": paid,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
     }
+
+
+# --- `vozvrat bench ack-latency` (messages) -------------------------------------------------------
+
+def _acknowledgement_arrival(mail_dir: Path, claim_number: str, seen: set[Path]) -> float | None:
+    """Wall-clock time the sink wrote the claim's «Заявка принята» (.eml mtime), or None if not there yet."""
+    from email import policy
+    from email.parser import BytesParser
+
+    for path in sorted(mail_dir.glob("*.eml")):
+        if path in seen:
+            continue
+        seen.add(path)
+        headers = BytesParser(policy=policy.compat32).parsebytes(path.read_bytes(), headersonly=True)
+        if headers.get("X-Vozvrat-Template") == "claim_received" and headers.get("X-Vozvrat-Claim") == claim_number:
+            return path.stat().st_mtime
+    return None
+
+
+def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout_s: float = 60.0, root: Path | None = None) -> dict:
+    """File `claims` claims one after another through the API of a fresh embedded stack (Prefect
+    server, deployments served, API, SMTP sink; all on free ports) and time, for each, from the
+    API's answer to the moment the SMTP sink has the acknowledgement on disk. The stack is idle
+    between claims: the next claim is filed only after the previous acknowledgement arrived and its
+    flow run finished or suspended. Stack start-up and the seed data are not timed."""
+    import httpx
+
+    from cli.stack import Stack
+
+    now = datetime.now(timezone.utc)
+    tmp = root or Path(tempfile.mkdtemp(prefix="vozvrat-bench-ack-"))
+    stack = Stack.on_free_ports(tmp)
+    started = time.perf_counter()
+    stack.start()
+    startup_s = time.perf_counter() - started
+    latencies: list[float] = []
+    try:
+        engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
+        tickets = _seed_buyers(engine, claims, now)
+        engine.dispose()
+        seen: set[Path] = set()
+        with httpx.Client(base_url=stack.api_url, timeout=60) as api:
+            for ticket in tickets:
+                response = api.post("/claims", json={"ticket_id": ticket, "reason": reason})
+                answered = time.time()
+                response.raise_for_status()
+                number = response.json()["number"]
+                deadline = time.monotonic() + timeout_s
+                arrived = None
+                while arrived is None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no acknowledgement for {number} within {timeout_s:.0f} s; see {tmp}")
+                    time.sleep(0.02)
+                    arrived = _acknowledgement_arrival(stack.mail_dir, number, seen)
+                latencies.append(arrived - answered)
+                _wait_for_idle_run(stack, response.json().get("flow_run_id"), timeout_s)
+    finally:
+        stack.stop()
+    ordered = sorted(latencies)
+    return {
+        "bench": "ack-latency",
+        "reason": reason,
+        "claims": claims,
+        "goal_s": 2.0,
+        "latency_s": [round(x, 3) for x in latencies],
+        "median_s": round(ordered[len(ordered) // 2], 3),
+        "max_s": round(ordered[-1], 3),
+        "within_goal": ordered[-1] <= 2.0,
+        "stack_startup_s": round(startup_s, 1),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_1m": round(os.getloadavg()[0], 2)},
+    }
+
+
+def _seed_buyers(engine, claims: int, now: datetime) -> list[int]:
+    """An event 30 days ahead and one card-paid ticket per claim, each in its own order."""
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru", policy={})).inserted_primary_key[0]
+        venue = conn.execute(insert(Venue.__table__).values(name="Зал", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
+        event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Бенчмарк",
+                                                            starts_at=now + timedelta(days=30))).inserted_primary_key[0]
+        tickets = []
+        for n in range(claims):
+            order = conn.execute(insert(Order.__table__).values(
+                number=f"ACK{n}", buyer_name=f"Покупатель {n}", buyer_email=f"bench{n}@example.ru", buyer_phone="", channel="site",
+                payment_method="card", acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{n:012d}", created_at=now - timedelta(days=5),
+            )).inserted_primary_key[0]
+            tickets.append(conn.execute(insert(Ticket.__table__).values(
+                order_id=order, event_id=event, price_paid=350000, nominal=350000, service_fee=0, delivery_fee=0, promo=False,
+                barcode=f"ACK{n}", barcode_status="valid",
+            )).inserted_primary_key[0])
+    return tickets
+
+
+def _wait_for_idle_run(stack, flow_run_id: str | None, timeout_s: float) -> None:
+    """Until the claim's run has finished or suspended, so the next claim meets an idle stack."""
+    import httpx
+
+    if not flow_run_id:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{stack.prefect_api_url}/flow_runs/{flow_run_id}", timeout=5).json().get("state") or {}
+        if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"):
+            return
+        time.sleep(0.2)

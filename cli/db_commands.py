@@ -69,3 +69,22 @@ def bench_transitions(
         typer.echo(f"{claims} claims: {result['claims_per_s']}/s through the lifecycle, "
                    f"{result['raw_insert_rows_per_s']}/s raw insert (ratio {result['ratio']})", err=True)
     typer.echo(json.dumps(result, ensure_ascii=False))
+
+
+@bench_app.command("ack-latency")
+def bench_ack_latency(
+    claims: int = typer.Option(3, min=1, help="How many claims to file, one after another on an idle stack"),
+    reason: str = typer.Option("voluntary", help="Reason of the claims (voluntary, other, illness, ...)"),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="Give up on one acknowledgement after this many seconds"),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON line"),
+) -> None:
+    """Start the embedded stack, file claims through the API, time API answer -> acknowledgement at the SMTP sink."""
+    from cli.bench import run_ack_latency_bench
+
+    try:
+        result = run_ack_latency_bench(claims=claims, reason=reason, timeout_s=timeout_s)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        fail(f"ack-latency: {exc}")
+    if not as_json:
+        typer.echo(f"acknowledgement {result['median_s']} s after the API's answer (median of {claims}, max {result['max_s']} s; goal 2 s)")
+    typer.echo(json.dumps(result, ensure_ascii=False))

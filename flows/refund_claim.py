@@ -36,7 +36,7 @@ def refund_claim(claim_id: int, now: datetime | None = None) -> str:
     claim = check_claim(claim_id)
     acknowledge_claim(claim_id, started)
     state = move_claim(claim_id, Trigger.ASSESS.value, started) if claim["state"] == ClaimState.FILED.value else claim["state"]
-    dispatch_outbox(started)
+    dispatch_outbox(started, claim_id)
 
     waits = 0
     while waits < MAX_WAITS:
@@ -48,12 +48,12 @@ def refund_claim(claim_id: int, now: datetime | None = None) -> str:
         decision = suspend_flow_run(wait_for_input=ClaimInput, key=f"claim-{claim_id}-wait-{waits}")
         resumed_at = decision.at or datetime.now(timezone.utc)
         state = apply_input(claim_id, decision.model_dump(mode="json"), waits, resumed_at)
-        dispatch_outbox(resumed_at)
+        dispatch_outbox(resumed_at, claim_id)
         started = resumed_at
 
     if state == ClaimState.APPROVED.value:
         pay_at = started if now is not None else datetime.now(timezone.utc)
         state = pay_refund(claim_id, pay_at)
-        dispatch_outbox(pay_at)
+        dispatch_outbox(pay_at, claim_id)
     get_run_logger().info("claim %s ends this run as %s", claim["number"], state)
     return state

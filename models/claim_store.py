@@ -315,11 +315,27 @@ def insert_notifications(
     note: str | None,
     data: Mapping[str, Any],
 ) -> None:
-    """Queue one buyer email per claim (claims just moved, version already bumped), keyed by claim and step."""
+    """Queue one buyer email per claim (claims just moved, version already bumped), keyed by claim and step.
+
+    A refusal's voluntary fallback offer is per claim (`data["fallback_offers"]`: claim id -> percent
+    and amount, from tasks.intake.fallback_offers), for one claim and a bulk refusal alike: the rows
+    are written with one INSERT ... SELECT per distinct offer (a hall has a handful of prices).
+    """
     if not ids:
         return
+    offers: Mapping[Any, Mapping[str, Any]] = data.get("fallback_offers") or {}
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for claim_id in ids:
+        offer = offers.get(claim_id) or offers.get(str(claim_id)) or {}
+        groups[(offer.get("percent"), offer.get("amount"))].append(claim_id)
+    for (percent, amount), group in groups.items():
+        _insert_notifications(conn, group, template=template, dates=dates, now=now, status=status, note=note,
+                              fallback_percent=percent, fallback_kopecks=amount)
+
+
+def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str, dates: EventDates, now: datetime, status: str,
+                          note: str | None, fallback_percent: int | None, fallback_kopecks: int | None) -> None:
     dialect = conn.dialect.name
-    fallback = data.get("fallback_offer") or {}
     payload = _json_object(dialect, [
         ("claim_number", claim_t.c.number),
         ("buyer_name", order_t.c.buyer_name),
@@ -333,8 +349,8 @@ def insert_notifications(
         ("extension_reason", claim_t.c.extension_reason),
         ("rejection_reason", func.coalesce(claim_t.c.refusal_message, claim_t.c.decision_note, _text("Организатор отказал в возврате."))),
         ("channel", case((order_t.c.payment_method == "card", _text("card")), else_=_text("bank_transfer"))),
-        ("fallback_percent", _int(fallback.get("percent"))),
-        ("fallback_kopecks", _int(fallback.get("amount"))),
+        ("fallback_percent", _int(fallback_percent)),
+        ("fallback_kopecks", _int(fallback_kopecks)),
         ("note", _text(note)),
     ])
     dedup = (

@@ -213,3 +213,8 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     sent_at: datetime | None = _ts()
     last_error: str | None = None
+    # A dispatcher's claim on the row while it sends it (tasks/outbox.py); expires if it dies.
+    lease_owner: str | None = Field(default=None, sa_type=String(64))
+    leased_until: datetime | None = _ts()
+    # Fixed the first time the row is leased: a resend carries the same Message-ID.
+    message_id: str | None = Field(default=None, sa_type=String(200))

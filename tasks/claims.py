@@ -8,6 +8,7 @@ harmless too.
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,11 +21,14 @@ from prefect.input import RunInput
 from sqlmodel import Session
 from sqlalchemy import select, update
 
-from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, order_t, ticket_t
+from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, load_facts, order_t, ticket_t
 from models.db import get_engine
 from models.settings import get_settings
-from states.lifecycle import ClaimState, Trigger, has_step
+from states.calendar import DECISION_WORKING_DAYS
+from states.lifecycle import ClaimState, Trigger, effects, has_step
 from states.money import parse_rub
+from states.policy import DOCUMENTED_REASONS, ORGANIZER_DECIDES, documents_deadline
+from tasks.emails import basis_ru
 from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
 
@@ -98,35 +102,63 @@ def check_claim(claim_id: int) -> dict[str, Any]:
     return asdict(claim)
 
 
+def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any]:
+    """What «Заявка принята» says. A claim the organizer decides (illness, death, «Прочее") gets what
+    happens next and by when; the decision deadline is the one `assess` would set (states decide),
+    shown only once it can be known (documents in). Any other claim gets its quote and the rule,
+    in Russian prose."""
+    row = conn.execute(_claim_with_order_and_event(
+        claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_name, event_t.c.title,
+    )).one()
+    _, facts = load_facts(conn, [claim_id], now)[claim_id]
+    quote = row.quote or {}
+    payload: dict[str, Any] = {
+        "claim_number": row.number,
+        "buyer_name": row.buyer_name,
+        "event_title": row.title,
+        "event_date": facts.event_start.date(),
+        "reason": row.reason,
+        "basis": basis_ru(quote | {"reason": row.reason}),
+    }
+    if row.reason in {r.value for r in ORGANIZER_DECIDES}:
+        documented = row.reason in {r.value for r in DOCUMENTED_REASONS}
+        payload["decision_working_days"] = DECISION_WORKING_DAYS
+        # A date past the calendar's edge (an event in year 9999) leaves the date out, never the filing.
+        if documented:
+            payload["documents_received"] = bool(facts.documents)
+            with suppress(OverflowError, ValueError):
+                payload["documents_deadline"] = documents_deadline(facts.event_start).date()
+        if not documented or facts.documents:
+            with suppress(OverflowError, ValueError):
+                due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
+                if due is not None:
+                    payload["decision_deadline"] = due
+    else:
+        payload |= {
+            "refund_percent": quote.get("percent", 0),
+            "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
+            "days_before": quote.get("days_before"),
+        }
+    return payload
+
+
+def queue_acknowledgement(conn, claim_id: int, now: datetime) -> bool:
+    """Queue «Заявка принята» in the caller's transaction: the filing writes it together with the
+    claim, the claim's run again (the dedup key keeps it once per claim)."""
+    recipient = conn.execute(_claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
+    payload = acknowledgement_payload(conn, claim_id, now)
+    with Session(bind=conn) as session:
+        queued = enqueue_email(session, dedup_key=f"claim:{claim_id}:claim_received", claim_id=claim_id, template="claim_received",
+                               recipient=recipient, payload=payload, now=now)
+        session.flush()
+    return queued
+
+
 @task(name="acknowledge-claim", retries=3, retry_delay_seconds=2, cache_policy=STEP_CACHE)
 def acknowledge_claim(claim_id: int, now: datetime) -> bool:
-    """Queue «Заявка принята» with the number and the quote; the dedup key makes it once per claim."""
+    """Queue «Заявка принята» with the number and what comes next, unless the filing already did."""
     with get_engine().begin() as conn:
-        row = conn.execute(_claim_with_order_and_event(
-            claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_email, order_t.c.buyer_name, event_t.c.title,
-        )).one()
-        quote = row.quote
-        with Session(bind=conn) as session:
-            queued = enqueue_email(
-                session,
-                dedup_key=f"claim:{claim_id}:claim_received",
-                claim_id=claim_id,
-                template="claim_received",
-                recipient=row.buyer_email,
-                payload={
-                    "claim_number": row.number,
-                    "buyer_name": row.buyer_name,
-                    "event_title": row.title,
-                    "reason": row.reason,
-                    "refund_percent": quote.get("percent", 0),
-                    "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
-                    "days_before": quote.get("days_before"),
-                    "rule": quote.get("rule", ""),
-                },
-                now=now,
-            )
-            session.flush()
-    return queued
+        return queue_acknowledgement(conn, claim_id, now)
 
 
 @task(name="move-claim", retries=2, retry_delay_seconds=1, cache_policy=STEP_CACHE)
@@ -168,15 +200,22 @@ def apply_input(claim_id: int, decision: dict[str, Any], wait_number: int, now: 
         return read_claim(claim_id).state
 
 
-@task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])
-def dispatch_outbox(now: datetime) -> str:
-    """Send what is due in the outbox (all claims, not just this one: one SMTP pass serves everyone)."""
+def send_claim_mail(claim_id: int | None, now: datetime) -> DispatchReport:
+    """Send what is due in the outbox for one claim (``None``: for everyone). Rows are leased before
+    sending, so this may run in the API, in the claim's run and in the sweep at the same time."""
     settings = get_settings()
-    report: DispatchReport = asyncio.run(
+    return asyncio.run(
         dispatch_emails(engine=get_engine(), smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
-                        enabled=settings.outbound_email_enabled)
+                        enabled=settings.outbound_email_enabled, claim_id=claim_id)
     )
-    get_run_logger().info("outbox: %s", report)
+
+
+@task(name="dispatch-outbox", retries=3, retry_delay_seconds=[5, 30, 120])
+def dispatch_outbox(now: datetime, claim_id: int | None = None) -> str:
+    """Send what is due in the outbox: one claim's mail when ``claim_id`` is given (a claim's run
+    mails its own claim only), everything due otherwise (the `outbox-dispatch` sweep)."""
+    report = send_claim_mail(claim_id, now)
+    get_run_logger().info("outbox%s: %s", f" (claim {claim_id})" if claim_id is not None else "", report)
     return str(report)
 
 

@@ -41,7 +41,7 @@ from models.claim_store import (
 from models.tables import Document
 from states.lifecycle import ClaimState, Trigger, has_step
 from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, ReasonNotAllowed, check_documented_claim, fallback_offer
-from tasks.claims import ClaimInput, ClaimView, read_claim
+from tasks.claims import ClaimInput, ClaimView, queue_acknowledgement, read_claim
 from tasks.outbox import enqueue_email
 
 REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
@@ -139,6 +139,7 @@ def file_buyer_claim(
         with engine.begin() as conn:
             (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
+            queue_acknowledgement(conn, claim_id, now)  # with the claim: the API can mail it at once
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
     except TicketNotClaimable as exc:
@@ -276,6 +277,19 @@ class DecisionResult:
     resumed: bool
 
 
+def fallback_offers(conn, claim_ids: list[int], at: datetime) -> dict[str, Any]:
+    """Operator rules: a refused «Прочее» claim is offered the voluntary refund while the event is
+    more than 3 days away. {"fallback_offers": {claim id: {"percent", "amount"}}} for the refusal's
+    data (the buyer's email shows each claim's own offer), empty when no claim gets one."""
+    offers: dict[int, dict[str, int]] = {}
+    for claim_id, (_, facts) in load_facts(conn, claim_ids, at).items():
+        if facts.reason == Reason.OTHER:
+            offer = fallback_offer(event_start=facts.event_start, now=at, ticket=facts.ticket, policy=facts.policy)
+            if offer is not None:
+                offers[claim_id] = {"percent": offer.percent, "amount": offer.amount}
+    return {"fallback_offers": offers} if offers else {}
+
+
 DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "extend": Trigger.EXTEND_REVIEW}
 
 
@@ -315,10 +329,7 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
                 data["decision_note"] = decision.note
         elif decision.decision == "reject":
             data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
-            if facts.reason == Reason.OTHER:
-                offer = fallback_offer(event_start=facts.event_start, now=at, ticket=facts.ticket, policy=facts.policy)
-                if offer is not None:
-                    data["fallback_offer"] = {"percent": offer.percent, "amount": offer.amount}
+            data |= fallback_offers(conn, [claim_id], at)
         else:
             data = {"extension_reason": decision.note.strip()}
         try:
@@ -382,7 +393,7 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
 
     Claims of other organizers are reported as not found; claims whose guard fails or whose state
     takes no such decision come back with the reason. A bulk refusal carries one reason for all and
-    no per-claim fallback offer (decide one by one for that). The audit rows name `organizer:<id>`.
+    each «Прочее» claim's own voluntary fallback offer, as a single refusal does. The audit rows name `organizer:<id>`.
     """
     if decision.decision not in ("approve", "reject"):
         raise IntakeError("decision", "Решение должно быть approve или reject.")
@@ -399,6 +410,8 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
     data: dict[str, Any] = {"decided_by": actor}
     if decision.decision == "reject":
         data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
+        with engine.connect() as conn:
+            data |= fallback_offers(conn, [i for i in ids if i in owned], now)
     result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
                          actor=actor, now=now, note=decision.note or None, data=data)
     decided = [i for moved in result.moved.values() for i in moved]

@@ -1,20 +1,27 @@
 """The email outbox: rows written with the transition that caused them, dispatched here.
 
-Delivery is at-least-once. Each message's status change is committed on its own right after the
-send, so a crash between the SMTP "250" and that commit resends at most that one message, and the
-resend carries the same deterministic Message-ID (derived from the row's dedup_key), so it is
-recognisable as a duplicate. While the SMTP server is down messages stay pending and are retried
-with exponential backoff: nothing is lost.
+Each row is delivered once, however many dispatchers run (every claim's flow run sends its own
+claim's mail; the `outbox-dispatch` deployment sweeps the rest). A dispatcher first *leases* a
+batch of due rows in one statement, writing its name and an expiry on them (`UPDATE ... RETURNING`;
+on PostgreSQL the rows to take are picked with `FOR UPDATE SKIP LOCKED`), commits, and only then
+talks to SMTP, outside any database transaction. Rows leased by someone else are not due for
+anyone until their lease expires, which is how the rows of a dispatcher that died come back.
 
-Concurrency: on PostgreSQL each message is taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` and the
-lock is held until its status is committed, so several dispatchers can run side by side. SQLite
-(the embedded default) has no row locks: run one dispatcher there; the SMTP conversation happens
-outside the database transaction so other writers are not blocked meanwhile.
+Each row's status is committed on its own right after its send, so a dispatcher killed between the
+SMTP "250" and that commit causes at most one duplicate, of that one message, sent again after the
+lease expires with the same Message-ID (fixed on the row the first time it is leased). While the
+SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
+The kill switch (``enabled=False``) sends nothing and leases nothing.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,16 +29,22 @@ from enum import Enum
 from typing import Any
 
 import jinja2
-from sqlalchemy import func
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, func, or_, update
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from models.tables import OutboxMessage
-from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, render_email
-from tasks.smtp import SmtpRejected, SmtpSettings, SmtpUnavailable, send_message
+from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
+from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=1)
+#: How long a leased row belongs to its dispatcher. A dispatcher stops sending (and gives back the
+#: rest of its batch) well before its lease ends, so a live dispatcher never loses a row it sends.
+LEASE = timedelta(minutes=5)
+LEASE_BATCH = 50
+
+outbox_t = OutboxMessage.__table__
 
 
 @dataclass
@@ -61,12 +74,22 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _due(now: datetime):
-    return (
-        (OutboxMessage.kind == "email")
-        & (OutboxMessage.status == "pending")
-        & (OutboxMessage.next_attempt_at <= now)
+def _due(now: datetime, claim_id: int | None = None):
+    """Pending emails whose time has come and that nobody holds (or whose holder's lease ran out)."""
+    cond = (
+        (outbox_t.c.kind == "email")
+        & (outbox_t.c.status == "pending")
+        & (outbox_t.c.next_attempt_at <= now)
+        & or_(outbox_t.c.leased_until.is_(None), outbox_t.c.leased_until <= now)
     )
+    if claim_id is not None:
+        cond = cond & (outbox_t.c.claim_id == claim_id)
+    return cond
+
+
+def dispatcher_name() -> str:
+    """host:pid:random, so the rows of one dispatcher are told from another's in the table."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _json_default(value: Any) -> Any:
@@ -113,8 +136,96 @@ def enqueue_email(
             return False
         session.execute(table.insert().values(**values))
         return True
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return session.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.id)
+    return session.execute(statement).first() is not None
+
+
+@dataclass(frozen=True)
+class LeasedEmail:
+    id: int
+    dedup_key: str
+    template: str | None
+    recipient: str | None
+    payload: dict
+    attempts: int
+    message_id: str
+
+
+def lease_due_emails(
+    conn: Connection,
+    *,
+    owner: str,
+    now: datetime,
+    limit: int,
+    mail_from: str,
+    lease: timedelta = LEASE,
+    claim_id: int | None = None,
+) -> list[LeasedEmail]:
+    """Take up to ``limit`` due rows for ``owner`` until ``now + lease``, in the caller's transaction.
+
+    One UPDATE picks and marks the rows, so two dispatchers can never take the same row: SQLite
+    runs one writing statement at a time, and on PostgreSQL the picking subquery skips rows another
+    dispatcher is taking at this moment (``FOR UPDATE SKIP LOCKED``) while the outer WHERE re-checks
+    the lease on the row's newest version. A row's Message-ID is fixed here the first time.
+    """
+    now = _utc(now)
+    pick = select(outbox_t.c.id).where(_due(now, claim_id)).order_by(outbox_t.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    statement = (
+        update(outbox_t)
+        .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id))
+        .values(lease_owner=owner, leased_until=now + lease)
+        .returning(outbox_t.c.id, outbox_t.c.dedup_key, outbox_t.c.template, outbox_t.c.recipient, outbox_t.c.payload,
+                   outbox_t.c.attempts, outbox_t.c.message_id)
+    )
+    rows = sorted(conn.execute(statement).all(), key=lambda r: r.id)
+    fresh = [{"row_id": r.id, "mid": message_id_for(r.dedup_key, mail_from)} for r in rows if r.message_id is None]
+    if fresh:
+        conn.execute(
+            update(outbox_t).where(outbox_t.c.id == bindparam("row_id"), outbox_t.c.message_id.is_(None))
+            .values(message_id=bindparam("mid")),
+            fresh,
+        )
+    ids = {f["row_id"]: f["mid"] for f in fresh}
+    return [
+        LeasedEmail(r.id, r.dedup_key, r.template, r.recipient, r.payload or {}, r.attempts, r.message_id or ids[r.id])
+        for r in rows
+    ]
+
+
+def _record(engine: Engine, email: LeasedEmail, *, owner: str, outcome: str, error: str | None, now: datetime,
+            autocommit: Connection | None = None) -> None:
+    """Commit one row's outcome on its own (a crash after this loses nothing and repeats nothing)."""
+    released = dict(lease_owner=None, leased_until=None)
+    mine = (outbox_t.c.id == email.id) & (outbox_t.c.lease_owner == owner)
+    if outcome == "sent":
+        # Delivered is true whoever holds the row now: mark it even if our lease was lost.
+        statement = (update(outbox_t).where(outbox_t.c.id == email.id, outbox_t.c.status == "pending")
+                     .values(status="sent", sent_at=now, last_error=None, **released))
+    elif outcome == "retry":
+        statement = update(outbox_t).where(mine).values(
+            next_attempt_at=now + backoff(email.attempts), attempts=outbox_t.c.attempts + 1, last_error=error, **released)
+    else:
+        statement = update(outbox_t).where(mine).values(
+            status="failed", attempts=outbox_t.c.attempts + 1, last_error=error, **released)
+    if autocommit is not None:
+        autocommit.execute(statement)  # one statement, its own transaction: one round trip
+        return
+    with engine.begin() as conn:
+        conn.execute(statement)
+
+
+def _release(engine: Engine, emails: Sequence[LeasedEmail], *, owner: str) -> None:
+    if not emails:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(outbox_t)
+            .where(outbox_t.c.id.in_([e.id for e in emails]), outbox_t.c.lease_owner == owner)
+            .values(lease_owner=None, leased_until=None)
+        )
 
 
 async def dispatch_emails(
@@ -125,65 +236,90 @@ async def dispatch_emails(
     limit: int = 200,
     mail_from: str,
     enabled: bool = True,
+    claim_id: int | None = None,
+    owner: str | None = None,
+    batch: int = LEASE_BATCH,
+    lease: timedelta = LEASE,
 ) -> DispatchReport:
-    """Send due pending emails (oldest first, at most ``limit``), one commit per message."""
+    """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s when given).
+
+    Rows are leased ``batch`` at a time and sent over one SMTP session; each outcome is committed
+    on its own. Safe to run in any number of processes at once.
+    """
     now = _utc(now)
     report = DispatchReport()
     if not enabled:
         with Session(engine) as session:
-            report.held = session.exec(select(func.count()).select_from(OutboxMessage).where(_due(now))).one()
+            report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id))).one()
         report.held_by_kill_switch = True
         return report
 
-    postgres = engine.dialect.name == "postgresql"
-    smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
-    for _ in range(limit):
-        with Session(engine, expire_on_commit=False) as session:
-            statement = select(OutboxMessage).where(_due(now)).order_by(OutboxMessage.id).limit(1)
-            if postgres:
-                statement = statement.with_for_update(skip_locked=True)
-            row = session.exec(statement).first()
-            if row is None:
-                break
-            if not postgres:
-                session.commit()  # SQLite: do not hold the database while talking to SMTP
+    owner = owner or dispatcher_name()
+    # PostgreSQL: outcomes go through one autocommit connection (one round trip each, not three).
+    # SQLite keeps a BEGIN IMMEDIATE transaction per outcome (models.db).
+    with ExitStack() as resources:
+        autocommit = None
+        if engine.dialect.name == "postgresql":
+            autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
+        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, owner=owner,
+                               batch=batch, lease=lease, autocommit=autocommit, report=report)
 
-            outcome, error = await _deliver(row, smtp=smtp, now=now, mail_from=mail_from, smtp_down=smtp_down)
-            if outcome == "sent":
-                row.status, row.sent_at, row.last_error = "sent", now, None
-                report.sent += 1
-            elif outcome == "retry":
-                row.next_attempt_at = now + backoff(row.attempts)
-                row.attempts += 1
-                row.last_error = error
-                report.retried += 1
-                smtp_down = smtp_down or error
-            else:
-                row.attempts += 1
-                row.status, row.last_error = "failed", error
-                report.failed += 1
-            session.add(row)
-            session.commit()
+
+async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
+                    owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport) -> DispatchReport:
+    # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
+    budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
+    started = time.monotonic()
+    smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
+    remaining = limit
+    async with SmtpConnection(smtp) as connection:
+        while remaining > 0:
+            with engine.begin() as conn:
+                leased = lease_due_emails(conn, owner=owner, now=now, limit=min(batch, remaining), mail_from=mail_from,
+                                          lease=lease, claim_id=claim_id)
+            if not leased:
+                break
+            remaining -= len(leased)
+            done, in_flight = 0, False
+            try:
+                for email in leased:
+                    if time.monotonic() - started > budget:
+                        return report
+                    in_flight = True
+                    outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
+                    _record(engine, email, owner=owner, outcome=outcome, error=error, now=now, autocommit=autocommit)
+                    done, in_flight = done + 1, False
+                    if outcome == "sent":
+                        report.sent += 1
+                    elif outcome == "retry":
+                        report.retried += 1
+                        smtp_down = smtp_down or error
+                    else:
+                        report.failed += 1
+            finally:
+                # Rows not tried (the lease running out, or an error) are due again at once, not when the
+                # lease expires; a row in flight when an error struck stays leased, as it may have been sent.
+                _release(engine, leased[done + in_flight:], owner=owner)
     return report
 
 
 async def _deliver(
-    row: OutboxMessage, *, smtp: SmtpSettings, now: datetime, mail_from: str, smtp_down: str | None
+    email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None
 ) -> tuple[str, str | None]:
     """("sent" | "retry" | "failed", error)."""
     try:
-        if not row.recipient:
+        if not email.recipient:
             raise ValueError("no recipient")
-        message = render_email(
-            row.template or "", to=row.recipient, context=row.payload or {}, mail_from=mail_from,
-            message_id_key=row.dedup_key, now=now,
+        message = render_email_bytes(
+            email.template or "", to=email.recipient, context=email.payload, mail_from=mail_from,
+            message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
         return "failed", f"render: {type(exc).__name__}: {exc}"
     if smtp_down is not None:
         return "retry", f"not attempted, SMTP unavailable earlier in this run: {smtp_down}"
     try:
-        await send_message(message, smtp)
+        await connection.send_raw(sender=message.mail_from, recipients=[message.to], data=message.data)
     except SmtpUnavailable as exc:
         return "retry", str(exc)
     except SmtpRejected as exc:

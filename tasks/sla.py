@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -19,9 +20,10 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from models.claim_store import apply_batch, claim_t, event_t, organizer_t
+from models.claim_store import apply_batch, claim_t, event_t, id_in, organizer_t, venue_t
 from models.db import get_engine
 from models.settings import get_settings
+from states.calendar import is_working_day
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
 from tasks.claims import ClaimInput
 from tasks.intake import request_run_resume
@@ -91,13 +93,39 @@ def escalate_overdue_claims(now: datetime) -> SlaReport:
     return report
 
 
+def overdue_working_days(due: date, today: date) -> int:
+    """Working days past a deadline: those after the due day up to today. The due day itself is in
+    time (0), and so is a weekend right after it."""
+    return sum(1 for n in range(1, (today - due).days + 1) if is_working_day(due + timedelta(days=n)))
+
+
+def _venue_zones(claim_ids: list[int]) -> dict[int, str]:
+    if not claim_ids:
+        return {}
+    with get_engine().connect() as conn:
+        return dict(conn.execute(
+            select(claim_t.c.id, venue_t.c.timezone)
+            .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .join(venue_t, venue_t.c.id == event_t.c.venue_id)
+            .where(id_in(conn, claim_t.c.id, claim_ids))
+        ).all())
+
+
 @task(name="notify-escalations", retries=3, retry_delay_seconds=5)
 def notify_escalations(report: SlaReport, now: datetime) -> int:
-    """«Просрочен срок» to the organizer and the operator's supervisor, via the outbox (dedup per claim and step)."""
+    """«Просрочен срок» to the organizer and the operator's supervisor, via the outbox (dedup per claim and step).
+
+    The notice says how many working days the deadline is past, counted in the venue's time zone.
+    """
     supervisor = get_settings().supervisor_email
+    zones = _venue_zones([b.claim_id for b in report.escalated])
     queued = 0
     with Session(get_engine()) as session:
         for b in report.escalated:
+            due = date.fromisoformat(b.due)
+            today = now.astimezone(ZoneInfo(zones.get(b.claim_id, "Europe/Moscow"))).date()
+            payload = {"claim_number": b.number, "event_title": b.event_title, "deadline": b.due, "kind": b.kind,
+                       "overdue_working_days": overdue_working_days(due, today), "reason": b.reason}
             for who, recipient in (("organizer", b.organizer_email), ("supervisor", supervisor)):
                 queued += enqueue_email(
                     session,
@@ -105,7 +133,7 @@ def notify_escalations(report: SlaReport, now: datetime) -> int:
                     claim_id=b.claim_id,
                     template="escalation_notice",
                     recipient=recipient,
-                    payload={"claim_number": b.number, "event_title": b.event_title, "overdue_since": b.due, "deadline": b.due, "reason": b.reason},
+                    payload=payload,
                     now=now,
                 )
         session.commit()

@@ -90,7 +90,8 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
     assert sum("принята" in s for s in subjects) == 1, subjects
     assert all(claim["number"] in s for s in subjects), subjects
     received = next(m for m in mail if "принята" in m["Subject"])
-    assert "4 200,00" in body_text(received)
+    # An illness claim's acknowledgement promises no amount before the organizer decides (issue 8, item 6).
+    assert "4 200,00" not in body_text(received) and "Решение о возврате принимает организатор" in body_text(received)
     assert any("4 200,00" in body_text(m) and "возврат" in body_text(m).lower() for m in mail if m is not received)
     with engine.connect() as conn:
         acks = conn.execute(select(func.count()).select_from(OutboxMessage).where(

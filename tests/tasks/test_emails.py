@@ -1,14 +1,16 @@
 """Rendering outbound email: every template, both forms, the facts, escaping, no foreign links."""
 from __future__ import annotations
 
+import re
+
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
 
 from tasks.emails import (
-    OPTIONAL_CONTEXT, TEMPLATE_CONTEXT, TEMPLATES, MissingContext, UnknownTemplate, days_ru,
-    message_id_for, render_email, rub,
+    OPTIONAL_CONTEXT, TEMPLATE_CONTEXT, TEMPLATES, MissingContext, UnknownTemplate, basis_ru, days_ru,
+    message_id_for, render_email, render_email_bytes, rub, working_days_ru,
 )
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
@@ -23,7 +25,8 @@ SAMPLE = {
     "refund_percent": 50,
     "refund_kopecks": 175000,
     "days_before": 7,
-    "rule": "ст. 52.1 Основ законодательства о культуре: за 5–9 дней — не менее 50 %",
+    "basis": "ст. 52.1 Основ законодательства РФ о культуре: при обращении менее чем за 10, но не позднее чем за 5 дней — не менее 50 %",
+    "decision_working_days": 10,
     "decision_deadline": "2026-12-09",
     "documents_deadline": "2026-12-19",
     "payout_deadline": "2026-12-23",
@@ -34,7 +37,8 @@ SAMPLE = {
     "account_masked": "•••• 4242",
     "new_deadline": "2026-12-23",
     "extension_reason": "Запросили оригинал справки",
-    "overdue_since": "2026-12-10",
+    "overdue_working_days": 2,
+    "kind": "decision",
     "deadline": "2026-12-09",
     "organizer_name": "ООО «Концерт»",
 }
@@ -116,11 +120,73 @@ def test_subject_is_one_line_whatever_the_claim_number():
     assert "\n" not in render("refund_sent", claim_number="42\nBcc: all@example.org")["Subject"]
 
 
-def test_claim_received_states_the_quote():
-    text, html = bodies(render("claim_received"))
+def test_claim_received_states_the_quote_and_its_rule_in_russian_prose():
+    text, html = bodies(render("claim_received", reason="voluntary", days_before=7))
     for body in (text, html):
-        assert "Прочее" in body and "50 %" in body and "7 дней" in body
-        assert "ст. 52.1" in body and "9 декабря 2026 г." in body
+        assert "По собственной инициативе" in body and "50 %" in body and "7 дней" in body and "1 750,00 ₽" in body
+        assert "ст. 52.1 Основ законодательства РФ о культуре: при обращении менее чем за 10, но не позднее чем за 5 дней" in body
+        assert "в течение 10 рабочих дней" in body
+
+
+@pytest.mark.parametrize("reason", ["illness", "death", "other"])
+def test_claim_received_for_an_organizer_decision_promises_no_amount_and_says_what_comes_next(reason):
+    """Regression: an illness claim's acknowledgement promised «К возврату: 100 % — 4 200,00» and a payout in
+    10 working days before the organizer had decided anything."""
+    context = sample("claim_received", reason=reason, refund_percent=100, refund_kopecks=420000, documents_received=False)
+    message = render_email("claim_received", to="anna@example.org", context=context, mail_from=MAIL_FROM,
+                           message_id_key="k", now=NOW)
+    text, html = bodies(message)
+    for body in (text, re.sub(r"<[^>]+>", "", html)):
+        assert "4 200,00" not in body and "К возврату" not in body and "Деньги вернутся" not in body
+        assert "Решение о возврате принимает организатор" in body
+        assert "в течение 10 рабочих дней" in body
+        if reason == "other":
+            assert "до 9 декабря 2026 г. включительно" in body
+        else:
+            assert "19 декабря 2026 г." in body and "после того, как получит документы" in body
+            assert " 9 декабря" not in body  # no decision date before the documents are in
+
+
+def test_claim_received_for_a_documented_claim_with_its_documents_in_names_the_decision_date():
+    text, _ = bodies(render("claim_received", reason="illness", documents_received=True))
+    assert "до 9 декабря 2026 г. включительно" in text and "пришлите документ" not in text
+
+
+@pytest.mark.parametrize(("quote", "basis"), [
+    ({"reason": "voluntary", "days_before": 10, "percent": 100, "source": "Art. 52.1"},
+     "ст. 52.1 Основ законодательства РФ о культуре: при обращении не позднее чем за 10 дней — 100 %"),
+    ({"reason": "voluntary", "days_before": 9, "percent": 50, "source": "Art. 52.1"},
+     "ст. 52.1 Основ законодательства РФ о культуре: при обращении менее чем за 10, но не позднее чем за 5 дней — не менее 50 %"),
+    ({"reason": "voluntary", "days_before": 3, "percent": 30, "source": "Art. 52.1"},
+     "ст. 52.1 Основ законодательства РФ о культуре: при обращении менее чем за 5, но не позднее чем за 3 дня — не менее 30 %"),
+    ({"reason": "voluntary", "days_before": 2, "percent": 0, "source": "Art. 52.1", "refusal_code": "TOO_LATE"},
+     "ст. 52.1 Основ законодательства РФ о культуре: при обращении менее чем за 3 дня организатор вправе не возвращать деньги"),
+    ({"reason": "voluntary", "days_before": 7, "percent": 80, "source": "organizer policy; Art. 52.1"},
+     "условия организатора: при обращении за 7 дней до мероприятия — 80 % (ст. 52.1 Основ законодательства РФ о культуре требует не менее 50 %)"),
+    ({"reason": "cancelled", "percent": 100}, "ст. 52.1 Основ законодательства РФ о культуре: при отмене мероприятия — 100 % стоимости билета"),
+    ({"reason": "postponed", "percent": 100}, "ст. 52.1 Основ законодательства РФ о культуре: при переносе мероприятия — 100 % стоимости билета"),
+])
+def test_basis_is_russian_prose_citing_the_rule(quote, basis):
+    """Regression: «Основание: Art. 52.1: d >= 10 -> 100 % (d = 18)», the quote's formula text, reached buyers."""
+    assert basis_ru(quote) == basis
+
+
+@pytest.mark.parametrize("reason", ["illness", "death", "other"])
+def test_basis_of_an_organizer_decision_cites_its_rule_without_an_amount(reason):
+    basis = basis_ru({"reason": reason, "percent": 100})
+    assert "организатор" in basis and "%" not in basis
+    assert ("1491" in basis) == (reason != "other")
+
+
+def test_escalation_says_how_many_working_days_overdue():
+    message = render("escalation_notice", overdue_working_days=3)
+    text, html = bodies(message)
+    html = re.sub(r"<[^>]+>", "", html)
+    assert message["Subject"] == "Просрочено решение по заявке № В-2026-000042: 3 рабочих дня"
+    for body in (text, html):
+        assert "просрочено на 3 рабочих дня" in body and "до 9 декабря 2026 г. включительно" in body
+    payout = render("escalation_notice", kind="payout", overdue_working_days=1)
+    assert payout["Subject"] == "Просрочена выплата по заявке № В-2026-000042: 1 рабочий день"
 
 
 def test_rejection_offers_the_voluntary_refund_only_when_given():
@@ -159,3 +225,26 @@ def test_rub_formats_kopecks_the_russian_way():
                                          (21, "21 день"), (22, "22 дня"), (14, "14 дней")])
 def test_days_ru(n, text):
     assert days_ru(n) == text
+
+
+@pytest.mark.parametrize(("n", "text"), [(1, "1 рабочий день"), (2, "2 рабочих дня"), (10, "10 рабочих дней"),
+                                         (11, "11 рабочих дней"), (21, "21 рабочий день")])
+def test_working_days_ru(n, text):
+    assert working_days_ru(n) == text
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_the_wire_rendering_is_the_same_message(template):
+    """The dispatcher sends render_email_bytes (compat32, a third of the time); it must be render_email's message."""
+    from email import policy
+    from email.parser import BytesParser
+
+    context = sample(template, claim_number="В-2026-000042", event_title="Пикник «Афиши» — большой концерт " * 3)
+    message = render_email(template, to="anna@example.org", context=context, mail_from=MAIL_FROM, message_id_key="k", now=NOW)
+    wire = render_email_bytes(template, to="anna@example.org", context=context, mail_from=MAIL_FROM, message_id_key="k", now=NOW)
+    sent = BytesParser(policy=policy.default).parsebytes(wire.data)
+    names = ("Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Vozvrat-Template", "X-Vozvrat-Claim")
+    assert [str(sent[n]) for n in names] == [str(message[n]) for n in names]
+    assert bodies(sent) == bodies(message)
+    assert (wire.mail_from, wire.to, wire.message_id) == ("vozvrat@example.ru", "anna@example.org", message["Message-ID"])
+    assert all(part.get_content_charset() == "utf-8" and part["Content-Transfer-Encoding"] == "base64" for part in sent.iter_parts())

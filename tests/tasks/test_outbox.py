@@ -124,3 +124,20 @@ def test_backoff_doubles_from_one_minute_up_to_an_hour():
     assert [backoff(n) for n in (0, 1, 2, 5, 6, 30)] == [
         timedelta(minutes=m) for m in (1, 2, 4, 32, 60, 60)
     ]
+
+
+def test_a_dispatcher_out_of_lease_time_gives_its_untried_rows_back_at_once(engine, sink):
+    enqueue_three(engine)
+    report = dispatch(engine, sink.port, NOW, lease=timedelta(0))  # no time to send anything under this lease
+    assert (report.sent, report.retried, report.failed) == (0, 0, 0)
+    assert all(r.status == "pending" and r.lease_owner is None and r.attempts == 0 for r in rows(engine))
+    assert dispatch(engine, sink.port, NOW).sent == 3  # due again at once, not when the lease would have expired
+
+
+def test_a_claim_dispatch_sends_only_that_claims_mail_and_the_kill_switch_counts_it_alone(engine, sink):
+    enqueue_three(engine)
+    held = dispatch(engine, sink.port, NOW, enabled=False, claim_id=2)
+    assert held.held == 1
+    assert dispatch(engine, sink.port, NOW, claim_id=2).sent == 1
+    assert [m["To"] for m in sink.messages()] == ["buyer2@example.org"]
+    assert [r.status for r in rows(engine)] == ["pending", "sent", "pending"]
