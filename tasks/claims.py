@@ -27,7 +27,7 @@ from models.settings import get_settings
 from states.calendar import DECISION_WORKING_DAYS
 from states.lifecycle import ClaimState, Trigger, effects, has_step
 from states.money import parse_rub
-from states.policy import DOCUMENTED_REASONS, ORGANIZER_DECIDES, documents_deadline
+from states.policy import DOCUMENTED_REASONS, ORGANIZER_DECIDES, documents_last_day
 from tasks.emails import basis_ru
 from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
@@ -127,7 +127,7 @@ def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any
         if documented:
             payload["documents_received"] = bool(facts.documents)
             with suppress(OverflowError, ValueError):
-                payload["documents_deadline"] = documents_deadline(facts.event_start).date()
+                payload["documents_deadline"] = documents_last_day(facts.event_start)
         if not documented or facts.documents:
             with suppress(OverflowError, ValueError):
                 due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")

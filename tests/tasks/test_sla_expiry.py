@@ -50,11 +50,11 @@ def test_a_claim_without_documents_is_refused_once_its_window_has_closed(engine)
     assert claim(engine, claim_id).state == "awaiting_documents"
     deadline = documents_deadline(EVENT)
 
-    on_the_last_moment = expire_documents(engine, now=deadline)
+    on_the_last_moment = expire_documents(engine, now=deadline - timedelta(seconds=1))  # 23:59:59 of the 14th day
     assert on_the_last_moment.refused == [] and on_the_last_moment.still_open == 1
     assert claim(engine, claim_id).state == "awaiting_documents"
 
-    report = expire_documents(engine, now=deadline + timedelta(minutes=1))
+    report = expire_documents(engine, now=deadline)  # 24:00: the window has closed
     assert report.refused == [claim_id]
     row = claim(engine, claim_id)
     assert (row.state, row.refusal_code, row.refusal_message) == ("rejected", "DOCUMENTS_LATE", NO_DOCUMENTS)
