@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.claim_store import ClaimNotFound, ConflictError, InvalidTrigger
+from models.claim_store import ClaimNotFound, ConflictError, InvalidTrigger, TransitionRefused
 from models.db import db_trouble
 
 log = logging.getLogger("vozvrat.api")
@@ -35,9 +35,12 @@ Id = Annotated[int, Field(gt=0, le=MAX_ID)]
 
 # --- text: no control characters -----------------------------------------------------------------
 
-# C0 and C1 controls except tab, LF, CR; lone surrogates (they cannot be stored as UTF-8).
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-# The same rule for clients and fuzzers, in the schema (ECMA-262 regex; surrogates are not JSON text).
+# C0 and C1 controls except tab, LF, CR.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Lone surrogates: valid JSON escapes, not storable text. pydantic refuses them for `str` but lets them
+# through an `Optional[str]` union, and the database then fails to encode them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The same rule for clients and fuzzers, in the schema (ECMA-262 regex).
 TEXT_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
 
 
@@ -45,6 +48,8 @@ def _printable(value: str) -> str:
     """A NUL in any text field used to answer 500 on PostgreSQL ("text fields cannot contain NUL")."""
     if _FORBIDDEN.search(value):
         raise PydanticCustomError("control_characters", "text contains control characters")
+    if _SURROGATE.search(value):
+        raise PydanticCustomError("string_unicode", "text contains lone surrogates")
     return value
 
 
@@ -101,7 +106,7 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     trouble = db_trouble(exc)
     if trouble == "unavailable":
         # One line per request while it lasts, not a traceback each.
-        log.warning("database unavailable: %s: %s", exc.__class__.__name__, str(getattr(exc, "orig", exc)).strip().splitlines()[:1])
+        log.warning("database unavailable: %s: %s", exc.__class__.__name__, (str(getattr(exc, "orig", exc)).strip().splitlines() or [""])[0])
         return error_response(503, ["database"], DATABASE_UNAVAILABLE, "database_unavailable", {"Retry-After": str(RETRY_AFTER_S)})
     if trouble == "conflict":
         return error_response(409, [], CONCURRENT_WRITE, "conflict")
@@ -114,6 +119,12 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
 async def _state_conflict(_: Request, exc: Exception) -> JSONResponse:
     # A step read the claim, another request moved it first: nothing of this request was written.
     return error_response(409, [], CONCURRENT_WRITE, "conflict")
+
+
+async def _guard_refused(_: Request, exc: TransitionRefused) -> JSONResponse:
+    # A step the claim's rules refuse (documents after their window, a scanned ticket): the rule's own words.
+    code, message = exc.refusals[0] if exc.refusals else ("refused", "Шаг для заявки сейчас невозможен.")
+    return error_response(409, ["path", "claim_id"], message, code)
 
 
 async def _claim_gone(_: Request, exc: Exception) -> JSONResponse:
@@ -138,6 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OverflowError, _database_error)  # sqlite3: an integer beyond 64 bits
     app.add_exception_handler(ConflictError, _state_conflict)
     app.add_exception_handler(InvalidTrigger, _state_conflict)
+    app.add_exception_handler(TransitionRefused, _guard_refused)
     app.add_exception_handler(ClaimNotFound, _claim_gone)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
