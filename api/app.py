@@ -14,8 +14,9 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import text
 
-from api.errors import MAX_ID, MAX_KOPECKS, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
+from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
 from models.db import get_engine
 from tasks.claims import ClaimInput, read_claim
@@ -64,8 +65,7 @@ RUSSIAN_VALIDATION.update({
     "dict_type": "Нужен JSON-объект.",
     "date_type": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
     "date_from_datetime_inexact": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
-    "control_characters": "Текст содержит управляющие символы (например, NUL); уберите их.",
-    "string_unicode": "Текст содержит недопустимые символы Юникода.",
+    **TEXT_MESSAGES,
     "json_type": "Тело запроса — не JSON.",
     "none_required": "Значение не допускается.",
 })
@@ -142,21 +142,21 @@ class DocumentCreate(BaseModel):
 class Decision(BaseModel):
     decision: Literal["approve", "reject"]
     amount_kopecks: int | None = Field(default=None, ge=0, le=MAX_KOPECKS)
-    note: Text = Field(default="", max_length=2000)
-    decided_by: Text = Field(default="organizer", max_length=200)
-    expected_version: int | None = Field(default=None, ge=1, le=MAX_ID)
+    note: str = Field(default="", max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
+    expected_version: int | None = Field(default=None, ge=1)
 
 
 class Extension(BaseModel):
-    reason: Text = Field(min_length=1, max_length=2000)
-    decided_by: Text = Field(default="organizer", max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
 
 
 class BulkDecision(BaseModel):
     claim_ids: list[Id] = Field(min_length=1, max_length=5000)
     decision: Literal["approve", "reject"]
-    note: Text = Field(default="", max_length=2000)
-    decided_by: Text = Field(default="organizer", max_length=200)
+    note: str = Field(default="", max_length=2000)
+    decided_by: str = Field(default="organizer", max_length=200)
 
 
 class DecisionPublic(BaseModel):

@@ -6,6 +6,7 @@ refuses control characters, so the database never sees a value it would refuse w
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Annotated, Any
@@ -44,6 +45,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 TEXT_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
 
 
+TEXT_MESSAGES = {
+    "control_characters": "Текст содержит управляющие символы (например, NUL); уберите их.",
+    "string_unicode": "Текст содержит недопустимые символы Юникода.",
+}
+
+
 def _printable(value: str) -> str:
     """A NUL in any text field used to answer 500 on PostgreSQL ("text fields cannot contain NUL")."""
     if _FORBIDDEN.search(value):
@@ -54,6 +61,65 @@ def _printable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_printable), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+
+
+def _first_unstorable(value: Any, loc: list[str | int]) -> tuple[list[str | int], str] | None:
+    """Where in a parsed JSON body the first string with a control character or a lone surrogate is."""
+    if isinstance(value, str):
+        if _FORBIDDEN.search(value):
+            return loc, "control_characters"
+        if _SURROGATE.search(value):
+            return loc, "string_unicode"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_unstorable(item, [*loc, key])
+        if found:
+            return found
+    return None
+
+
+class RejectControlCharacters:
+    """Every JSON body, whatever the endpoint: a text value with a NUL or another control character is
+    422 at that field before any endpoint runs (the rule holds for fields added later too).
+
+    Pure ASGI: the body is read once, checked, and handed on unchanged."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if b"json" not in content_type:
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None  # FastAPI answers json_invalid
+        found = _first_unstorable(parsed, ["body"]) if parsed is not None else None
+        if found:
+            loc, kind = found
+            return await error_response(422, loc, TEXT_MESSAGES[kind], kind)(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 # --- the error model -----------------------------------------------------------------------------
@@ -145,6 +211,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RejectControlCharacters)
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(OverflowError, _database_error)  # sqlite3: an integer beyond 64 bits
     app.add_exception_handler(ConflictError, _state_conflict)
