@@ -229,7 +229,8 @@ _WRITE_METHODS = {"post", "put", "patch", "delete"}
 
 def _with_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
     """Fill in what an operation can answer whatever its code: 503 (database down) everywhere,
-    409 (concurrent write) on writes, 404 on a path id, 422 with parameters or a body, 401 with a token."""
+    409 (concurrent write) on writes, 404 on a path id, 422 with parameters or a body, 401 with a token;
+    and the error model on every documented 4xx/5xx that names none."""
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, operations in schema.get("paths", {}).items():
         for method, op in operations.items():
@@ -246,6 +247,10 @@ def _with_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
             if any(p.get("in") == "header" and p.get("name", "").lower() == "authorization" for p in params) or op.get("security"):
                 codes.add(401)
             responses = op.setdefault("responses", {})
+            for code, response in responses.items():
+                # An error documented by its description only still has the one error shape.
+                if str(code)[0] in "45" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": ref}}
             for code in sorted(codes):
                 if str(code) not in responses:
                     entry: dict[str, Any] = {"description": ERROR_DESCRIPTIONS[code], "content": {"application/json": {"schema": ref}}}
