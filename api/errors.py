@@ -91,7 +91,7 @@ class RejectControlCharacters:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").lower()
         if b"json" not in content_type:
             return await self.app(scope, receive, send)
         chunks, more = [], True
@@ -104,6 +104,9 @@ class RejectControlCharacters:
         body = b"".join(chunks)
         try:
             parsed = json.loads(body)
+        except UnicodeDecodeError:
+            # FastAPI would answer a bare 400 "There was an error parsing the body".
+            return await error_response(422, ["body"], "Тело запроса — не JSON в кодировке UTF-8.", "json_invalid")(scope, receive, send)
         except ValueError:
             parsed = None  # FastAPI answers json_invalid
         found = _first_unstorable(parsed, ["body"]) if parsed is not None else None

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from cli.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +51,10 @@ def api_server(env: dict[str, str], log: Path, *, startup_timeout: float = 60.0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the API did not listen within {startup_timeout:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        base_url = f"http://127.0.0.1:{port}"
+        # Readiness, as `make up` waits for it: the first request warms the process (imports, pools).
+        httpx.get(base_url + "/health", timeout=30)
+        yield base_url
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
