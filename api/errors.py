@@ -104,12 +104,14 @@ class RejectControlCharacters:
         body = b"".join(chunks)
         try:
             parsed = json.loads(body)
+            found = _first_unstorable(parsed, ["body"])
         except UnicodeDecodeError:
             # FastAPI would answer a bare 400 "There was an error parsing the body".
             return await error_response(422, ["body"], "Тело запроса — не JSON в кодировке UTF-8.", "json_invalid")(scope, receive, send)
+        except RecursionError:
+            return await error_response(422, ["body"], "Слишком глубокая вложенность JSON.", "json_invalid")(scope, receive, send)
         except ValueError:
-            parsed = None  # FastAPI answers json_invalid
-        found = _first_unstorable(parsed, ["body"]) if parsed is not None else None
+            found = None  # FastAPI answers json_invalid
         if found:
             loc, kind = found
             return await error_response(422, loc, TEXT_MESSAGES[kind], kind)(scope, receive, send)

@@ -170,6 +170,16 @@ def test_thirty_concurrent_uploads_to_one_claim_each_succeed_or_answer_409_and_n
     assert r.status_code == 201 and r.json()["state"] == "awaiting_organizer", r.text
 
 
+def test_bodies_that_are_not_utf8_or_nest_too_deep_are_422_not_400_or_500(server, seeded):
+    """Used to: both answered a bare 400 "There was an error parsing the body" that no operation documents."""
+    path = f"{server}/claims/{seeded['claim_id']}/documents"
+    for body, msg in ((b'{"kind": "other", "filename": "\xff\xfe"}', "Тело запроса — не JSON в кодировке UTF-8."),
+                      (b"[" * 100_000 + b"]" * 100_000, "Слишком глубокая вложенность JSON.")):
+        r = httpx.post(path, content=body, headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 422, r.text
+        assert r.json() == {"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]}
+
+
 def test_unknown_path_and_method_answer_json_in_the_one_error_shape(server):
     r = httpx.get(server + "/no-such-page", timeout=10)
     assert r.status_code == 404 and r.json() == {"detail": [{"loc": [], "msg": "Не найдено.", "type": "http_error"}]}
