@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
+from api.health import HealthReport, check_health
 from models.db import get_engine
 from models.settings import require_secret_key
 from tasks.claims import ClaimInput, read_claim, send_claim_mail
@@ -44,6 +46,11 @@ def clock() -> datetime:
 
 Now = Annotated[datetime, Depends(clock)]
 
+# --- hardening: one error shape, bounded input, 409 for lost races, 503 for a dead database -------
+# (api/errors.py). Handlers registered here; the specific ones below take precedence for their types.
+install_error_handlers(app)
+install_openapi(app)
+
 
 RUSSIAN_VALIDATION = {
     "missing": "Обязательное поле.",
@@ -62,13 +69,36 @@ RUSSIAN_VALIDATION = {
     "json_invalid": "Тело запроса — не JSON.",
     "model_attributes_type": "Нужен JSON-объект.",
 }
+RUSSIAN_VALIDATION.update({
+    "less_than_equal": "Значение больше допустимого ({le}).",
+    "less_than": "Значение должно быть меньше {lt}.",
+    "int_from_float": "Нужно целое число.",
+    "int_parsing_size": "Слишком большое число.",
+    "string_type": "Нужна строка.",
+    "list_type": "Нужен список.",
+    "dict_type": "Нужен JSON-объект.",
+    "date_type": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
+    "date_from_datetime_inexact": "Неверная дата, нужен формат ГГГГ-ММ-ДД.",
+    **TEXT_MESSAGES,
+    "json_type": "Тело запроса — не JSON.",
+    "none_required": "Значение не допускается.",
+})
+
+
+def _russian(error: dict) -> str:
+    """The Russian message of a validation error, with its limit when the message names one ({le})."""
+    template = RUSSIAN_VALIDATION.get(error["type"], "Неверное значение.")
+    try:
+        return template.format(**error.get("ctx", {}))
+    except (KeyError, IndexError, ValueError):
+        return template
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """422 with field-level details, each message in Russian (the buyer or organizer reads it)."""
     detail = [
-        {"loc": list(e["loc"]), "msg": RUSSIAN_VALIDATION.get(e["type"], "Неверное значение."), "type": e["type"]}
+        {"loc": list(e["loc"]), "msg": _russian(e), "type": e["type"]}
         for e in exc.errors()
     ]
     return JSONResponse(status_code=422, content={"detail": detail})
@@ -99,10 +129,10 @@ Organizer = Annotated[int, Depends(organizer)]
 
 
 class ClaimCreate(BaseModel):
-    ticket_id: int = Field(gt=0)
+    ticket_id: int = Field(gt=0, le=MAX_ID)
     reason: Literal["voluntary", "illness", "death", "other", "postponed", "cancelled", "replaced"]
-    description: str = Field(default="", max_length=4000)
-    name_mismatch_explanation: str | None = Field(default=None, max_length=1000)
+    description: Text = Field(default="", max_length=4000)
+    name_mismatch_explanation: Text | None = Field(default=None, max_length=1000)
 
 
 class ClaimPublic(BaseModel):
@@ -118,14 +148,14 @@ class DocumentCreate(BaseModel):
     kind: Literal["sick_leave_gosuslugi", "eln_copy", "pcr_test", "death_certificate", "other"]
     sick_from: date | None = None
     sick_to: date | None = None
-    person_name: str | None = Field(default=None, max_length=300)
+    person_name: Text | None = Field(default=None, max_length=300)
     relation: Literal["parent", "child", "grandparent", "grandchild", "sibling", "spouse"] | None = None
-    filename: str | None = Field(default=None, max_length=300)
+    filename: Text | None = Field(default=None, max_length=300)
 
 
 class Decision(BaseModel):
     decision: Literal["approve", "reject"]
-    amount_kopecks: int | None = Field(default=None, ge=0)
+    amount_kopecks: int | None = Field(default=None, ge=0, le=MAX_KOPECKS)
     note: str = Field(default="", max_length=2000)
     expected_version: int | None = Field(default=None, ge=1)
 
@@ -135,7 +165,7 @@ class Extension(BaseModel):
 
 
 class BulkDecision(BaseModel):
-    claim_ids: list[int] = Field(min_length=1, max_length=5000)
+    claim_ids: list[Id] = Field(min_length=1, max_length=5000)
     decision: Literal["approve", "reject"]
     note: str = Field(default="", max_length=2000)
 
@@ -147,14 +177,17 @@ class DecisionPublic(BaseModel):
     resumed: bool
 
 
-@app.get("/health")
-def health() -> dict:
-    with get_engine().connect() as conn:
-        conn.execute(text("select 1"))
-    return {"status": "ok"}
+@app.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport, "description": "База данных недоступна.",
+                                                                   "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
+async def health() -> JSONResponse:
+    """Each dependency (database, Prefect, SMTP, acquirer) checked concurrently; answers within a second."""
+    report = await check_health()
+    down = report.status == "unavailable"
+    return JSONResponse(status_code=503 if down else 200, content=report.model_dump(mode="json"),
+                        headers={"Retry-After": "5"} if down else None)
 
 
-@app.post("/claims", status_code=201, response_model=ClaimPublic)
+@app.post("/claims", status_code=201, response_model=ClaimPublic, responses=errors(404, 409, 422, 503))
 def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> ClaimPublic:
     filed = file_buyer_claim(get_engine(), ticket_id=body.ticket_id, reason=body.reason, now=now, description=body.description,
                              name_mismatch_explanation=body.name_mismatch_explanation)
@@ -163,15 +196,15 @@ def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> Cl
                        refund=filed.quote.get("refund"), flow_run_id=filed.flow_run_id)
 
 
-@app.post("/claims/{claim_id}/documents", status_code=201, response_model=ClaimPublic)
-def upload_document(claim_id: int, body: DocumentCreate, now: Now) -> ClaimPublic:
+@app.post("/claims/{claim_id}/documents", status_code=201, response_model=ClaimPublic, responses=errors(404, 409, 422, 503))
+def upload_document(claim_id: ClaimId, body: DocumentCreate, now: Now) -> ClaimPublic:
     state = add_document(get_engine(), claim_id=claim_id, now=now, **body.model_dump())
     claim = read_claim(claim_id, engine=get_engine())
     return ClaimPublic(id=claim_id, number=claim.number, state=state)
 
 
-@app.get("/organizer/claims/{claim_id}", response_model=ClaimPublic)
-def organizer_claim(claim_id: int, organizer_id: Organizer) -> ClaimPublic:
+@app.get("/organizer/claims/{claim_id}", response_model=ClaimPublic, responses=errors(401, 404, 422, 503))
+def organizer_claim(claim_id: ClaimId, organizer_id: Organizer) -> ClaimPublic:
     try:
         claim = read_claim(claim_id, engine=get_engine())
     except LookupError:
@@ -181,21 +214,21 @@ def organizer_claim(claim_id: int, organizer_id: Organizer) -> ClaimPublic:
     return ClaimPublic(id=claim.id, number=claim.number, state=claim.state)
 
 
-@app.post("/organizer/claims/{claim_id}/decision", response_model=DecisionPublic)
-def decide_claim(claim_id: int, body: Decision, organizer_id: Organizer, now: Now) -> DecisionPublic:
+@app.post("/organizer/claims/{claim_id}/decision", response_model=DecisionPublic, responses=errors(401, 404, 409, 422, 503))
+def decide_claim(claim_id: ClaimId, body: Decision, organizer_id: Organizer, now: Now) -> DecisionPublic:
     result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, expected_version=body.expected_version,
                     decision=ClaimInput(decision=body.decision, amount_kopecks=body.amount_kopecks, note=body.note))
     return DecisionPublic(**result.__dict__)
 
 
-@app.post("/organizer/claims/{claim_id}/extension", response_model=DecisionPublic)
-def extend_review(claim_id: int, body: Extension, organizer_id: Organizer, now: Now) -> DecisionPublic:
+@app.post("/organizer/claims/{claim_id}/extension", response_model=DecisionPublic, responses=errors(401, 404, 409, 422, 503))
+def extend_review(claim_id: ClaimId, body: Extension, organizer_id: Organizer, now: Now) -> DecisionPublic:
     result = decide(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now,
                     decision=ClaimInput(decision="extend", note=body.reason))
     return DecisionPublic(**result.__dict__)
 
 
-@app.post("/organizer/decisions")
+@app.post("/organizer/decisions", responses=errors(401, 409, 422, 503))
 def bulk_decide(body: BulkDecision, organizer_id: Organizer, now: Now) -> dict:
     """One decision for many claims with one batch transition; each moved claim's run is resumed.
 

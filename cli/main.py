@@ -2,6 +2,23 @@
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
+
+
+class _Commands(TyperGroup):
+    """Every command under `vozvrat`: an unreachable database is one line and exit 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from cli.errors import fail_database_unavailable
+            from models.db import db_trouble
+
+            if db_trouble(exc) == "unavailable":
+                fail_database_unavailable(exc)
+            raise
+
 
 app = typer.Typer(
     name="vozvrat",
@@ -9,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 
 
@@ -23,4 +41,3 @@ def _register() -> None:
 
 
 _register()
-

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import Literal
 
 from sqlalchemy import DateTime, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import create_engine
 
@@ -56,12 +58,23 @@ def _sqlite_begin_immediate(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# A dead or unreachable server must fail a request in seconds, not hang it: libpq's connect
+# timeout (it counts whole seconds, at least 2) and how long a request waits for a pooled connection.
+PG_CONNECT_TIMEOUT_S = 3
+POOL_TIMEOUT_S = 5
+
+
 def make_engine(url: str | None = None, **kwargs) -> Engine:
     url = url or get_settings().database_url
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False})
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **kwargs.get("connect_args", {})}
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_S)
+        # A server restarted under a running API leaves dead pooled connections: test each on checkout.
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -72,3 +85,47 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     return make_engine(url)
+
+
+# --- database trouble, told apart once for the API (status codes) and the CLI (one line) ------------
+
+DbTrouble = Literal["unavailable", "conflict", "invalid"]
+
+# PostgreSQL SQLSTATEs of a write that lost a race: serialization_failure, deadlock_detected, lock_not_available.
+_PG_CONFLICT_STATES = {"40001", "40P01", "55P03"}
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def db_trouble(exc: BaseException) -> DbTrouble | None:
+    """What a database exception means for the caller, or None when it is a bug of ours.
+
+    - "conflict": another writer got there first (a unique index, a lock, a serialization failure):
+      the request may be repeated; nothing was written.
+    - "invalid": the database refused a value (an integer out of range, a NUL in text).
+    - "unavailable": the database cannot be reached or used right now (refused or timed-out
+      connection, dropped connection, pool exhausted, unopenable SQLite file).
+    """
+    if isinstance(exc, OverflowError):  # sqlite3: an integer beyond 64 bits, before any SQL runs
+        return "invalid"
+    if isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        return "unavailable"
+    if isinstance(exc, sa_exc.IntegrityError):
+        return "conflict"
+    if isinstance(exc, sa_exc.DataError):
+        return "invalid"
+    if isinstance(exc, sa_exc.DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in _PG_CONFLICT_STATES:
+            return "conflict"
+        if any(marker in str(exc.orig).lower() for marker in _SQLITE_BUSY):
+            return "conflict"
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return "unavailable"
+    return None
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "<invalid database URL>"
