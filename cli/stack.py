@@ -116,6 +116,11 @@ class Stack:
         self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
         self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
 
+    def start_run_starter(self) -> None:
+        """Creates and resumes claims' flow runs from the run_action table (flows/run_starter.py)."""
+        self._spawn("run-starter", [PYTHON, "-m", "flows.run_starter"])
+        self._wait("run-starter", lambda: True, 5)
+
     def stop_process(self, name: str) -> None:
         proc = self.processes.pop(name)
         if proc.poll() is None:
@@ -136,6 +141,8 @@ class Stack:
         if runner:
             self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
             self._wait("deployments", self._deployments_registered, 90)
+        if runner:
+            self.start_run_starter()
         if api:
             self._spawn("api", [PYTHON, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
             self._wait("api", lambda: self._http_ok(self.api_url + "/health"), 60)

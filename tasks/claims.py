@@ -41,7 +41,9 @@ class ClaimInput(RunInput):
     run resumed from the Prefect UI form applies the step itself.
     """
 
-    decision: Literal["approve", "reject", "extend", "documents"] = Field(description="approve, reject, extend (10 -> 20 working days) or documents")
+    decision: Literal["approve", "reject", "extend", "documents", "bank_details", "recheck"] = Field(
+        description="approve, reject, extend (10 -> 20 working days); documents or bank_details (received, already recorded); "
+                    "recheck (the claim moved on: read it again)")
     amount_kopecks: int | None = Field(default=None, ge=0, description="For an 'other' claim: the amount the organizer agrees to refund")
     note: str = Field(default="", description="Reason for a refusal or an extension, shown to the buyer")
     decided_by: str = Field(default="organizer", description="Who decided")

@@ -1,8 +1,9 @@
 """Claims in: a buyer files, documents arrive, an organizer decides; each then reaches the claim's flow run.
 
-Plain functions (the API and the CLI call them). Each step is recorded in the database first, in one
-transaction with its audit row and outbox rows; only then is the claim's flow run created or
-resumed, so a Prefect outage never loses a decision: the run, when resumed later, finds it recorded.
+Plain functions (the API and the CLI call them). Each step is recorded in one transaction with its
+audit row, its outbox rows and the run action that brings the claim's flow run up to date (create
+or resume, tasks/run_actions.py). Nothing here calls Prefect: the answer does not wait on it, and a
+Prefect outage loses nothing; the run starter creates and resumes runs at the pace Prefect bears.
 """
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import NotPausedError, resume_flow_run
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -37,8 +35,7 @@ from models.tables import Document
 from states.lifecycle import ClaimState, Trigger, has_step
 from states.policy import DOCUMENT_KINDS, PolicyError, Reason, fallback_offer
 from tasks.claims import ClaimInput, ClaimView, read_claim
-
-REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
+from tasks.run_actions import REFUND_CLAIM_DEPLOYMENT, queue_create, queue_resume  # noqa: F401 - the deployment's name is read from here
 
 
 class IntakeError(ValueError):
@@ -103,7 +100,8 @@ def file_buyer_claim(
     name_mismatch_explanation: str | None = None,
     start_flow: bool = True,
 ) -> FiledClaim:
-    """File a buyer's claim for one ticket and start its refund-claim flow run."""
+    """File a buyer's claim for one ticket; its refund-claim flow run is queued in the same transaction
+    (created by the run starter, so `flow_run_id` is None in the answer)."""
     try:
         reason = Reason(reason)
     except ValueError:
@@ -112,33 +110,24 @@ def file_buyer_claim(
         with engine.begin() as conn:
             (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
+            if start_flow:
+                queue_create(conn, claim_id=claim_id, now=now)
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
     except PolicyError:
         raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
     except IntegrityError:
         raise IntakeError("ticket_id", "По этому билету уже есть заявка на возврат в работе.", code="claim_open", status=409) from None
-    flow_run_id = start_claim_flow(engine, claim_id) if start_flow else None
     with engine.connect() as conn:
-        row = conn.execute(select(claim_t.c.number, claim_t.c.state, claim_t.c.quote).where(claim_t.c.id == claim_id)).one()
-    return FiledClaim(claim_id, row.number, row.state, row.quote, flow_run_id)
+        row = conn.execute(select(claim_t.c.number, claim_t.c.state, claim_t.c.quote, claim_t.c.flow_run_id).where(claim_t.c.id == claim_id)).one()
+    return FiledClaim(claim_id, row.number, row.state, row.quote, row.flow_run_id)
 
 
-def start_claim_flow(engine: Engine, claim_id: int) -> str:
-    """Create the claim's flow run: named after the claim, tagged, idempotent on the claim id."""
-    claim = read_claim(claim_id, engine=engine)
-    run = run_deployment(
-        REFUND_CLAIM_DEPLOYMENT,
-        parameters={"claim_id": claim_id},
-        flow_run_name=claim.number,
-        tags=claim.tags(),
-        idempotency_key=f"refund-claim:{claim_id}",
-        timeout=0,
-        as_subflow=False,
-    )
+def start_claim_flow(engine: Engine, claim_id: int, *, now: datetime) -> None:
+    """Queue the claim's flow run (named after the claim, tagged, idempotent on the claim id) for the
+    run starter; a second call for the same claim is ignored."""
     with engine.begin() as conn:
-        conn.execute(update(claim_t).where(claim_t.c.id == claim_id).values(flow_run_id=str(run.id)))
-    return str(run.id)
+        queue_create(conn, claim_id=claim_id, now=now)
 
 
 def add_document(
@@ -167,10 +156,8 @@ def add_document(
                                                        person_name=person_name, relation=relation, filename=filename))
         if claim.state == ClaimState.AWAITING_DOCUMENTS:
             apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor="buyer", now=now)
-    state = read_claim(claim_id, engine=engine).state
-    if claim.state == ClaimState.AWAITING_DOCUMENTS:
-        _resume(claim_id, engine, ClaimInput(decision="documents", decided_by="buyer", at=now))
-    return state
+            _queue_resume(conn, [claim_id], ClaimInput(decision="documents", decided_by="buyer", at=now), now)
+    return read_claim(claim_id, engine=engine).state
 
 
 # --- organizers ----------------------------------------------------------------------------------
@@ -231,9 +218,11 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             raise IntakeError("decision", message, code=code, status=409) from None
         except (ConflictError, InvalidTrigger):
             raise IntakeError("decision", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
+        # An extension changes no state: the run keeps waiting, nothing to resume.
+        resumed = resume and decision.decision != "extend"
+        if resumed:
+            _queue_resume(conn, [claim_id], decision.model_copy(update={"at": at}), now)
     state = read_claim(claim_id, engine=engine).state
-    # An extension changes no state: the run keeps waiting, nothing to resume.
-    resumed = resume and decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at}))
     return DecisionResult(claim_id, claim.number, state, resumed)
 
 
@@ -257,10 +246,12 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
     data: dict[str, Any] = {"decided_by": decision.decided_by}
     if decision.decision == "reject":
         data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
+    step = decision.model_copy(update={"at": now})
     result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
-                         actor=decision.decided_by, now=now, note=decision.note or None, data=data)
+                         actor=decision.decided_by, now=now, note=decision.note or None, data=data,
+                         after_chunk=lambda conn, chunk: _queue_resume(conn, [i for moved in chunk.moved.values() for i in moved], step, now))
     decided = [i for moved in result.moved.values() for i in moved]
-    resumed = sum(_resume(i, engine, decision.model_copy(update={"at": now})) for i in decided)
+    resumed = len(decided)  # queued with each chunk's step: the run starter resumes them
     refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]
     refused += [{"claim_id": i, "msg": reasons[0][1], "type": reasons[0][0]} for i, reasons in result.refused.items()]
     refused += [{"claim_id": i, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"} for i in result.invalid]
@@ -268,15 +259,6 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
     return {"decided": decided, "resumed": resumed, "refused": refused}
 
 
-def _resume(claim_id: int, engine: Engine, decision: ClaimInput) -> bool:
-    """Resume the claim's suspended run with the input; False when it is not (yet) waiting."""
-    with engine.connect() as conn:
-        flow_run_id = conn.execute(select(claim_t.c.flow_run_id).where(claim_t.c.id == claim_id)).scalar_one()
-    if not flow_run_id:
-        return False
-    try:
-        resume_flow_run(flow_run_id, run_input=decision.model_dump(mode="json"))
-    except (NotPausedError, ObjectNotFound):
-        # The run has not reached its wait yet (it will find the decision recorded) or is gone.
-        return False
-    return True
+def _queue_resume(conn, claim_ids: list[int], step: ClaimInput, now: datetime) -> None:
+    """Queue the runs' resume with the step, in the step's own transaction (tasks/run_actions.py)."""
+    queue_resume(conn, claim_ids=claim_ids, step=step.model_dump(mode="json"), now=now)
