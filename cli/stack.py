@@ -116,6 +116,15 @@ class Stack:
         self._spawn("smtp-sink", [PYTHON, "-m", "tasks.smtp_sink", "--port", str(self.smtp_port), "--dir", str(self.mail_dir)])
         self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
 
+    def start_prefect_server(self) -> None:
+        """(Re)start the Prefect server on its port, with its database kept (an outage ends)."""
+        self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])
+        self._wait("prefect-server", lambda: self._http_ok(self.prefect_api_url + "/health"), 90)
+
+    def start_deployments(self) -> None:
+        self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
+        self._wait("deployments", self._deployments_registered, 90)
+
     def start_run_starter(self) -> None:
         """Creates and resumes claims' flow runs from the run_action table (flows/run_starter.py)."""
         self._spawn("run-starter", [PYTHON, "-m", "flows.run_starter"])

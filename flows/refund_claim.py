@@ -40,7 +40,7 @@ def step_clock(now: datetime | None) -> Callable[[], datetime]:
 
 def wait_for_a_person(claim: ClaimView, waits: Counter) -> ClaimInput:
     """Suspend until the step is recorded; the key names the claim state and version the run read,
-    so the starter's sweep can tell a run that waits for the right thing from one left behind."""
+    so the starter can tell a run that waits for the right thing from one left behind."""
     waits[claim.version] += 1
     key = pause_key(claim.id, claim.state, claim.version, waits[claim.version])
     get_run_logger().info("claim %s waits for %s (%s)", claim.number, WAITING_FOR[claim.state], key)
@@ -65,7 +65,8 @@ def refund_claim(claim_id: int, now: datetime | None = None) -> str:
             apply_input(claim_id, step.model_dump(mode="json"), current.version, step.at or clock())
             dispatch_outbox(clock())
             continue
-        if current.state == ClaimState.APPROVED.value:
+        # payout_pending here means the run was resumed by the buyer's bank details: open the transfer now.
+        if current.state in (ClaimState.APPROVED.value, ClaimState.PAYOUT_PENDING.value):
             paid = pay_refund(claim_id, clock())
             dispatch_outbox(clock())
             if paid == ClaimState.NEEDS_BANK_DETAILS.value:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from models.db import get_engine
@@ -30,6 +31,7 @@ STALE_RUNNING_S = float(os.environ.get("VOZVRAT_STALE_RUNNING_S", "600"))
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = get_engine()
     runs = PrefectRuns()
     stale = timedelta(seconds=STALE_RUNNING_S)
@@ -42,11 +44,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("run starter: %d at a time, sweep every %.0fs", CONCURRENCY, SWEEP_INTERVAL_S)
+    pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="starter")
     last_sweep = time.monotonic()
     cooldown = 0.0
     while not stopping:
         try:
-            report = drain_once(engine, runs, now=datetime.now(timezone.utc), limit=BATCH, concurrency=CONCURRENCY, stale_running=stale)
+            report = drain_once(engine, runs, now=datetime.now(timezone.utc), limit=BATCH, concurrency=CONCURRENCY, stale_running=stale,
+                                pool=pool)
             if report.taken:
                 log.info("%s", report)
             # Prefect answering errors (503 when busy, refused when down): give it room, then go on.
@@ -56,7 +60,8 @@ def main() -> None:
             if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = time.monotonic()
                 found = sweep(engine, runs, now=datetime.now(timezone.utc), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
-                log.info("sweep: %s", found)
+                if found.queued:
+                    log.info("sweep: %s", found)
         except Exception:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again
             log.exception("run starter pass failed")
             cooldown = min(max(cooldown * 2, 1.0), 10.0)

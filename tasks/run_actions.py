@@ -56,22 +56,23 @@ BACKOFF_CAP = timedelta(seconds=60)
 
 # --- the pause key: what a suspended run waits for ------------------------------------------------
 
-_PAUSE_KEY = re.compile(r"^claim-(?P<claim>\d+)-(?P<state>[a-z_]+)-v(?P<version>\d+)(?:-(?P<repeat>\d+))?$")
+_PAUSE_KEY = re.compile(r"^claim-(?P<claim>\d+)-(?P<state>[a-z]+(?:-[a-z]+)*)-v(?P<version>\d+)(?:-(?P<repeat>\d+))?$")
 
 
 def pause_key(claim_id: int, state: str, version: int, repeat: int = 1) -> str:
-    """`claim-42-needs_bank_details-v7`: the claim, the state it waits in, the claim version it read.
+    """`claim-42-needs-bank-details-v7`: the claim, the state it waits in, the claim version it read.
 
     Shown in the Prefect UI on the suspended run. `repeat` tells apart a second wait at the same
-    version (a decision from the UI form that the guards refused).
+    version (a decision from the UI form that the guards refused). Dashes, not underscores: Prefect
+    names the run's input records after the key and takes only letters, digits and dashes there.
     """
-    return f"claim-{claim_id}-{state}-v{version}" + (f"-{repeat}" if repeat > 1 else "")
+    return f"claim-{claim_id}-{state.replace('_', '-')}-v{version}" + (f"-{repeat}" if repeat > 1 else "")
 
 
 def paused_in(key: str | None) -> str | None:
     """The claim state a suspended run waits in, from its pause key; None for a key of another shape."""
     match = _PAUSE_KEY.match(key or "")
-    return match["state"] if match else None
+    return match["state"].replace("-", "_") if match else None
 
 
 def idempotency_key(claim_id: int, generation: int) -> str:
@@ -405,9 +406,10 @@ def process(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, st
 
 
 def drain_once(engine: Engine, runs: RunsPort, *, now: datetime, limit: int = 20, concurrency: int = 2,
-               stale_running: timedelta = timedelta(minutes=10)) -> DrainReport:
+               stale_running: timedelta = timedelta(minutes=10), pool: ThreadPoolExecutor | None = None) -> DrainReport:
     """Take up to `limit` due actions and carry them out, `concurrency` at a time (Prefect on SQLite
-    answers 503 from about 8 concurrent run creations and creates about 4 runs a second)."""
+    answers 503 from about 8 concurrent run creations and creates about 4 runs a second). A long-lived
+    `pool` keeps each thread's Prefect client (and its connections) across passes."""
     report = DrainReport()
     actions = take_due(engine, now=now, limit=limit)
     report.taken = len(actions)
@@ -420,11 +422,16 @@ def drain_once(engine: Engine, runs: RunsPort, *, now: datetime, limit: int = 20
         except Exception as exc:  # noqa: BLE001 - the database hiccuped: the lease expires, it is taken again
             return f"retry: {exc.__class__.__name__}"
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    own_pool = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
         for outcome in pool.map(one, actions):
             report.add(outcome)
             if outcome.startswith("retry:") and "reached its wait" not in outcome and "NotPaused" not in outcome:
                 report.errors.append(outcome)
+    finally:
+        if own_pool:
+            pool.shutdown()
     return report
 
 

@@ -250,6 +250,7 @@ def test_verdict(claim_state, run, expected):
 
 
 def test_pause_keys_name_the_state_waited_in():
-    assert pause_key(42, "needs_bank_details", 7) == "claim-42-needs_bank_details-v7"
+    assert pause_key(42, "needs_bank_details", 7) == "claim-42-needs-bank-details-v7"
+    assert paused_in(pause_key(42, "needs_bank_details", 7)) == "needs_bank_details"
     assert paused_in(pause_key(42, "awaiting_organizer", 7, 3)) == "awaiting_organizer"
     assert paused_in("claim-42-wait-1") is None and paused_in(None) is None
