@@ -16,8 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from models.db import get_engine
-from tasks.run_actions import PrefectRuns, drain_once, sweep
+# The starter retries each action itself, with backoff, and slows down while Prefect answers errors:
+# Prefect's client must fail fast instead of sitting a minute in its own retries (set before Prefect loads).
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
+
+from models.db import get_engine  # noqa: E402
+from tasks.run_actions import PrefectRuns, drain_once, sweep  # noqa: E402
 
 log = logging.getLogger("vozvrat.run_starter")
 
@@ -62,8 +66,8 @@ def main() -> None:
                 found = sweep(engine, runs, now=datetime.now(timezone.utc), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
                 if found.queued:
                     log.info("sweep: %s", found)
-        except Exception:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again
-            log.exception("run starter pass failed")
+        except Exception as exc:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again
+            log.warning("run starter pass failed, trying again: %s: %s", exc.__class__.__name__, str(exc)[:300])
             cooldown = min(max(cooldown * 2, 1.0), 10.0)
             report = None
         if cooldown:
