@@ -149,8 +149,9 @@ def test_steps_are_stamped_when_they_happen_not_when_the_run_was_scheduled(stack
     engine = shop["engine"]
     r = shop["api"].post("/claims", json={"ticket_id": shop["ticket"](), "reason": "voluntary"})
     claim_id = r.json()["id"]
-    wait_for("claim paid", _state(engine, claim_id, "paid"), timeout=120)
-    run = run_of(claim_run(claim_id, engine))
+    run_id = claim_run(claim_id, engine)
+    wait_for("run completed", lambda: run_state(run_id) == "COMPLETED", timeout=120)
+    run = run_of(run_id)
     started = run.start_time
     assert started > run.expected_start_time
     with engine.connect() as conn:
