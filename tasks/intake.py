@@ -143,7 +143,7 @@ def add_document(
     filename: str | None = None,
     organizer_id: int | None = None,
 ) -> str:
-    """Store a buyer's document; a claim waiting for documents moves on to the organizer and its run resumes."""
+    """Store a buyer's document; a claim waiting for documents moves on to the organizer, its run's resume queued with it."""
     if kind not in DOCUMENT_KINDS:
         raise IntakeError("kind", "Неизвестный тип документа.")
     if sick_from and sick_to and sick_to < sick_from:
@@ -167,7 +167,7 @@ class DecisionResult:
     claim_id: int
     number: str
     state: str
-    resumed: bool
+    resumed: bool  # the run's resume was queued with the step (the run starter carries it out)
 
 
 DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "extend": Trigger.EXTEND_REVIEW}
@@ -175,7 +175,7 @@ DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "exte
 
 def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime, organizer_id: int | None = None,
            expected_version: int | None = None, resume: bool = True) -> DecisionResult:
-    """Check an organizer's decision against the claim and the machine, record it, resume the run.
+    """Check an organizer's decision against the claim and the machine, record it with the run's resume.
 
     approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
     offered the voluntary refund when the event is still more than 3 days away) or extend (10 -> 20
@@ -227,7 +227,7 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
 
 
 def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int) -> dict[str, Any]:
-    """A bulk decision: one batch transition over the organizer's own claims, then each run resumed.
+    """A bulk decision: one batch transition over the organizer's own claims, each chunk's resumes queued in its transaction.
 
     Claims of other organizers are reported as not found; claims whose guard fails or whose state
     takes no such decision come back with the reason. A bulk refusal carries one reason for all and
