@@ -57,10 +57,15 @@ def main() -> None:
                                 pool=pool)
             if report.taken:
                 log.info("%s", report)
-            # Prefect answering errors (503 when busy, refused when down): give it room, then go on.
-            cooldown = min(max(cooldown * 2, 0.5), 10.0) if report.errors else 0.0
+            # Prefect answering errors: when nothing went through it is down or swamped (back off, doubling
+            # to 10 s); a few 503s in a batch that mostly went through only ask for a breath.
+            went_through = report.taken - report.retried
+            if report.errors and not went_through:
+                cooldown = min(max(cooldown * 2, 0.5), 10.0)
+            else:
+                cooldown = 0.5 if report.errors else 0.0
             if report.errors:
-                log.warning("Prefect errors, slowing down %.1fs: %s", cooldown, report.errors[0])
+                log.warning("%d Prefect error(s), pausing %.1fs: %s", len(report.errors), cooldown, report.errors[0][:200])
             if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = time.monotonic()
                 found = sweep(engine, runs, now=datetime.now(timezone.utc), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
