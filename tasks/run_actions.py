@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -174,11 +174,14 @@ def _due(now: datetime):
 
 
 def take_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta = LEASE) -> list[Action]:
-    """Lease up to `limit` due actions, oldest first; another starter skips them until the lease ends."""
+    """Lease up to `limit` due actions, resumes first, then oldest first; another starter skips them
+    until the lease ends."""
     now = _utc(now)
     with engine.begin() as conn:
         query = (select(run_action_t.c.id, run_action_t.c.claim_id, run_action_t.c.kind, run_action_t.c.payload, run_action_t.c.attempts)
-                 .where(_due(now)).order_by(run_action_t.c.next_attempt_at, run_action_t.c.id).limit(limit))
+                 # A decision's resume goes before a burst of new claims' runs: a person is waiting on it.
+                 .where(_due(now)).order_by(case((run_action_t.c.kind == RESUME, 0), else_=1), run_action_t.c.next_attempt_at,
+                                            run_action_t.c.id).limit(limit))
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = conn.execute(query).all()

@@ -136,6 +136,15 @@ def test_a_leased_action_is_not_taken_twice(engine, world):
     assert len(take_due(engine, now=NOW + timedelta(minutes=2), limit=10)) == 1
 
 
+def test_resumes_are_taken_before_a_backlog_of_new_runs(engine, world):
+    for t in world["tickets"][:2]:
+        file_buyer_claim(engine, ticket_id=t, reason="voluntary", now=NOW)
+    claim_id = _awaiting_organizer(engine, world["tickets"][2])
+    decide(engine, claim_id=claim_id, decision=ClaimInput(decision="approve"), now=NOW + timedelta(seconds=1), organizer_id=world["org"])
+    taken = take_due(engine, now=NOW + timedelta(seconds=2), limit=2)
+    assert [(a.kind, a.claim_id) for a in taken][0] == ("resume", claim_id)
+
+
 def test_a_decision_queues_the_resume_with_the_step_and_the_starter_resumes_the_waiting_run(engine, world):
     runs = FakeRuns()
     claim_id = _awaiting_organizer(engine, world["tickets"][0])
