@@ -202,3 +202,116 @@ def _wait_for_idle_run(stack, flow_run_id: str | None, timeout_s: float) -> None
         if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"):
             return
         time.sleep(0.2)
+
+
+# --- `vozvrat bench intake` -----------------------------------------------------------------------
+
+def _seed_intake(engine, claims: int, now: datetime) -> list[int]:
+    """One organizer's concert five weeks away, one card ticket per buyer (100 % voluntary refund)."""
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru", policy={})).inserted_primary_key[0]
+        venue = conn.execute(insert(Venue.__table__).values(name="Крокус Сити Холл", timezone="Europe/Moscow", region="50")).inserted_primary_key[0]
+        event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Нагрузочный концерт",
+                                                            starts_at=now + timedelta(days=35))).inserted_primary_key[0]
+        conn.execute(insert(Order.__table__), [
+            {"number": f"I{i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"i{i}@example.ru", "buyer_phone": "", "channel": "site",
+             "payment_method": "card", "acquirer_payment_id": f"2d1f5a0e-000f-5000-9000-{i:012d}", "created_at": now - timedelta(days=10)}
+            for i in range(claims)
+        ])
+        conn.execute(insert(Ticket.__table__), [
+            {"order_id": i + 1, "event_id": event, "price_paid": 350000, "nominal": 350000, "service_fee": 0, "delivery_fee": 0,
+             "promo": False, "barcode": f"I{i}", "barcode_status": "valid"} for i in range(claims)
+        ])
+        return [r[0] for r in conn.execute(select(Ticket.__table__.c.id).order_by(Ticket.__table__.c.id))]
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(round(p / 100 * (len(sorted_values) - 1))))]
+
+
+def run_intake_bench(*, clients: int, claims: int, runs_timeout_s: float = 900.0, root: Path | None = None) -> dict:
+    """The embedded stack on free ports; `claims` buyers file voluntary claims through the API from
+    `clients` concurrent HTTP clients; then the time until the run starter has created every claim's
+    flow run. Filing latency is per request, measured by the client."""
+    import queue
+    import threading
+
+    import httpx
+
+    from cli.stack import Stack
+
+    root = root or Path(tempfile.mkdtemp(prefix="vozvrat-bench-intake-"))
+    stack = Stack.on_free_ports(root)
+    stack.start()
+    try:
+        engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
+        ticket_ids = _seed_intake(engine, claims, datetime.now(timezone.utc))
+        work: queue.Queue[int] = queue.Queue()
+        for t in ticket_ids:
+            work.put(t)
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            with httpx.Client(base_url=stack.api_url, timeout=60) as api:
+                while True:
+                    try:
+                        ticket = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    t0 = time.perf_counter()
+                    try:
+                        r = api.post("/claims", json={"ticket_id": ticket, "reason": "voluntary"})
+                        ok = r.status_code == 201
+                        error = None if ok else f"{r.status_code}: {r.text[:200]}"
+                    except httpx.HTTPError as exc:
+                        error = f"{exc.__class__.__name__}: {exc}"
+                    elapsed = time.perf_counter() - t0
+                    with lock:
+                        latencies.append(elapsed)
+                        if error:
+                            errors.append(error)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        t_start = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        burst_s = time.perf_counter() - t_start
+
+        def with_run() -> int:
+            with engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(claim_t).where(claim_t.c.flow_run_id.is_not(None))).scalar_one()
+
+        filed = claims - len(errors)
+        created = with_run()
+        deadline = time.perf_counter() + runs_timeout_s
+        while created < filed and time.perf_counter() < deadline:
+            time.sleep(0.5)
+            created = with_run()
+        all_runs_s = time.perf_counter() - t_start
+        engine.dispose()
+    finally:
+        stack.stop()
+    ordered = sorted(latencies)
+    return {
+        "bench": "intake",
+        "clients": clients,
+        "claims": claims,
+        "filing_ms": {"p50": round(_percentile(ordered, 50) * 1000, 1), "p99": round(_percentile(ordered, 99) * 1000, 1),
+                      "max": round(ordered[-1] * 1000, 1) if ordered else 0.0},
+        "filings_per_s": round(len(latencies) / burst_s, 1),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "burst_s": round(burst_s, 2),
+        "runs_created": created,
+        "all_runs_created_s_after_burst": round(all_runs_s - burst_s, 1) if created >= filed else None,
+        "run_creations_per_s": round(created / all_runs_s, 2) if all_runs_s else None,
+        "starter": {"concurrency": int(os.environ.get("VOZVRAT_STARTER_CONCURRENCY", "3")),
+                    "batch": int(os.environ.get("VOZVRAT_STARTER_BATCH", "20"))},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    }

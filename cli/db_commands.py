@@ -1,4 +1,4 @@
-"""`vozvrat db upgrade`, `vozvrat diagram`, `vozvrat bench transitions`."""
+"""`vozvrat db upgrade`, `vozvrat diagram`, `vozvrat bench transitions`, `vozvrat bench intake`."""
 from __future__ import annotations
 
 import json
@@ -87,4 +87,20 @@ def bench_ack_latency(
         fail(f"ack-latency: {exc}")
     if not as_json:
         typer.echo(f"acknowledgement {result['median_s']} s after the API's answer (median of {claims}, max {result['max_s']} s; goal 2 s)")
+
+
+@bench_app.command("intake")
+def bench_intake(
+    clients: int = typer.Option(20, min=1, help="Concurrent HTTP clients"),
+    claims: int = typer.Option(1000, min=1, help="How many claims to file"),
+    runs_timeout: float = typer.Option(900, help="Seconds to wait for every claim's run before reporting what exists"),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON line"),
+) -> None:
+    """File claims through the API of the embedded stack (free ports) and time their runs' creation."""
+    from cli.bench import run_intake_bench
+
+    result = run_intake_bench(clients=clients, claims=claims, runs_timeout_s=runs_timeout)
+    if not as_json:
+        typer.echo(f"{claims} filings from {clients} clients: p50 {result['filing_ms']['p50']} ms, p99 {result['filing_ms']['p99']} ms, "
+                   f"{result['errors']} errors; every run created {result['all_runs_created_s_after_burst']} s after the burst", err=True)
     typer.echo(json.dumps(result, ensure_ascii=False))

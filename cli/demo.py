@@ -119,6 +119,13 @@ def _scenario(stack: Stack, t0: float) -> int:
     def state_is(claim_id: int, *states: str):
         return lambda: read_claim(claim_id, engine=engine).state in states
 
+    def run_of(story: str) -> str:
+        """The claim's flow run: the API answers before it exists; the run starter creates it."""
+        def created():
+            with engine.connect() as conn:
+                return conn.execute(select(Claim.flow_run_id).where(Claim.id == claims[story]["id"])).scalar_one()
+        return wait_for(f"{story} claim's run created", created)
+
     claims: dict[str, dict] = {}
     console.print("1. voluntary claim, 30 days before the concert → paid to the card automatically")
     claims["voluntary"] = file("voluntary", "voluntary")
@@ -132,7 +139,7 @@ def _scenario(stack: Stack, t0: float) -> int:
         "kind": "sick_leave_gosuslugi", "sick_from": sick_from.isoformat(), "sick_to": (sick_from + timedelta(days=14)).isoformat(),
         "person_name": "Иванов Иван Иванович"}).raise_for_status()
     wait_for("illness claim awaiting organizer", state_is(claims["illness"]["id"], "awaiting_organizer"))
-    wait_for("illness run suspended again", lambda: _run_state(get_client, claims["illness"]["flow_run_id"]) == "PAUSED")
+    wait_for("illness run suspended again", lambda: _waiting_in(get_client, run_of("illness"), "awaiting_organizer"))
     api.post(f"/organizer/claims/{claims['illness']['id']}/decision", headers=org,
              json={"decision": "approve", "decided_by": "organizer:demo"}).raise_for_status()
     wait_for("illness claim paid", state_is(claims["illness"]["id"], "paid"))
@@ -140,10 +147,10 @@ def _scenario(stack: Stack, t0: float) -> int:
     console.print("3. «Прочее» claim → organizer refuses → the buyer is offered the voluntary refund")
     claims["other"] = file("other", "other", description="Не смогу прийти: командировка")
     wait_for("other claim awaiting organizer", state_is(claims["other"]["id"], "awaiting_organizer"))
-    wait_for("other run suspended", lambda: _run_state(get_client, claims["other"]["flow_run_id"]) == "PAUSED")
+    wait_for("other run suspended", lambda: _waiting_in(get_client, run_of("other"), "awaiting_organizer"))
     api.post(f"/organizer/claims/{claims['other']['id']}/decision", headers=org,
              json={"decision": "reject", "note": "Командировка не является основанием для полного возврата."}).raise_for_status()
-    wait_for("other claim rejected and its run finished", lambda: _run_state(get_client, claims["other"]["flow_run_id"]) == "COMPLETED")
+    wait_for("other claim rejected and its run finished", lambda: _run_state(get_client, run_of("other")) == "COMPLETED")
 
     console.print("4. an organizer who never answers → the SLA watch, run 20 days later, escalates")
     claims["overdue"] = file("overdue", "other", description="Переезд в другой город")
@@ -191,6 +198,14 @@ def _scenario(stack: Stack, t0: float) -> int:
         console.print(f"[red]mismatch: {sent} sent, {len(received)} received[/red]")
         return 1
     return 0
+
+
+def _waiting_in(get_client, flow_run_id: str, claim_state: str) -> bool:
+    from tasks.run_actions import paused_in
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+    return bool(state and state.type.value == "PAUSED" and paused_in(state.state_details.pause_key) == claim_state)
 
 
 def _run_state(get_client, flow_run_id: str) -> str | None:

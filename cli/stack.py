@@ -150,6 +150,21 @@ class Stack:
                        json={"id": payment_id, "amount": {"value": value, "currency": "RUB"}}, timeout=5)
         r.raise_for_status()
 
+
+    def start_prefect_server(self) -> None:
+        """(Re)start the Prefect server on its port, with its database kept (an outage ends)."""
+        self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])
+        self._wait("prefect-server", lambda: self._http_ok(self.prefect_api_url + "/health"), 90)
+
+    def start_deployments(self) -> None:
+        self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
+        self._wait("deployments", self._deployments_registered, 90)
+
+    def start_run_starter(self) -> None:
+        """Creates and resumes claims' flow runs from the run_action table (flows/run_starter.py)."""
+        self._spawn("run-starter", [PYTHON, "-m", "flows.run_starter"])
+        self._wait("run-starter", lambda: True, 5)
+
     def stop_process(self, name: str) -> None:
         proc = self.processes.pop(name)
         if proc.poll() is None:
@@ -170,6 +185,8 @@ class Stack:
         if runner:
             self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
             self._wait("deployments", self._deployments_registered, 90)
+        if runner:
+            self.start_run_starter()
         if api:
             self._spawn("api", [PYTHON, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
             self._wait("api", lambda: self._http_ok(self.api_url + "/health"), 60)

@@ -30,6 +30,7 @@ def main() -> None:
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; suspended = waiting for an organizer)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch, payout-run, payout-reconcile — served by `python -m flows.serve`
+  run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
   API             {stack.api_url}/docs
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
   acquirer        {stack.acquirer_api_url} (YooKassa stand-in), ledger {stack.ledger_path}

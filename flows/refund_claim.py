@@ -1,59 +1,78 @@
 """refund-claim: one flow run per buyer's claim, from filing to payout.
 
-Created from the `refund-claim` deployment with the claim id as idempotency key, named after the
-claim number and tagged with event, organizer and reason (tasks/intake.py). Where a person must
-decide, the run suspends (no process is held) until the decision endpoint or the Prefect UI resumes
-it with a ClaimInput. A resumed run replays from the top; finished steps come back from the cache.
+Created by the run starter from the `refund-claim` deployment (tasks/run_actions.py) with the claim
+id as idempotency key, named after the claim number and tagged with event, organizer and reason.
+Where a person must act (documents, the organizer's decision, the buyer's bank details), the run
+suspends (no process is held) under a key that names what it waits for; the run starter resumes it
+once the step is recorded, or the Prefect UI resumes it with a ClaimInput. A resumed run replays from
+the top; every step is idempotent (outbox dedup keys, state-guarded transitions), so a replay that
+repeats one changes nothing. Each step is stamped with the clock at that step, not the run's start.
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import suspend_flow_run
-from prefect.runtime import flow_run
 
 from states.lifecycle import ClaimState, Trigger
-from tasks.claims import WAITING_STATES, ClaimInput, acknowledge_claim, apply_input, check_claim, dispatch_outbox, move_claim, pay_refund, read_claim
+from tasks.claims import ClaimInput, ClaimView, acknowledge_claim, apply_input, check_claim, dispatch_outbox, move_claim, pay_refund, read_claim
+from tasks.run_actions import RUN_WAIT_STATES, pause_key
 
-# A claim can wait for documents, then for the organizer, be extended, escalated...: each wait is
-# one suspend with its own key, so a replay finds the same waits in the same order.
-MAX_WAITS = 12
-
-
-def _run_started_at(now: datetime | None) -> datetime:
-    # Stable across replays of this run, so cached steps keep their cache keys. Prefect hands back a
-    # pendulum DateTime, whose arithmetic can drop the zone: make it a plain aware datetime.
-    moment = now or flow_run.get_scheduled_start_time() or datetime.now(timezone.utc)
-    return datetime.fromtimestamp(moment.timestamp(), tz=timezone.utc)
+WAITING_FOR = {
+    ClaimState.AWAITING_DOCUMENTS.value: "the buyer's documents",
+    ClaimState.AWAITING_ORGANIZER.value: "the organizer's decision",
+    ClaimState.ESCALATED.value: "the supervisor's decision (decision deadline passed)",
+    ClaimState.NEEDS_BANK_DETAILS.value: "the buyer's bank details",
+}
 
 
-# A failed run (an error past its tasks' own retries) is retried: it replays from the top, finished
-# steps come back from the cache. A crashed run (worker killed) is restarted by ops from the UI.
+def step_clock(now: datetime | None) -> Callable[[], datetime]:
+    """The time of each step as it happens (under load a run starts a minute or more after it was
+    scheduled). A run given `now` (tests, a replay of a past day) keeps that moment throughout."""
+    if now is not None:
+        fixed = datetime.fromtimestamp(now.timestamp(), tz=timezone.utc)  # a pendulum DateTime may drop its zone in arithmetic
+        return lambda: fixed
+    return lambda: datetime.now(timezone.utc)
+
+
+def wait_for_a_person(claim: ClaimView, waits: Counter) -> ClaimInput:
+    """Suspend until the step is recorded; the key names the claim state and version the run read,
+    so the starter can tell a run that waits for the right thing from one left behind."""
+    waits[claim.version] += 1
+    key = pause_key(claim.id, claim.state, claim.version, waits[claim.version])
+    get_run_logger().info("claim %s waits for %s (%s)", claim.number, WAITING_FOR[claim.state], key)
+    return suspend_flow_run(wait_for_input=ClaimInput, key=key, timeout=None)
+
+
 @flow(name="refund-claim", persist_result=True, log_prints=True, retries=3, retry_delay_seconds=60)
 def refund_claim(claim_id: int, now: datetime | None = None) -> str:
-    started = _run_started_at(now)
+    clock = step_clock(now)
     claim = check_claim(claim_id)
-    acknowledge_claim(claim_id, started)
-    state = move_claim(claim_id, Trigger.ASSESS.value, started) if claim["state"] == ClaimState.FILED.value else claim["state"]
-    dispatch_outbox(started, claim_id)
+    acknowledge_claim(claim_id, clock())
+    if read_claim(claim_id).state == ClaimState.FILED.value:
+        move_claim(claim_id, Trigger.ASSESS.value, clock())
+    dispatch_outbox(clock(), claim_id)
 
-    waits = 0
-    while waits < MAX_WAITS:
-        # Read, not remembered: a decision recorded before this run reached its wait must not be missed.
-        state = read_claim(claim_id).state
-        if state not in WAITING_STATES:
-            break
-        waits += 1
-        decision = suspend_flow_run(wait_for_input=ClaimInput, key=f"claim-{claim_id}-wait-{waits}")
-        resumed_at = decision.at or datetime.now(timezone.utc)
-        state = apply_input(claim_id, decision.model_dump(mode="json"), waits, resumed_at)
-        dispatch_outbox(resumed_at, claim_id)
-        started = resumed_at
+    waits: Counter = Counter()
+    while True:
+        # Read, not remembered: a step recorded before this run reached its wait must not be missed.
+        current = read_claim(claim_id)
+        if current.state in RUN_WAIT_STATES:
+            step = wait_for_a_person(current, waits)
+            apply_input(claim_id, step.model_dump(mode="json"), current.version, step.at or clock())
+            dispatch_outbox(clock(), claim_id)
+            continue
+        # payout_pending here means the run was resumed by the buyer's bank details: open the transfer now.
+        if current.state in (ClaimState.APPROVED.value, ClaimState.PAYOUT_PENDING.value):
+            paid = pay_refund(claim_id, clock())
+            dispatch_outbox(clock(), claim_id)
+            if paid == ClaimState.NEEDS_BANK_DETAILS.value:
+                continue
+        break
 
-    if state == ClaimState.APPROVED.value:
-        pay_at = started if now is not None else datetime.now(timezone.utc)
-        state = pay_refund(claim_id, pay_at)
-        dispatch_outbox(pay_at, claim_id)
+    state = read_claim(claim_id).state
     get_run_logger().info("claim %s ends this run as %s", claim["number"], state)
     return state

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -481,20 +481,25 @@ def apply_batch(
     data: Mapping[str, Any] | None = None,
     hold_notifications: bool = False,
     chunk_size: int = 5000,
+    after_chunk: Callable[[Connection, BatchResult], None] | None = None,
 ) -> BatchResult:
     """One trigger for many claims: per chunk, one transaction; per (source, target, effects) group,
     one UPDATE ... WHERE id IN (...) AND state = source RETURNING id; audit and outbox in bulk.
 
     Claims whose guard fails come back in `refused` with their reasons; claims moved by someone else
     between the read and the update come back in `conflicts`. `hold_notifications` stores the emails
-    as `held` so a second person approves a mass send before anything leaves.
+    as `held` so a second person approves a mass send before anything leaves. `after_chunk` writes
+    what goes with each chunk's steps (the runs to resume) in that chunk's transaction.
     """
     data = dict(data or {})
     ids = list(claim_ids)
     total = BatchResult()
     for start in range(0, len(ids), chunk_size):
         with engine.begin() as conn:
-            total.merge(_apply_chunk(conn, ids[start : start + chunk_size], trigger, actor, now, note, data, hold_notifications))
+            chunk = _apply_chunk(conn, ids[start : start + chunk_size], trigger, actor, now, note, data, hold_notifications)
+            if after_chunk is not None:
+                after_chunk(conn, chunk)
+            total.merge(chunk)
     return total
 
 

@@ -218,3 +218,35 @@ class OutboxMessage(SQLModel, table=True):
     leased_until: datetime | None = _ts()
     # Fixed the first time the row is leased: a resend carries the same Message-ID.
     message_id: str | None = Field(default=None, sa_type=String(200))
+
+
+
+
+class RunAction(SQLModel, table=True):
+    """A claim's flow run to create or resume, written in the same transaction as the step that needs it.
+
+    The API records a step and answers; the run starter (tasks/run_actions.py) takes due actions at
+    the pace the Prefect server bears, retries them with backoff and marks them done. `lease_until`
+    keeps two starters off one action; a starter that dies leaves its lease to expire.
+    """
+
+    __tablename__ = "run_action"
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_run_action_dedup_key"),
+        Index("ix_run_action_due", "status", "next_attempt_at"),
+        Index("ix_run_action_claim_status", "claim_id", "status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(sa_column=Column(Integer, ForeignKey("claim.id"), nullable=False))
+    kind: str = Field(sa_type=String(20))  # create | resume
+    # create: one per run generation ("create:<claim>:<generation>"); resume: none (NULLs never collide).
+    dedup_key: str | None = Field(default=None, sa_type=String(100))
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", sa_type=String(20))  # pending | done
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    lease_until: datetime | None = _ts()
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    done_at: datetime | None = _ts()
+    outcome: str | None = None  # what the starter did: created <run id>, resumed, up to date, superseded …
+    last_error: str | None = None

@@ -45,9 +45,11 @@ class ClaimInput(RunInput):
     run resumed from the Prefect UI form applies the step itself.
     """
 
-    # withdraw / expire_documents: the step is already recorded (buyer, sla-watch); the run re-reads the claim and ends.
-    decision: Literal["approve", "reject", "extend", "documents", "withdraw", "expire_documents"] = Field(
-        description="approve, reject, extend (10 -> 20 working days), documents, or a recorded withdraw / expire_documents")
+    # withdraw / expire_documents / documents / bank_details: the step is already recorded (buyer, sla-watch, ops);
+    # the run re-reads the claim and goes on. recheck: the claim moved on, read it again.
+    decision: Literal["approve", "reject", "extend", "documents", "withdraw", "expire_documents", "bank_details", "recheck"] = Field(
+        description="approve, reject, extend (10 -> 20 working days); documents, bank_details, withdraw, expire_documents "
+                    "(already recorded); recheck (the claim moved on: read it again)")
     amount_kopecks: int | None = Field(default=None, ge=0, description="For an 'other' claim: the amount the organizer agrees to refund")
     note: str = Field(default="", description="Reason for a refusal or an extension, shown to the buyer")
     decided_by: str = Field(default="organizer", description="Who decided")

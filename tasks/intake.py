@@ -1,8 +1,9 @@
 """Claims in: a buyer files, documents arrive, an organizer decides; each then reaches the claim's flow run.
 
-Plain functions (the API and the CLI call them). Each step is recorded in the database first, in one
-transaction with its audit row and outbox rows; only then is the claim's flow run created or
-resumed, so a Prefect outage never loses a decision: the run, when resumed later, finds it recorded.
+Plain functions (the API and the CLI call them). Each step is recorded in one transaction with its
+audit row, its outbox rows and the run action that brings the claim's flow run up to date (create
+or resume, tasks/run_actions.py). Nothing here calls Prefect: the answer does not wait on it, and a
+Prefect outage loses nothing; the run starter creates and resumes runs at the pace Prefect bears.
 """
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import NotPausedError, resume_flow_run
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -43,8 +41,7 @@ from states.lifecycle import ClaimState, Trigger, has_step
 from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, ReasonNotAllowed, check_documented_claim, fallback_offer
 from tasks.claims import ClaimInput, ClaimView, queue_acknowledgement, read_claim
 from tasks.outbox import enqueue_email
-
-REFUND_CLAIM_DEPLOYMENT = "refund-claim/refund-claim"
+from tasks.run_actions import REFUND_CLAIM_DEPLOYMENT, queue_create, queue_resume  # noqa: F401 - the deployment's name is read from here
 
 
 class IntakeError(ValueError):
@@ -130,7 +127,8 @@ def file_buyer_claim(
     name_mismatch_explanation: str | None = None,
     start_flow: bool = True,
 ) -> FiledClaim:
-    """File a buyer's claim for one ticket and start its refund-claim flow run."""
+    """File a buyer's claim for one ticket; its refund-claim flow run is queued in the same transaction
+    (created by the run starter, so `flow_run_id` is None in the answer)."""
     try:
         reason = Reason(reason)
     except ValueError:
@@ -140,6 +138,8 @@ def file_buyer_claim(
             (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
             queue_acknowledgement(conn, claim_id, now)  # with the claim: the API can mail it at once
+            if start_flow:
+                queue_create(conn, claim_id=claim_id, now=now)
     except ClaimNotFound:
         raise IntakeError("ticket_id", "Билет не найден.", code="not_found", status=404) from None
     except TicketNotClaimable as exc:
@@ -151,27 +151,16 @@ def file_buyer_claim(
         raise IntakeError("reason", "Возврат по собственной инициативе возможен только до начала мероприятия.", code="after_event") from None
     except IntegrityError:
         raise IntakeError("ticket_id", "По этому билету уже есть заявка на возврат в работе.", code="claim_open", status=409) from None
-    flow_run_id = start_claim_flow(engine, claim_id) if start_flow else None
     with engine.connect() as conn:
-        row = conn.execute(select(claim_t.c.number, claim_t.c.state, claim_t.c.quote).where(claim_t.c.id == claim_id)).one()
-    return FiledClaim(claim_id, row.number, row.state, row.quote, flow_run_id)
+        row = conn.execute(select(claim_t.c.number, claim_t.c.state, claim_t.c.quote, claim_t.c.flow_run_id).where(claim_t.c.id == claim_id)).one()
+    return FiledClaim(claim_id, row.number, row.state, row.quote, row.flow_run_id)
 
 
-def start_claim_flow(engine: Engine, claim_id: int) -> str:
-    """Create the claim's flow run: named after the claim, tagged, idempotent on the claim id."""
-    claim = read_claim(claim_id, engine=engine)
-    run = run_deployment(
-        REFUND_CLAIM_DEPLOYMENT,
-        parameters={"claim_id": claim_id},
-        flow_run_name=claim.number,
-        tags=claim.tags(),
-        idempotency_key=f"refund-claim:{claim_id}",
-        timeout=0,
-        as_subflow=False,
-    )
+def start_claim_flow(engine: Engine, claim_id: int, *, now: datetime) -> None:
+    """Queue the claim's flow run (named after the claim, tagged, idempotent on the claim id) for the
+    run starter; a second call for the same claim is ignored."""
     with engine.begin() as conn:
-        conn.execute(update(claim_t).where(claim_t.c.id == claim_id).values(flow_run_id=str(run.id)))
-    return str(run.id)
+        queue_create(conn, claim_id=claim_id, now=now)
 
 
 def add_document(
@@ -187,7 +176,7 @@ def add_document(
     filename: str | None = None,
     organizer_id: int | None = None,
 ) -> str:
-    """Store a buyer's document; a claim waiting for documents moves on to the organizer and its run resumes."""
+    """Store a buyer's document; a claim waiting for documents moves on to the organizer, its run's resume queued with it."""
     if kind not in DOCUMENT_KINDS:
         raise IntakeError("kind", "Неизвестный тип документа.")
     if sick_from and sick_to and sick_to < sick_from:
@@ -200,20 +189,20 @@ def add_document(
                                                        person_name=person_name, relation=relation, filename=filename))
         if claim.state == ClaimState.AWAITING_DOCUMENTS:
             apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor="buyer", now=now)
-    state = read_claim(claim_id, engine=engine).state
-    if claim.state == ClaimState.AWAITING_DOCUMENTS:
-        _resume(claim_id, engine, ClaimInput(decision="documents", decided_by="buyer", at=now))
-    return state
+            _queue_resume(conn, [claim_id], ClaimInput(decision="documents", decided_by="buyer", at=now), now)
+    return read_claim(claim_id, engine=engine).state
 
 
 def request_run_resume(engine: Engine, claim_id: int, run_input: ClaimInput) -> bool:
-    """Ask the claim's suspended run to go on after a step was recorded without it (withdrawn,
-    documents expired or judged false): the run re-reads the claim and ends.
+    """Queue the claim's run to go on after a step recorded by someone other than the run
+    (documents expired): the run starter resumes it, the run re-reads the claim and ends.
 
-    The one seam for these drivers: today it resumes the run directly; the starter's queue of run
-    actions takes its place. False when the run is not (yet) waiting; the recorded state stands.
+    A separate transaction from the step: were it lost, the sweep (tasks/run_actions.py) still finds
+    the run behind its claim's state. Steps that can, queue the resume with the step (`_queue_resume`).
     """
-    return _resume(claim_id, engine, run_input)
+    with engine.begin() as conn:
+        _queue_resume(conn, [claim_id], run_input, run_input.at or datetime.now(timezone.utc))
+    return True
 
 
 def buyer_principal(email: str) -> str:
@@ -261,10 +250,10 @@ def withdraw_claim(engine: Engine, *, number: str, buyer_email: str, now: dateti
                     now=now,
                 )
                 session.flush()
+            _queue_resume(conn, [row.id], ClaimInput(decision="withdraw", decided_by=actor, at=now), now)
     except (ConflictError, InvalidTrigger):
         raise IntakeError("number", "Заявка изменилась, пока вы её отзывали. Обновите страницу.", code="conflict", status=409) from None
-    resumed = request_run_resume(engine, row.id, ClaimInput(decision="withdraw", decided_by=actor, at=now))
-    return WithdrawnClaim(row.id, number, outcome.dest, resumed)
+    return WithdrawnClaim(row.id, number, outcome.dest, True)
 
 
 # --- organizers ----------------------------------------------------------------------------------
@@ -274,7 +263,7 @@ class DecisionResult:
     claim_id: int
     number: str
     state: str
-    resumed: bool
+    resumed: bool  # the run's resume was queued with the step (the run starter carries it out)
 
 
 def fallback_offers(conn, claim_ids: list[int], at: datetime) -> dict[str, Any]:
@@ -295,7 +284,7 @@ DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "exte
 
 def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime, organizer_id: int | None = None,
            expected_version: int | None = None, resume: bool = True) -> DecisionResult:
-    """Check an organizer's decision against the claim and the machine, record it, resume the run.
+    """Check an organizer's decision against the claim and the machine, record it with the run's resume.
 
     approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
     offered the voluntary refund when the event is still more than 3 days away) or extend (10 -> 20
@@ -340,9 +329,11 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             raise IntakeError("decision", message, code=code, status=409) from None
         except (ConflictError, InvalidTrigger):
             raise IntakeError("decision", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
+        # An extension changes no state: the run keeps waiting, nothing to resume.
+        resumed = resume and decision.decision != "extend"
+        if resumed:
+            _queue_resume(conn, [claim_id], decision.model_copy(update={"at": at}), now)
     state = read_claim(claim_id, engine=engine).state
-    # An extension changes no state: the run keeps waiting, nothing to resume.
-    resumed = resume and decision.decision != "extend" and _resume(claim_id, engine, decision.model_copy(update={"at": at, "decided_by": actor}))
     return DecisionResult(claim_id, claim.number, state, resumed)
 
 
@@ -384,12 +375,12 @@ def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int, 
                           expected_version=expected_version)
         except (ConflictError, InvalidTrigger):
             raise IntakeError("claim_id", "Заявка изменилась, пока вы принимали решение. Обновите страницу.", code="conflict", status=409) from None
-    resumed = request_run_resume(engine, claim_id, ClaimInput(decision="reject", note=refusal.message_ru, decided_by=actor, at=now))
-    return DecisionResult(claim_id, claim.number, ClaimState.REJECTED.value, resumed)
+        _queue_resume(conn, [claim_id], ClaimInput(decision="recheck", note=refusal.message_ru, decided_by=actor, at=now), now)
+    return DecisionResult(claim_id, claim.number, ClaimState.REJECTED.value, True)
 
 
 def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int) -> dict[str, Any]:
-    """A bulk decision: one batch transition over the organizer's own claims, then each run resumed.
+    """A bulk decision: one batch transition over the organizer's own claims, each chunk's resumes queued in its transaction.
 
     Claims of other organizers are reported as not found; claims whose guard fails or whose state
     takes no such decision come back with the reason. A bulk refusal carries one reason for all and
@@ -412,10 +403,12 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
         data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
         with engine.connect() as conn:
             data |= fallback_offers(conn, [i for i in ids if i in owned], now)
+    step = decision.model_copy(update={"at": now, "decided_by": actor})
     result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
-                         actor=actor, now=now, note=decision.note or None, data=data)
+                         actor=actor, now=now, note=decision.note or None, data=data,
+                         after_chunk=lambda conn, chunk: _queue_resume(conn, [i for moved in chunk.moved.values() for i in moved], step, now))
     decided = [i for moved in result.moved.values() for i in moved]
-    resumed = sum(_resume(i, engine, decision.model_copy(update={"at": now})) for i in decided)
+    resumed = len(decided)  # queued with each chunk's step: the run starter resumes them
     refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]
     refused += [{"claim_id": i, "msg": reasons[0][1], "type": reasons[0][0]} for i, reasons in result.refused.items()]
     refused += [{"claim_id": i, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"} for i in result.invalid]
@@ -423,15 +416,6 @@ def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, n
     return {"decided": decided, "resumed": resumed, "refused": refused}
 
 
-def _resume(claim_id: int, engine: Engine, decision: ClaimInput) -> bool:
-    """Resume the claim's suspended run with the input; False when it is not (yet) waiting."""
-    with engine.connect() as conn:
-        flow_run_id = conn.execute(select(claim_t.c.flow_run_id).where(claim_t.c.id == claim_id)).scalar_one()
-    if not flow_run_id:
-        return False
-    try:
-        resume_flow_run(flow_run_id, run_input=decision.model_dump(mode="json"))
-    except (NotPausedError, ObjectNotFound):
-        # The run has not reached its wait yet (it will find the decision recorded) or is gone.
-        return False
-    return True
+def _queue_resume(conn, claim_ids: list[int], step: ClaimInput, now: datetime) -> None:
+    """Queue the runs' resume with the step, in the step's own transaction (tasks/run_actions.py)."""
+    queue_resume(conn, claim_ids=claim_ids, step=step.model_dump(mode="json"), now=now)

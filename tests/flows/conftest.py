@@ -1,5 +1,6 @@
-"""A real embedded stack for the flow tests: Prefect server (SQLite), the deployments served, the API,
-an aiosmtpd sink and the acquirer stand-in, on free ports, started once for the module's tests."""
+"""A real embedded stack for the flow tests: Prefect server (SQLite), the deployments served, the run
+starter, the API, an aiosmtpd sink and the acquirer stand-in, on free ports, started once for the
+package's tests."""
 from __future__ import annotations
 
 import time
@@ -18,6 +19,9 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     s = Stack.on_free_ports(root)
     mp = pytest.MonkeyPatch()
+    # The run starter sweeps every 2 s for claims quiet for 3 s: a lost run is found while a test polls.
+    mp.setenv("VOZVRAT_SWEEP_INTERVAL_S", "2")
+    mp.setenv("VOZVRAT_SWEEP_GRACE_S", "3")
     s.start()
     for key, value in s.env().items():
         mp.setenv(key, value)
@@ -59,3 +63,37 @@ def mail_in(folder: Path) -> list:
 
 def body_text(message) -> str:
     return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def claim_run(claim_id: int, engine=None) -> str:
+    """The claim's flow run, once the run starter has created it."""
+    from sqlalchemy import select
+
+    from models.db import get_engine
+    from models.tables import Claim
+
+    def run_id():
+        with (engine or get_engine()).connect() as conn:
+            return conn.execute(select(Claim.flow_run_id).where(Claim.id == claim_id)).scalar_one()
+
+    return wait_for(f"claim {claim_id}'s run created", run_id)
+
+
+def run_of(flow_run_id: str):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def run_state(flow_run_id: str) -> str | None:
+    run = run_of(flow_run_id)
+    return run.state.type.value if run.state else None
+
+
+def waiting_in(flow_run_id: str, claim_state: str) -> bool:
+    """Suspended, waiting in this claim state (the pause key names it: claim-<id>-<state>-v<version>)."""
+    from tasks.run_actions import paused_in
+
+    state = run_of(flow_run_id).state
+    return bool(state and state.type.value == "PAUSED" and paused_in(state.state_details.pause_key) == claim_state)

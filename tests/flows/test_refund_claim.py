@@ -5,7 +5,6 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from prefect import get_client
 from sqlalchemy import func, select
 
 from models.db import get_engine
@@ -13,24 +12,7 @@ from models.tables import OutboxMessage
 from tasks.claims import read_claim
 from tasks.intake import issue_organizer_token
 from tests import factories as f
-from tests.flows.conftest import body_text, mail_in, wait_for
-
-
-def run_state(flow_run_id: str) -> str | None:
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run_id)
-    return run.state.type.value if run.state else None
-
-
-def waiting_at(flow_run_id: str, wait: int) -> bool:
-    """Suspended at the claim's n-th wait (the flow keys each wait: claim-<id>-wait-<n>)."""
-    state = run_of(flow_run_id).state
-    return bool(state and state.type.value == "PAUSED" and (state.state_details.pause_key or "").endswith(f"-wait-{wait}"))
-
-
-def run_of(flow_run_id: str):
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(flow_run_id)
+from tests.flows.conftest import body_text, claim_run, mail_in, run_of, run_state, wait_for, waiting_in
 
 
 @pytest.fixture
@@ -60,13 +42,13 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
     r = api.post("/claims", json={"ticket_id": world["ticket"], "reason": "illness"})
     assert r.status_code == 201, r.text
     claim = r.json()
-    run_id = claim["flow_run_id"]
+    run_id = claim_run(claim["id"], engine)
 
     run = run_of(run_id)
     assert run.name == claim["number"]
-    assert {f"reason:illness", f"organizer:{world['org']}"} <= set(run.tags)
+    assert {"reason:illness", f"organizer:{world['org']}"} <= set(run.tags)
 
-    wait_for("run suspended for documents", lambda: waiting_at(run_id, 1))
+    wait_for("run suspended for documents", lambda: waiting_in(run_id, "awaiting_documents"))
     assert read_claim(claim["id"], engine=engine).state == "awaiting_documents"
 
     sick_from = (world["now"] - timedelta(days=1)).date()
@@ -76,7 +58,7 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
     assert r.status_code == 201, r.text
     assert r.json()["state"] == "awaiting_organizer"
     # Resumed by the documents, the run replays and suspends again for the organizer.
-    wait_for("run suspended for the organizer", lambda: waiting_at(run_id, 2))
+    wait_for("run suspended for the organizer", lambda: waiting_in(run_id, "awaiting_organizer"))
 
     r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "approve", "decided_by": "org:test"})
     assert r.status_code == 200, r.text
@@ -102,7 +84,8 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
 def test_decisions_are_scoped_checked_and_explained(stack, world):
     api = world["api"]
     claim = api.post("/claims", json={"ticket_id": world["ticket"], "reason": "other", "description": "командировка"}).json()
-    wait_for("run suspended", lambda: waiting_at(claim["flow_run_id"], 1))
+    run_id = claim_run(claim["id"])
+    wait_for("run suspended", lambda: waiting_in(run_id, "awaiting_organizer"))
 
     # Another organizer's token: the claim does not exist for them.
     with get_engine().begin() as conn:
@@ -126,7 +109,7 @@ def test_decisions_are_scoped_checked_and_explained(stack, world):
     r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"],
                  json={"decision": "reject", "note": "Командировка не является основанием для полного возврата."})
     assert r.status_code == 200 and r.json()["state"] == "rejected"
-    wait_for("run completed", lambda: run_state(claim["flow_run_id"]) == "COMPLETED")
+    wait_for("run completed", lambda: run_state(run_id) == "COMPLETED")
     rejected = wait_for("refusal email", lambda: [m for m in mail_to(stack, world["email"]) if "отказ" in m["Subject"].lower()
                                                    or "Командировка не является" in body_text(m)])
     text = body_text(rejected[-1])
@@ -143,9 +126,10 @@ def test_a_run_resumed_from_the_prefect_ui_form_applies_the_decision_itself(stac
     from prefect.flow_runs import resume_flow_run
 
     claim = world["api"].post("/claims", json={"ticket_id": world["ticket"], "reason": "other", "description": "болезнь ребёнка"}).json()
-    wait_for("run suspended", lambda: waiting_at(claim["flow_run_id"], 1))
-    resume_flow_run(claim["flow_run_id"], run_input={"decision": "approve", "amount_kopecks": 300000, "decided_by": "ops:ui"})
-    wait_for("run completed", lambda: run_state(claim["flow_run_id"]) == "COMPLETED")
+    run_id = claim_run(claim["id"])
+    wait_for("run suspended", lambda: waiting_in(run_id, "awaiting_organizer"))
+    resume_flow_run(run_id, run_input={"decision": "approve", "amount_kopecks": 300000, "decided_by": "ops:ui"})
+    wait_for("run completed", lambda: run_state(run_id) == "COMPLETED")
     assert read_claim(claim["id"], engine=world["engine"]).state == "paid"
     with world["engine"].connect() as conn:
         from models.tables import Claim, ClaimTransition

@@ -1,7 +1,7 @@
 """sla-watch against the real stack: the clock is moved (a parameter), never waited for."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -12,7 +12,7 @@ from models.db import get_engine
 from tasks.claims import read_claim
 from tasks.intake import file_buyer_claim
 from tests import factories as f
-from tests.flows.conftest import mail_in, wait_for
+from tests.flows.conftest import claim_run, mail_in, wait_for
 
 MSK = ZoneInfo("Europe/Moscow")
 
@@ -60,7 +60,7 @@ def test_escalation_counts_working_days_across_the_new_year_holidays(stack):
 
     (event_,) = wait_for("the escalation event", escalation_events)
     related = {r["prefect.resource.id"] for r in event_["related"]}
-    assert f"prefect.flow-run.{claim.flow_run_id}" in related
+    assert f"prefect.flow-run.{claim_run(claim.id, engine)}" in related
 
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts(limit=50)

@@ -163,7 +163,7 @@ def test_a_mass_filing_leaves_out_refunded_tickets_and_files_the_rest(engine):
 
 
 def _claim_0003(conn, ticket_id: int, seq: int, state: str) -> int:
-    from models.tables import Event, ClaimTransition
+    from models.tables import ClaimTransition
 
     event_id = conn.execute(select(ticket_t.c.event_id).where(ticket_t.c.id == ticket_id)).scalar_one()
     claim_id = conn.execute(insert(claim_t).values(

@@ -7,7 +7,6 @@ Create Date: 2026-11-25 17:50:51.782592
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import models.db
 
 
 revision = '0003'
