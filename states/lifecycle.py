@@ -31,8 +31,8 @@ from states import calendar
 from states.policy import (
     DOCUMENTED_REASONS,
     EVENT_REASONS,
-    ORGANIZER_DECIDES,
     LEGAL_POLICY,
+    ORGANIZER_DECIDES,
     DocumentEvidence,
     OrganizerPolicy,
     PolicyError,
