@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo up bench lock diagram clean
+.PHONY: venv test lint demo up bench lock diagram clean
 
 venv: $(STAMP)
 
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# ruff over the whole tree, mypy over the pure core (states/); both run before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 
 demo: $(STAMP)
 	$(BIN)/python -m cli.demo

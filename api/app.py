@@ -7,7 +7,7 @@ messages meant for buyers and organizers are in Russian.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Path, Request
@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
+from models.claim_views import read_claim
+from models.crypto import require_secret_key
 from models.db import get_engine
-from models.settings import require_secret_key
-from tasks.claims import ClaimInput, read_claim, send_claim_mail
+from tasks.claims import send_claim_mail
 from tasks.intake import (
+    ClaimInput,
     IntakeError,
     NotYourClaim,
     add_document,
@@ -40,7 +42,7 @@ app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for t
 
 def clock() -> datetime:
     """The one clock seam of the API; tests override this dependency."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 Now = Annotated[datetime, Depends(clock)]

@@ -236,7 +236,7 @@ def _with_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
     409 (concurrent write) on writes, 404 on a path id, 422 with parameters or a body, 401 with a token;
     and the error model on every documented 4xx/5xx that names none."""
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    for path, operations in schema.get("paths", {}).items():
+    for _path, operations in schema.get("paths", {}).items():
         for method, op in operations.items():
             if method not in _WRITE_METHODS | {"get", "head", "options"}:
                 continue

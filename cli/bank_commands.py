@@ -1,11 +1,9 @@
 """`vozvrat check-bank`: check a buyer's bank details the way the payout will (states.bank)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from cli.main import app
+from cli.app import app
 from states.bank import validate_bank_details
 
 
@@ -13,8 +11,8 @@ from states.bank import validate_bank_details
 def check_bank(
     bik: str = typer.Option(..., "--bik", help="БИК банка получателя, 9 цифр"),
     account: str = typer.Option(..., "--account", help="Счёт получателя, 20 цифр"),
-    name: Optional[str] = typer.Option(None, "--name", help="ФИО получателя (если не указано, не проверяется)"),
-    inn: Optional[str] = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
+    name: str | None = typer.Option(None, "--name", help="ФИО получателя (если не указано, не проверяется)"),
+    inn: str | None = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
 ) -> None:
     """Check BIK, account control key, recipient name and INN; exit 0 and print "ok" when valid."""
     errors = validate_bank_details(bik=bik, account=account, name=name or "", inn=inn)

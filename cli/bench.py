@@ -11,7 +11,7 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select
@@ -44,7 +44,7 @@ def _seed(engine, claims: int, now: datetime) -> list[int]:
 
 
 def run_transitions_bench(*, claims: int, url: str | None = None, chunk_size: int = 5000) -> dict:
-    now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     tmp = None
     if url is None:
         tmp = tempfile.mkdtemp(prefix="vozvrat-bench-")
@@ -125,7 +125,7 @@ def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout
 
     from cli.stack import Stack
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     tmp = root or Path(tempfile.mkdtemp(prefix="vozvrat-bench-ack-"))
     stack = Stack.on_free_ports(tmp)
     started = time.perf_counter()
@@ -247,7 +247,7 @@ def run_intake_bench(*, clients: int, claims: int, runs_timeout_s: float = 900.0
     stack.start()
     try:
         engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
-        ticket_ids = _seed_intake(engine, claims, datetime.now(timezone.utc))
+        ticket_ids = _seed_intake(engine, claims, datetime.now(UTC))
         work: queue.Queue[int] = queue.Queue()
         for t in ticket_ids:
             work.put(t)

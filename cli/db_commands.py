@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cli.app import app
 from cli.errors import fail
-from cli.main import app
 
 db_app = typer.Typer(help="The claims database.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON line.", no_args_is_help=True)

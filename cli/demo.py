@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -91,19 +91,19 @@ def run(root: Path) -> int:
 def _scenario(stack: Stack, t0: float) -> int:
     import httpx
     from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
     from sqlalchemy import func, select
 
-    from prefect.deployments import run_deployment
+    from models.claim_views import read_claim
     from models.db import get_engine
     from models.settings import get_settings
     from models.tables import Claim, OutboxMessage
-    from tasks.claims import read_claim
     from tasks.payouts import export_bank_transfers, submit_bank_details
 
     get_settings.cache_clear()
     get_engine.cache_clear()
     engine = get_engine()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     data = seed(engine, now)
     for payment_id, amount in data["payments"].items():
         stack.register_payment(payment_id, amount)

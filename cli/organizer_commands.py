@@ -1,12 +1,12 @@
 """`vozvrat organizers token ID`: issue an organizer's API token (only its digest is stored)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 
+from cli.app import app
 from cli.errors import fail
-from cli.main import app
 
 organizers_app = typer.Typer(help="Organizers and their API access.", no_args_is_help=True)
 app.add_typer(organizers_app, name="organizers")
@@ -28,4 +28,4 @@ def token(organizer_id: int = typer.Argument(..., min=1, help="Organizer id"),
     with engine.connect() as conn:
         if conn.execute(select(organizer_t.c.id).where(organizer_t.c.id == organizer_id)).scalar_one_or_none() is None:
             fail(f"no organizer with id {organizer_id}")
-    typer.echo(issue_organizer_token(engine, organizer_id, now=datetime.now(timezone.utc), days=days))
+    typer.echo(issue_organizer_token(engine, organizer_id, now=datetime.now(UTC), days=days))

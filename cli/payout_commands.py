@@ -5,14 +5,13 @@ Bank details are shown masked only (DESIGN "Security"); card data never passes t
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from cli.app import app
 from cli.errors import fail
-from cli.main import app
 
 payouts_app = typer.Typer(help="Paying refunds: card refunds, bank transfers, the 1C file.", no_args_is_help=True)
 app.add_typer(payouts_app, name="payouts")
@@ -28,7 +27,7 @@ def _engine(db: str | None):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _need_secret_key() -> None:
@@ -60,8 +59,8 @@ def _acquirer(api_url: str | None):
 
 @payouts_app.command("run")
 def run(
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    api_url: str | None = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
 ) -> None:
     """Retry failed payouts that are due, open payouts for claims in payout_pending, send card refunds,
     poll pending ones: once (the payout-run and payout-reconcile steps)."""
@@ -109,8 +108,8 @@ def run(
 def retry(
     claim_number: str = typer.Argument(..., help="The claim's number, e.g. VZ-0000123-1"),
     reason: str = typer.Option("", "--reason", help="Why it is retried (required; kept in the audit trail)"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    api_url: Optional[str] = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    api_url: str | None = typer.Option(None, "--api-url", help="Acquirer API URL; default VOZVRAT_ACQUIRER_API_URL"),
 ) -> None:
     """Retry a failed payout by hand (payout_failed -> payout_pending) and send it at once; the audit
     row names you (ops:<login>) and the reason. A refund whose outcome was unknown is asked again with
@@ -157,10 +156,10 @@ def retry(
 
 @payouts_app.command("export-1c")
 def export_1c(
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the 1C «Клиент-банк» file of pending bank transfers here"),
-    mark_paid_file: Optional[Path] = typer.Option(None, "--mark-paid", help="Close transfers from this bank statement (1C format)"),
-    batch: Optional[str] = typer.Option(None, "--batch", help="With --out: rewrite the file of an earlier export batch"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Write the 1C «Клиент-банк» file of pending bank transfers here"),
+    mark_paid_file: Path | None = typer.Option(None, "--mark-paid", help="Close transfers from this bank statement (1C format)"),
+    batch: str | None = typer.Option(None, "--batch", help="With --out: rewrite the file of an earlier export batch"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Export approved bank transfers to 1C once each (marked, then written), or close them from a statement."""
     if (out is None) == (mark_paid_file is None):
@@ -207,7 +206,7 @@ def export_1c(
 @payouts_app.command("mark-paid")
 def mark_paid(
     statement: Path = typer.Argument(..., help="The bank statement in 1C «Клиент-банк» format"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Close exported bank transfers the statement shows as paid (claim -> paid)."""
     _mark_paid(statement, db)
@@ -274,14 +273,14 @@ def _ops_actor() -> str:
 @payouts_app.command("bank-details")
 def bank_details(
     claim_id: int = typer.Argument(..., help="The claim's id"),
-    from_file: Optional[Path] = typer.Option(None, "--from-file", help='JSON {"bik", "account", "name", "inn"?}; "-" reads stdin. '
+    from_file: Path | None = typer.Option(None, "--from-file", help='JSON {"bik", "account", "name", "inn"?}; "-" reads stdin. '
                                              "Without it the account number is asked for with hidden input"),
-    bik: Optional[str] = typer.Option(None, "--bik", help="БИК банка получателя, 9 цифр"),
-    name: Optional[str] = typer.Option(None, "--name", help="ФИО получателя"),
-    inn: Optional[str] = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
+    bik: str | None = typer.Option(None, "--bik", help="БИК банка получателя, 9 цифр"),
+    name: str | None = typer.Option(None, "--name", help="ФИО получателя"),
+    inn: str | None = typer.Option(None, "--inn", help="ИНН получателя, если есть"),
     force: bool = typer.Option(False, "--force", help="Ops correction: replace the details of a claim that does not wait for them"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why the details are corrected (required with --force)"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    reason: str | None = typer.Option(None, "--reason", help="Why the details are corrected (required with --force)"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Store a buyer's bank details (encrypted) on a claim waiting for them, and move it to payout.
 

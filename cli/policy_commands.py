@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.app import app
 from cli.errors import fail
-from cli.main import app
 from states.calendar import CalendarError, add_working_days
 from states.money import MoneyError, format_rub, parse_rub
 from states.policy import (
@@ -82,9 +81,9 @@ def quote(
     reason: str = typer.Option("voluntary", "--reason",
                                help="voluntary, illness, death, other, cancelled, postponed, replaced"),
     price: str = typer.Option(..., "--price", help="Price paid, rubles: 3500.00"),
-    nominal: Optional[str] = typer.Option(None, "--nominal", help="Face value, rubles"),
-    service_fee: Optional[str] = typer.Option(None, "--service-fee", help="Service fee, rubles"),
-    delivery_fee: Optional[str] = typer.Option(None, "--delivery-fee", help="Delivery, rubles"),
+    nominal: str | None = typer.Option(None, "--nominal", help="Face value, rubles"),
+    service_fee: str | None = typer.Option(None, "--service-fee", help="Service fee, rubles"),
+    delivery_fee: str | None = typer.Option(None, "--delivery-fee", help="Delivery, rubles"),
     promo: bool = typer.Option(False, "--promo", help="Ticket bought in a promotion"),
     refuse_promo: bool = typer.Option(False, "--refuse-promo",
                                       help="Organizer refuses voluntary refunds of promo tickets"),

@@ -7,12 +7,11 @@ rotate    re-encrypt every stored bank details token with the current key; with 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from cli.app import app
 from cli.errors import fail
-from cli.main import app
 
 secrets_app = typer.Typer(help="The key for bank details at rest: generate, rotate.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
@@ -21,7 +20,7 @@ DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
 
 
 @secrets_app.command("generate")
-def generate(out: Optional[Path] = typer.Option(None, "--out", help="Write the key to this new file (mode 0600) instead of printing it")) -> None:
+def generate(out: Path | None = typer.Option(None, "--out", help="Write the key to this new file (mode 0600) instead of printing it")) -> None:
     """A new Fernet key for VOZVRAT_SECRET_KEY."""
     from cryptography.fernet import Fernet
 
@@ -41,7 +40,7 @@ def generate(out: Optional[Path] = typer.Option(None, "--out", help="Write the k
 
 
 @secrets_app.command("rotate")
-def rotate(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def rotate(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Re-encrypt stored bank details with the current key (see docs/ops.md "Secrets").
 
     With VOZVRAT_SECRET_KEY="NEW,OLD": every token moves to NEW; then drop OLD from the variable.

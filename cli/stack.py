@@ -41,7 +41,7 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @classmethod
-    def on_free_ports(cls, root: Path, **kw) -> "Stack":
+    def on_free_ports(cls, root: Path, **kw) -> Stack:
         return cls(root=root, prefect_port=free_port(), api_port=free_port(), smtp_port=free_port(), acquirer_port=free_port(), **kw)
 
     # --- addresses ----------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class Stack:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
 
-    def start(self, *, runner: bool = True, api: bool = True) -> "Stack":
+    def start(self, *, runner: bool = True, api: bool = True) -> Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "prefect").mkdir(exist_ok=True)
         self.ensure_secret_key()
@@ -203,7 +203,7 @@ class Stack:
             return False
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for _name, proc in reversed(list(self.processes.items())):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -217,7 +217,7 @@ class Stack:
                 proc.wait()
         self.processes.clear()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

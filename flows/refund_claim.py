@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import suspend_flow_run
 
+from models.claim_views import ClaimView, read_claim
 from states.lifecycle import ClaimState, Trigger
-from tasks.claims import ClaimInput, ClaimView, acknowledge_claim, apply_input, check_claim, dispatch_outbox, move_claim, pay_refund, read_claim
+from tasks.claims import acknowledge_claim, apply_input, check_claim, dispatch_outbox, move_claim, pay_refund
+from tasks.intake import ClaimInput
 from tasks.run_actions import RUN_WAIT_STATES, pause_key
 
 WAITING_FOR = {
@@ -33,9 +35,9 @@ def step_clock(now: datetime | None) -> Callable[[], datetime]:
     """The time of each step as it happens (under load a run starts a minute or more after it was
     scheduled). A run given `now` (tests, a replay of a past day) keeps that moment throughout."""
     if now is not None:
-        fixed = datetime.fromtimestamp(now.timestamp(), tz=timezone.utc)  # a pendulum DateTime may drop its zone in arithmetic
+        fixed = datetime.fromtimestamp(now.timestamp(), tz=UTC)  # a pendulum DateTime may drop its zone in arithmetic
         return lambda: fixed
-    return lambda: datetime.now(timezone.utc)
+    return lambda: datetime.now(UTC)
 
 
 def wait_for_a_person(claim: ClaimView, waits: Counter) -> ClaimInput:

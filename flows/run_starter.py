@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # The starter retries each action itself, with backoff, and slows down while Prefect answers errors:
 # Prefect's client must fail fast instead of sitting a minute in its own retries (set before Prefect loads).
@@ -53,7 +53,7 @@ def main() -> None:
     cooldown = 0.0
     while not stopping:
         try:
-            report = drain_once(engine, runs, now=datetime.now(timezone.utc), limit=BATCH, concurrency=CONCURRENCY, stale_running=stale,
+            report = drain_once(engine, runs, now=datetime.now(UTC), limit=BATCH, concurrency=CONCURRENCY, stale_running=stale,
                                 pool=pool)
             if report.taken:
                 log.info("%s", report)
@@ -68,7 +68,7 @@ def main() -> None:
                 log.warning("%d Prefect error(s), pausing %.1fs: %s", len(report.errors), cooldown, report.errors[0][:200])
             if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = time.monotonic()
-                found = sweep(engine, runs, now=datetime.now(timezone.utc), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
+                found = sweep(engine, runs, now=datetime.now(UTC), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
                 if found.queued:
                     log.info("sweep: %s", found)
         except Exception as exc:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again

@@ -1,37 +1,61 @@
 """Serve every vozvrat deployment from this process (`make up`; no work pool needed).
 
-The same deployments are declared in prefect.yaml for workers on several machines (`prefect deploy`).
+The deployments are declared once, in prefect.yaml (workers on several machines take them with
+`prefect deploy --all`); this reads the same list, so the two can never disagree. An interval can be
+overridden for one process with VOZVRAT_<DEPLOYMENT>_INTERVAL_S (e.g. VOZVRAT_SLA_WATCH_INTERVAL_S).
 """
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
+import yaml
 from prefect import serve
 
-from flows.outbox_dispatch import outbox_dispatch
-from flows.payouts import payout_reconcile, payout_run
-from flows.refund_claim import refund_claim
-from flows.sla_watch import sla_watch
-from models.settings import require_secret_key
+from models.crypto import require_secret_key
 
-SLA_WATCH_INTERVAL_S = int(os.environ.get("VOZVRAT_SLA_WATCH_INTERVAL_S", "900"))
-OUTBOX_INTERVAL_S = int(os.environ.get("VOZVRAT_OUTBOX_INTERVAL_S", "60"))
+PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    entrypoint: str  # "flows/sla_watch.py:sla_watch"
+    description: str
+    tags: tuple[str, ...]
+    interval: int | None  # seconds; None: runs only when asked (refund-claim, by the run starter)
+
+    def flow(self):
+        path, attribute = self.entrypoint.split(":")
+        return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
+
+
+def declared_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
+    """The deployments as prefect.yaml declares them (one interval schedule at most per deployment)."""
+    specs = []
+    for item in yaml.safe_load(path.read_text(encoding="utf-8"))["deployments"]:
+        schedules = item.get("schedules") or []
+        if len(schedules) > 1 or any(set(s) != {"interval"} for s in schedules):
+            raise ValueError(f"{item['name']}: flows/serve.py serves one interval schedule per deployment")
+        specs.append(DeploymentSpec(
+            name=item["name"], entrypoint=item["entrypoint"], description=item.get("description", ""),
+            tags=tuple(item.get("tags") or ()), interval=int(schedules[0]["interval"]) if schedules else None,
+        ))
+    return specs
+
+
+def _interval(spec: DeploymentSpec) -> int | None:
+    override = os.environ.get(f"VOZVRAT_{spec.name.upper().replace('-', '_')}_INTERVAL_S")
+    return int(override) if override and spec.interval is not None else spec.interval
 
 
 def deployments() -> list:
-    items = [
-        refund_claim.to_deployment(name="refund-claim", tags=["vozvrat"], description="One buyer's claim, filing to payout."),
-        sla_watch.to_deployment(name="sla-watch", interval=SLA_WATCH_INTERVAL_S, tags=["vozvrat", "sla"],
-                                description="Escalate claims past their decision or payout deadline."),
-        outbox_dispatch.to_deployment(name="outbox-dispatch", interval=OUTBOX_INTERVAL_S, tags=["vozvrat"],
-                                      description="Send queued emails; retries after an SMTP outage."),
+    return [
+        spec.flow().to_deployment(name=spec.name, interval=_interval(spec), tags=list(spec.tags), description=spec.description)
+        for spec in declared_deployments()
     ]
-    items += [
-        payout_run.to_deployment(name="payout-run", interval=300, tags=["vozvrat", "payouts"], description="Open and submit due payouts."),
-        payout_reconcile.to_deployment(name="payout-reconcile", interval=600, tags=["vozvrat", "payouts"],
-                                       description="Poll the acquirer for refunds it still holds as pending."),
-    ]
-    return items
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 claims whose documents window closed without documents (their runs resumed, so they end)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow
 
@@ -19,7 +19,7 @@ from tasks.sla import (
 
 @flow(name="sla-watch", log_prints=True)
 def sla_watch(now: datetime | None = None) -> int:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     report = escalate_overdue_claims(now)
     notify_escalations(report, now)
     emit_escalation_events(report, now)

@@ -16,11 +16,24 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ARRAY, Integer, any_, String, bindparam, case, cast, func, insert, literal, literal_column, select, text, update
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, cast, func, insert, literal, literal_column, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from models.db import UtcDateTime
-from models.tables import REFUND_HELD_SQL, REFUND_STATES, Claim, ClaimTransition, Document, Event, Order, Organizer, OutboxMessage, Regime, Ticket, Venue
+from models.tables import (
+    REFUND_HELD_SQL,
+    REFUND_STATES,
+    Claim,
+    ClaimTransition,
+    Document,
+    Event,
+    Order,
+    Organizer,
+    OutboxMessage,
+    Regime,
+    Ticket,
+    Venue,
+)
 from states.lifecycle import (
     FACTLESS_TRIGGERS,
     NOTIFICATIONS,
@@ -29,8 +42,8 @@ from states.lifecycle import (
     ClaimState,
     InvalidTrigger,
     Judge,
-    cached_quote,
     Outcome,
+    cached_quote,
     effects,
     fire,
 )
@@ -89,7 +102,7 @@ class BatchResult:
     def moved_count(self) -> int:
         return sum(len(v) for v in self.moved.values())
 
-    def merge(self, other: "BatchResult") -> None:
+    def merge(self, other: BatchResult) -> None:
         for k, v in other.moved.items():
             self.moved[k].extend(v)
         self.refused.update(other.refused)

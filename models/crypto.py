@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -151,3 +152,12 @@ def reencrypt_bank_details(engine, *, keys: list[str] | None = None) -> int:
                 update(claim_t).where(claim_t.c.id == claim_id, claim_t.c.bank_details == token).values(bank_details=fresh)
             ).rowcount
     return moved
+
+
+def require_secret_key(what: str) -> None:
+    """Refuse to start `what` without a key for bank details: one line on stderr, exit code 2."""
+    try:
+        secret_keys()
+    except SecretKeyError as exc:
+        print(f"error: {what} cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None

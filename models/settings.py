@@ -52,16 +52,3 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-
-
-def require_secret_key(what: str) -> None:
-    """Refuse to start `what` without a key for bank details: one line on stderr, exit code 2."""
-    import sys
-
-    from models.crypto import SecretKeyError, secret_keys
-
-    try:
-        secret_keys()
-    except SecretKeyError as exc:
-        print(f"error: {what} cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2) from None

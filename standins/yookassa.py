@@ -49,7 +49,7 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -80,7 +80,7 @@ def _kopecks(amount: Any, parameter: str = "amount") -> int:
         if value <= 0 or value != value.quantize(Decimal("0.01")):
             raise ValueError
     except (KeyError, ValueError, InvalidOperation):
-        raise _HttpError(400, "invalid_request", "Invalid amount: a positive RUB value with 2 decimals", parameter)
+        raise _HttpError(400, "invalid_request", "Invalid amount: a positive RUB value with 2 decimals", parameter) from None
     return int(value * 100)
 
 
@@ -89,7 +89,7 @@ def _money(kopecks: int) -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -143,7 +143,7 @@ class YooKassaStandIn:
     def api_url(self) -> str:
         return f"http://{self._server.server_address[0]}:{self.port}/v3"
 
-    def start(self) -> "YooKassaStandIn":
+    def start(self) -> YooKassaStandIn:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="yookassa-standin", daemon=True
         )
@@ -226,7 +226,7 @@ class YooKassaStandIn:
             if not isinstance(body, dict):
                 raise ValueError
         except ValueError:
-            raise _HttpError(400, "invalid_request", "Request body is not a JSON object")
+            raise _HttpError(400, "invalid_request", "Request body is not a JSON object") from None
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         with self._lock:
             seen = self._state.keys.get(key)
@@ -394,7 +394,7 @@ class YooKassaStandIn:
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
-                    raise _HttpError(400, "invalid_request", "Request body is not JSON")
+                    raise _HttpError(400, "invalid_request", "Request body is not JSON") from None
                 if not isinstance(body, dict):
                     raise _HttpError(400, "invalid_request", "Request body is not a JSON object")
                 return body

@@ -31,8 +31,8 @@ from states import calendar
 from states.policy import (
     DOCUMENTED_REASONS,
     EVENT_REASONS,
-    ORGANIZER_DECIDES,
     LEGAL_POLICY,
+    ORGANIZER_DECIDES,
     DocumentEvidence,
     OrganizerPolicy,
     PolicyError,
@@ -334,7 +334,7 @@ class GuardCondition(Condition):
         self.guard = GUARDS[func]
 
     def check(self, event_data: EventData) -> bool:
-        model = event_data.model
+        model: ClaimModel = event_data.model  # type: ignore[assignment]  # transitions types its models as object
         passed = self.guard.check(model.facts, event_data.kwargs["now"]) == self.target
         if not passed:
             model.refusals.append((self.guard.code, self.guard.message_ru))

@@ -227,8 +227,8 @@ class OrganizerPolicy:
     @staticmethod
     def _normalised_tiers(raw: object) -> tuple[tuple[int, int], ...]:
         try:
-            tiers = tuple((pair[0], pair[1]) for pair in raw)  # type: ignore[union-attr]
-            if any(len(pair) != 2 for pair in raw):  # type: ignore[union-attr]
+            tiers = tuple((pair[0], pair[1]) for pair in raw)  # type: ignore[attr-defined]
+            if any(len(pair) != 2 for pair in raw):  # type: ignore[attr-defined]
                 raise TypeError
         except (TypeError, IndexError, KeyError):
             raise PolicyError(
@@ -730,10 +730,10 @@ def check_documented_claim(
         starts = [doc.sick_from for doc in medical if doc.sick_from is not None]
         if starts and order_day > min(starts):
             refuse("BOUGHT_AFTER_ILLNESS")
-        dated = [doc for doc in medical if doc.sick_from is not None]
+        dated = [(doc, doc.sick_from) for doc in medical if doc.sick_from is not None]
         if dated and not any(
-            doc.sick_from <= event_day and (doc.sick_to is None or event_day <= doc.sick_to)
-            for doc in dated
+            sick_from <= event_day and (doc.sick_to is None or event_day <= doc.sick_to)
+            for doc, sick_from in dated
         ):
             refuse("EVENT_OUTSIDE_SICK_PERIOD")
         named = [doc.person_name for doc in medical if doc.person_name]

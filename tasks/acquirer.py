@@ -233,7 +233,7 @@ class YooKassaAcquirer:
         self.api_url = api_url
 
     @classmethod
-    def from_settings(cls, settings=None, *, timeout_seconds: float = 30.0) -> "YooKassaAcquirer":
+    def from_settings(cls, settings=None, *, timeout_seconds: float = 30.0) -> YooKassaAcquirer:
         if settings is None:
             from models.settings import get_settings
 

@@ -8,89 +8,30 @@ harmless too.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from prefect.runtime import flow_run
-from pydantic import Field
-from prefect.input import RunInput
-from sqlmodel import Session
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t, event_t, load_facts, order_t, ticket_t
+from models.claim_store import ConflictError, InvalidTrigger, TransitionRefused, apply_trigger, claim_t
+from models.claim_views import read_claim
 from models.db import get_engine
 from models.settings import get_settings
-from states.calendar import DECISION_WORKING_DAYS
-from states.lifecycle import ClaimState, Trigger, effects, has_step
-from states.money import parse_rub
-from states.policy import DOCUMENTED_REASONS, ORGANIZER_DECIDES, documents_last_day
-from tasks.emails import basis_ru
-from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
+from states.lifecycle import ClaimState, Trigger, has_step
+from tasks.acquirer import YooKassaAcquirer
+from tasks.intake import DECISION_TRIGGERS, ClaimInput, IntakeError, decide, queue_acknowledgement
+from tasks.outbox import DispatchReport, dispatch_emails
+from tasks.payouts import open_payouts, submit_card_refunds
 from tasks.smtp import SmtpSettings
 
 # Replays of one flow run reuse a step's result; another claim or another run does not.
 STEP_CACHE = INPUTS + TASK_SOURCE + RUN_ID
 
 WAITING_STATES = frozenset({ClaimState.AWAITING_DOCUMENTS.value, ClaimState.AWAITING_ORGANIZER.value, ClaimState.ESCALATED.value})
-
-
-class ClaimInput(RunInput):
-    """What resumes a waiting claim: the organizer's decision, an extension, or documents received.
-
-    The decision endpoint records the step in the database first and passes the same facts here; a
-    run resumed from the Prefect UI form applies the step itself.
-    """
-
-    # withdraw / expire_documents / documents / bank_details: the step is already recorded (buyer, sla-watch, ops);
-    # the run re-reads the claim and goes on. recheck: the claim moved on, read it again.
-    decision: Literal["approve", "reject", "extend", "documents", "withdraw", "expire_documents", "bank_details", "recheck"] = Field(
-        description="approve, reject, extend (10 -> 20 working days); documents, bank_details, withdraw, expire_documents "
-                    "(already recorded); recheck (the claim moved on: read it again)")
-    amount_kopecks: int | None = Field(default=None, ge=0, description="For an 'other' claim: the amount the organizer agrees to refund")
-    note: str = Field(default="", description="Reason for a refusal or an extension, shown to the buyer")
-    decided_by: str = Field(default="organizer", description="Who decided")
-    at: datetime | None = Field(default=None, description="When the decision was made (defaults to the resume time)")
-
-
-@dataclass(frozen=True)
-class ClaimView:
-    id: int
-    number: str
-    state: str
-    reason: str
-    event_id: int
-    organizer_id: int
-    buyer_email: str
-    version: int
-
-    def tags(self) -> list[str]:
-        return [f"event:{self.event_id}", f"organizer:{self.organizer_id}", f"reason:{self.reason}"]
-
-
-def _claim_with_order_and_event(claim_id: int, *columns):
-    return (
-        select(*columns)
-        .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
-        .join(order_t, order_t.c.id == ticket_t.c.order_id)
-        .join(event_t, event_t.c.id == claim_t.c.event_id)
-        .where(claim_t.c.id == claim_id)
-    )
-
-
-def read_claim(claim_id: int, *, engine=None) -> ClaimView:
-    """The claim as stored now: the machine's state is the truth the flow follows."""
-    with (engine or get_engine()).connect() as conn:
-        row = conn.execute(_claim_with_order_and_event(
-            claim_id, claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.event_id, event_t.c.organizer_id,
-            order_t.c.buyer_email, claim_t.c.version,
-        )).one_or_none()
-    if row is None:
-        raise LookupError(f"claim {claim_id} not found")
-    return ClaimView(**row._mapping)
 
 
 @task(name="check-claim", retries=3, retry_delay_seconds=2, cache_policy=STEP_CACHE)
@@ -102,58 +43,6 @@ def check_claim(claim_id: int) -> dict[str, Any]:
         with get_engine().begin() as conn:
             conn.execute(update(claim_t).where(claim_t.c.id == claim_id, claim_t.c.flow_run_id.is_(None)).values(flow_run_id=str(run_id)))
     return asdict(claim)
-
-
-def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any]:
-    """What «Заявка принята» says. A claim the organizer decides (illness, death, «Прочее") gets what
-    happens next and by when; the decision deadline is the one `assess` would set (states decide),
-    shown only once it can be known (documents in). Any other claim gets its quote and the rule,
-    in Russian prose."""
-    row = conn.execute(_claim_with_order_and_event(
-        claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_name, event_t.c.title,
-    )).one()
-    _, facts = load_facts(conn, [claim_id], now)[claim_id]
-    quote = row.quote or {}
-    payload: dict[str, Any] = {
-        "claim_number": row.number,
-        "buyer_name": row.buyer_name,
-        "event_title": row.title,
-        "event_date": facts.event_start.date(),
-        "reason": row.reason,
-        "basis": basis_ru(quote | {"reason": row.reason}),
-    }
-    if row.reason in {r.value for r in ORGANIZER_DECIDES}:
-        documented = row.reason in {r.value for r in DOCUMENTED_REASONS}
-        payload["decision_working_days"] = DECISION_WORKING_DAYS
-        # A date past the calendar's edge (an event in year 9999) leaves the date out, never the filing.
-        if documented:
-            payload["documents_received"] = bool(facts.documents)
-            with suppress(OverflowError, ValueError):
-                payload["documents_deadline"] = documents_last_day(facts.event_start)
-        if not documented or facts.documents:
-            with suppress(OverflowError, ValueError):
-                due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
-                if due is not None:
-                    payload["decision_deadline"] = due
-    else:
-        payload |= {
-            "refund_percent": quote.get("percent", 0),
-            "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
-            "days_before": quote.get("days_before"),
-        }
-    return payload
-
-
-def queue_acknowledgement(conn, claim_id: int, now: datetime) -> bool:
-    """Queue «Заявка принята» in the caller's transaction: the filing writes it together with the
-    claim, the claim's run again (the dedup key keeps it once per claim)."""
-    recipient = conn.execute(_claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
-    payload = acknowledgement_payload(conn, claim_id, now)
-    with Session(bind=conn) as session:
-        queued = enqueue_email(session, dedup_key=f"claim:{claim_id}:claim_received", claim_id=claim_id, template="claim_received",
-                               recipient=recipient, payload=payload, now=now)
-        session.flush()
-    return queued
 
 
 @task(name="acknowledge-claim", retries=3, retry_delay_seconds=2, cache_policy=STEP_CACHE)
@@ -188,8 +77,6 @@ def apply_input(claim_id: int, decision: dict[str, Any], wait_number: int, now: 
     A run resumed from the Prefect UI form gets its decision checked and recorded here by the same
     function the API uses; documents only ever arrive through the API, which records them itself.
     """
-    from tasks.intake import DECISION_TRIGGERS, IntakeError, decide
-
     parsed = ClaimInput(**decision)
     current = read_claim(claim_id).state
     trigger = DECISION_TRIGGERS.get(parsed.decision)
@@ -229,9 +116,6 @@ def pay_refund(claim_id: int, now: datetime) -> str:
     Only this claim's payout is opened and sent: other claims' payouts, and their failures, belong to
     their own runs and to the scheduled payout-run sweep.
     """
-    from tasks.acquirer import YooKassaAcquirer
-    from tasks.payouts import open_payouts, submit_card_refunds
-
     state = read_claim(claim_id).state
     # Only an approved claim starts its payout: a replay finds it started, and start_payout from
     # payout_failed means "by bank transfer", which is the acquirer's verdict to give, not a replay's.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import policy as email_policy
-from email.headerregistry import HeaderRegistry
-from dataclasses import dataclass
 from email.header import Header
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -25,6 +25,7 @@ from typing import Any
 
 import jinja2
 
+from states.money import format_rub
 from states.policy import DOCUMENTED_REASONS, LEGAL_VOLUNTARY_PERCENTS, ORGANIZER_DECIDES
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
@@ -102,23 +103,11 @@ def _group_ru(amount: str) -> str:
     return f"{sign}{' '.join(groups)},{(frac or '00'):0<2}"
 
 
-def _plain_rub(kopecks: int) -> str:
-    sign = "-" if kopecks < 0 else ""
-    rubles, kop = divmod(abs(kopecks), 100)
-    return f"{sign}{rubles}.{kop:02d}"
-
-
-try:  # one money formatter for the whole project when states.money is there
-    from states.money import format_rub as _format_rub  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the other engineer's progress
-    _format_rub = _plain_rub
-
-
 def rub(kopecks: int) -> str:
     """Integer kopecks -> '1 750,00 ₽' for buyer-facing text."""
     if isinstance(kopecks, bool) or not isinstance(kopecks, int):
         raise TypeError(f"money is integer kopecks, got {kopecks!r}")
-    return f"{_group_ru(_format_rub(kopecks))} ₽"
+    return f"{_group_ru(format_rub(kopecks))} ₽"
 
 
 def _as_date(value: date | datetime | str) -> date:

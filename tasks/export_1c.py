@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
+from states.money import format_rub
+
 __all__ = [
     "AccountSection",
     "BankStatement",
@@ -48,7 +50,7 @@ class Payer:
     bank_corr_account: str
 
     @classmethod
-    def from_settings(cls, settings=None) -> "Payer":
+    def from_settings(cls, settings=None) -> Payer:
         if settings is None:
             from models.settings import get_settings
 
@@ -105,7 +107,7 @@ def claim_number_from_purpose(purpose: str) -> str | None:
 def _rub(kopecks: int) -> str:
     if kopecks <= 0:
         raise ValueError(f"a payment order needs a positive amount, got {kopecks} kopecks")
-    return f"{kopecks // 100}.{kopecks % 100:02d}"
+    return format_rub(kopecks)
 
 
 def _d(value: date) -> str:

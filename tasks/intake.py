@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
+from prefect.input import RunInput
+from pydantic import Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -26,22 +29,105 @@ from models.claim_store import (
     TransitionRefused,
     apply_batch,
     apply_trigger,
-    id_in,
     claim_t,
     document_t,
     event_t,
     file_claims,
+    id_in,
     load_facts,
     order_t,
     organizer_t,
     ticket_t,
 )
+from models.claim_views import ClaimView, claim_with_order_and_event, read_claim
 from models.tables import Document
-from states.lifecycle import ClaimState, Trigger, has_step
-from states.policy import DOCUMENT_KINDS, DOCUMENTED_REASONS, PolicyError, Reason, ReasonNotAllowed, check_documented_claim, fallback_offer
-from tasks.claims import ClaimInput, ClaimView, queue_acknowledgement, read_claim
+from states.calendar import DECISION_WORKING_DAYS
+from states.lifecycle import ClaimState, Trigger, effects, has_step
+from states.money import parse_rub
+from states.policy import (
+    DOCUMENT_KINDS,
+    DOCUMENTED_REASONS,
+    ORGANIZER_DECIDES,
+    PolicyError,
+    Reason,
+    ReasonNotAllowed,
+    check_documented_claim,
+    documents_last_day,
+    fallback_offer,
+)
+from tasks.emails import basis_ru
 from tasks.outbox import enqueue_email
 from tasks.run_actions import REFUND_CLAIM_DEPLOYMENT, queue_create, queue_resume  # noqa: F401 - the deployment's name is read from here
+
+
+class ClaimInput(RunInput):
+    """What resumes a waiting claim: the organizer's decision, an extension, or documents received.
+
+    The decision endpoint records the step in the database first and passes the same facts here; a
+    run resumed from the Prefect UI form applies the step itself.
+    """
+
+    # withdraw / expire_documents / documents / bank_details: the step is already recorded (buyer, sla-watch, ops);
+    # the run re-reads the claim and goes on. recheck: the claim moved on, read it again.
+    decision: Literal["approve", "reject", "extend", "documents", "withdraw", "expire_documents", "bank_details", "recheck"] = Field(
+        description="approve, reject, extend (10 -> 20 working days); documents, bank_details, withdraw, expire_documents "
+                    "(already recorded); recheck (the claim moved on: read it again)")
+    amount_kopecks: int | None = Field(default=None, ge=0, description="For an 'other' claim: the amount the organizer agrees to refund")
+    note: str = Field(default="", description="Reason for a refusal or an extension, shown to the buyer")
+    decided_by: str = Field(default="organizer", description="Who decided")
+    at: datetime | None = Field(default=None, description="When the decision was made (defaults to the resume time)")
+
+
+def acknowledgement_payload(conn, claim_id: int, now: datetime) -> dict[str, Any]:
+    """What «Заявка принята» says. A claim the organizer decides (illness, death, «Прочее") gets what
+    happens next and by when; the decision deadline is the one `assess` would set (states decide),
+    shown only once it can be known (documents in). Any other claim gets its quote and the rule,
+    in Russian prose."""
+    row = conn.execute(claim_with_order_and_event(
+        claim_id, claim_t.c.number, claim_t.c.quote, claim_t.c.reason, order_t.c.buyer_name, event_t.c.title,
+    )).one()
+    _, facts = load_facts(conn, [claim_id], now)[claim_id]
+    quote = row.quote or {}
+    payload: dict[str, Any] = {
+        "claim_number": row.number,
+        "buyer_name": row.buyer_name,
+        "event_title": row.title,
+        "event_date": facts.event_start.date(),
+        "reason": row.reason,
+        "basis": basis_ru(quote | {"reason": row.reason}),
+    }
+    if row.reason in {r.value for r in ORGANIZER_DECIDES}:
+        documented = row.reason in {r.value for r in DOCUMENTED_REASONS}
+        payload["decision_working_days"] = DECISION_WORKING_DAYS
+        # A date past the calendar's edge (an event in year 9999) leaves the date out, never the filing.
+        if documented:
+            payload["documents_received"] = bool(facts.documents)
+            with suppress(OverflowError, ValueError):
+                payload["documents_deadline"] = documents_last_day(facts.event_start)
+        if not documented or facts.documents:
+            with suppress(OverflowError, ValueError):
+                due = effects(Trigger.ASSESS.value, ClaimState.AWAITING_ORGANIZER.value, facts, now).get("decision_due")
+                if due is not None:
+                    payload["decision_deadline"] = due
+    else:
+        payload |= {
+            "refund_percent": quote.get("percent", 0),
+            "refund_kopecks": parse_rub(quote.get("amount", "0.00")),
+            "days_before": quote.get("days_before"),
+        }
+    return payload
+
+
+def queue_acknowledgement(conn, claim_id: int, now: datetime) -> bool:
+    """Queue «Заявка принята» in the caller's transaction: the filing writes it together with the
+    claim, the claim's run again (the dedup key keeps it once per claim)."""
+    recipient = conn.execute(claim_with_order_and_event(claim_id, order_t.c.buyer_email)).scalar_one()
+    payload = acknowledgement_payload(conn, claim_id, now)
+    with Session(bind=conn) as session:
+        queued = enqueue_email(session, dedup_key=f"claim:{claim_id}:claim_received", claim_id=claim_id, template="claim_received",
+                               recipient=recipient, payload=payload, now=now)
+        session.flush()
+    return queued
 
 
 class IntakeError(ValueError):
@@ -70,7 +156,7 @@ def issue_organizer_token(engine: Engine, organizer_id: int, *, now: datetime | 
     if days < 1:
         raise ValueError("a token lives at least one day")
     token = secrets.token_urlsafe(32)
-    expires = (now or datetime.now(timezone.utc)) + timedelta(days=days)
+    expires = (now or datetime.now(UTC)) + timedelta(days=days)
     with engine.begin() as conn:
         conn.execute(update(organizer_t).where(organizer_t.c.id == organizer_id)
                      .values(api_token_sha256=token_digest(token), api_token_expires_at=expires))
@@ -89,7 +175,7 @@ PREFECT_UI_PRINCIPAL = "prefect-ui"
 
 def organizer_for_token(engine: Engine, token: str, *, now: datetime | None = None) -> int | None:
     """The organizer whose unexpired token this is; None for an unknown or expired one (the API answers 401)."""
-    at = now or datetime.now(timezone.utc)
+    at = now or datetime.now(UTC)
     with engine.connect() as conn:
         return conn.execute(select(organizer_t.c.id).where(
             organizer_t.c.api_token_sha256 == token_digest(token), organizer_t.c.api_token_expires_at > at,
@@ -201,7 +287,7 @@ def request_run_resume(engine: Engine, claim_id: int, run_input: ClaimInput) -> 
     the run behind its claim's state. Steps that can, queue the resume with the step (`_queue_resume`).
     """
     with engine.begin() as conn:
-        _queue_resume(conn, [claim_id], run_input, run_input.at or datetime.now(timezone.utc))
+        _queue_resume(conn, [claim_id], run_input, run_input.at or datetime.now(UTC))
     return True
 
 

@@ -30,9 +30,9 @@ import json
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -130,7 +130,7 @@ def transient_retry_delay(retry: int) -> timedelta:
 def _utc(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError(f"naive datetime {now!r}: time must be tz-aware")
-    return now.astimezone(timezone.utc)
+    return now.astimezone(UTC)
 
 
 def _insert(conn: Connection):
@@ -216,7 +216,7 @@ class RefundReport:
 
     _COUNTS = ("asked", "succeeded", "failed", "will_retry", "bank_details", "errors", "retry_later", "pending", "deferred")
 
-    def merge(self, other: "RefundReport") -> None:
+    def merge(self, other: RefundReport) -> None:
         for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)

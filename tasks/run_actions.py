@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from models.claim_store import claim_t, id_in
+from models.claim_views import read_claim
 from models.tables import RunAction
 from states.lifecycle import ClaimState
 
@@ -127,7 +128,7 @@ def _insert(conn: Connection):
 def _utc(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError(f"naive datetime {now!r}: time must be tz-aware")
-    return now.astimezone(timezone.utc)
+    return now.astimezone(UTC)
 
 
 def queue_create(conn: Connection, *, claim_id: int, now: datetime, generation: int = 1) -> bool:
@@ -250,7 +251,7 @@ class PrefectRuns:
         state = run.state
         claim_id = run.parameters.get("claim_id") if run.parameters else None
         return RunView(id=str(run.id), state_type=state.type.value if state else "PENDING",
-                       state_since=(state.timestamp if state else run.created).astimezone(timezone.utc),
+                       state_since=(state.timestamp if state else run.created).astimezone(UTC),
                        pause_key=state.state_details.pause_key if state else None,
                        claim_id=int(claim_id) if claim_id is not None else None)
 
@@ -286,7 +287,13 @@ class PrefectRuns:
         self._client().set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
 
     def paused(self) -> Iterable[RunView]:
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
         from prefect.client.schemas.objects import StateType
 
         offset = 0
@@ -336,8 +343,6 @@ def _claim(conn: Connection, claim_id: int):
 
 
 def _create(engine: Engine, runs: RunsPort, action: Action, *, now: datetime) -> str:
-    from tasks.claims import read_claim
-
     claim = read_claim(action.claim_id, engine=engine)
     generation = int(action.payload.get("generation", 1))
     name = claim.number if generation == 1 else f"{claim.number} #{generation}"

@@ -25,8 +25,7 @@ from models.db import get_engine
 from models.settings import get_settings
 from states.calendar import is_working_day
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
-from tasks.claims import ClaimInput
-from tasks.intake import request_run_resume
+from tasks.intake import ClaimInput, request_run_resume
 from tasks.outbox import enqueue_email
 
 

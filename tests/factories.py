@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert
@@ -61,7 +61,7 @@ def tickets_bulk(conn: Connection, *, event_id: int, count: int, price_paid: int
     from sqlalchemy import func, select
 
     order_t, ticket_t = Order.__table__, Ticket.__table__
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     base = next(_seq) * 10_000_000
     last_order = conn.execute(select(func.coalesce(func.max(order_t.c.id), 0))).scalar_one()
     conn.execute(insert(order_t), [

@@ -4,8 +4,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import models.tables  # noqa: F401  registers every table on SQLModel.metadata
 import models.payouts  # noqa: F401
+import models.tables  # noqa: F401  registers every table on SQLModel.metadata
 from models.db import make_engine
 
 config = context.config

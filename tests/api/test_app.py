@@ -1,7 +1,7 @@
 """The API without a Prefect server: intake errors, validation, organizer scoping (start_flow is not reached)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +12,7 @@ from models.settings import get_settings
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 
-NOW = datetime(2026, 12, 8, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture

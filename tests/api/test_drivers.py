@@ -2,7 +2,7 @@
 organizer step is recorded under the token's principal, never a name the client typed."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +17,7 @@ from tasks.emails import render_parts
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 
-NOW = datetime(2026, 12, 8, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 BUYER = "Anna.Petrova@example.ru"
 
 

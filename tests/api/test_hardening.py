@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -16,13 +16,13 @@ from sqlalchemy import select
 from api.app import app
 from models.claim_store import apply_batch, document_t, file_claims
 from models.db import make_engine
-from tasks.intake import issue_organizer_token
 from models.migrate import upgrade
+from tasks.intake import issue_organizer_token
 from tests import factories as f
-from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.api.uvicorn_server import api_server
+from tests.conftest import _create_pg_database, _drop_pg_database
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 CLAIM_PATHS = [
     ("post", "/claims/{id}/documents", {"kind": "other"}),

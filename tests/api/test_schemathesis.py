@@ -11,7 +11,7 @@ The seed data never lets a filing reach Prefect (every ticket already has an ope
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -47,7 +47,7 @@ def fuzz_target(request, tmp_path_factory):
         request.addfinalizer(lambda: _drop_pg_database(pg_name))
     upgrade(url)
     engine = make_engine(url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         mine, theirs = f.organizer(conn), f.organizer(conn, email="theirs@example.ru")
         for organizer_id in (mine, mine, mine, theirs):

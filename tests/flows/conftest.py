@@ -25,10 +25,10 @@ def stack(tmp_path_factory):
     s.start()
     for key, value in s.env().items():
         mp.setenv(key, value)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from models.db import get_engine
     from models.settings import get_settings
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     get_settings.cache_clear()
     get_engine.cache_clear()

@@ -1,22 +1,22 @@
 """SMTP down, then up: nothing is lost and nothing is sent twice."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from prefect.deployments import run_deployment
 from sqlalchemy import select
 
+from models.claim_views import read_claim
 from models.db import get_engine
 from models.tables import OutboxMessage
-from tasks.claims import read_claim
 from tests import factories as f
 from tests.flows.conftest import mail_in, wait_for
 
 
 def test_mail_waits_in_the_outbox_while_smtp_is_down_and_goes_once_when_it_is_back(stack):
     engine = get_engine()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         event = f.event(conn, starts_at=now + timedelta(days=40), title="Балет")
         order = f.order(conn, created_at=now - timedelta(days=3), buyer_email="outage@example.ru",

@@ -1,15 +1,15 @@
 """refund-claim against a real Prefect server, a real SMTP server and the acquirer stand-in."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from models.claim_views import read_claim
 from models.db import get_engine
 from models.tables import OutboxMessage
-from tasks.claims import read_claim
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 from tests.flows.conftest import body_text, claim_run, mail_in, run_of, run_state, wait_for, waiting_in
@@ -19,7 +19,7 @@ from tests.flows.conftest import body_text, claim_run, mail_in, run_of, run_stat
 def world(stack):
     """An organizer with a token, a Moscow event a week away, a card ticket; the API client."""
     engine = get_engine()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         org = f.organizer(conn, email="org@example.ru")
         event = f.event(conn, starts_at=now + timedelta(days=7), organizer_id=org, title="Концерт в Крокусе")

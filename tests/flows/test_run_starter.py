@@ -4,7 +4,7 @@ The stack's starter sweeps every 2 s for claims quiet for 3 s (tests/flows/conft
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -13,10 +13,10 @@ from prefect.states import Crashed
 from sqlalchemy import select
 
 from models.claim_store import apply_batch
+from models.claim_views import read_claim
 from models.db import get_engine
 from models.payouts import Payout
 from models.tables import ClaimTransition, OutboxMessage, RunAction
-from tasks.claims import read_claim
 from tasks.intake import file_buyer_claim, issue_organizer_token
 from tasks.payouts import submit_bank_details
 from tests import factories as f
@@ -27,7 +27,7 @@ from tests.flows.conftest import claim_run, run_of, run_state, wait_for, waiting
 def shop(stack):
     """An organizer with a token and a Moscow event three weeks away; `ticket()` sells one more seat."""
     engine = get_engine()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         org = f.organizer(conn, email="starter-org@example.ru")
         event = f.event(conn, starts_at=now + timedelta(days=21), organizer_id=org, title="Джаз в саду")
@@ -92,9 +92,9 @@ def test_claims_decided_with_no_resume_recorded_are_resumed_by_the_sweep(stack, 
     engine = shop["engine"]
     waiting = [_waiting_for_organizer(shop) for _ in range(3)]
     # Decided the way the killed process left them: the step recorded, no resume anywhere.
-    result = apply_batch(engine, claim_ids=[c for c, _ in waiting[:2]], trigger="approve", actor="org:bulk", now=datetime.now(timezone.utc))
+    result = apply_batch(engine, claim_ids=[c for c, _ in waiting[:2]], trigger="approve", actor="org:bulk", now=datetime.now(UTC))
     assert result.moved_count == 2
-    result = apply_batch(engine, claim_ids=[waiting[2][0]], trigger="reject", actor="org:bulk", now=datetime.now(timezone.utc),
+    result = apply_batch(engine, claim_ids=[waiting[2][0]], trigger="reject", actor="org:bulk", now=datetime.now(UTC),
                          data={"refusal_code": "ORGANIZER_REFUSED", "refusal_message": "Нет оснований"})
     assert result.moved_count == 1
 
@@ -129,14 +129,14 @@ def test_a_run_gone_or_crashed_is_replaced_and_the_claim_still_reaches_payout(st
 def test_a_claim_waiting_for_bank_details_is_a_suspended_run_that_says_so_and_goes_on_when_they_arrive(stack, shop):
     """Regression: the run of a cash claim ended Completed while the claim waited for bank details."""
     engine = shop["engine"]
-    claim = file_buyer_claim(engine, ticket_id=shop["ticket"]("cash"), reason="voluntary", now=datetime.now(timezone.utc))
+    claim = file_buyer_claim(engine, ticket_id=shop["ticket"]("cash"), reason="voluntary", now=datetime.now(UTC))
     run_id = claim_run(claim.id, engine)
     wait_for("run suspended for bank details", lambda: waiting_in(run_id, "needs_bank_details"))
     assert run_of(run_id).state.name == "Suspended"
     assert run_of(run_id).state.state_details.pause_key.startswith(f"claim-{claim.id}-needs-bank-details-v")
 
     assert submit_bank_details(engine, claim_id=claim.id, bik="049805746", account="40602810700000000025",
-                               name="Соколов Денис Викторович", now=datetime.now(timezone.utc)) == []
+                               name="Соколов Денис Викторович", now=datetime.now(UTC)) == []
     wait_for("run completed", lambda: run_state(run_id) == "COMPLETED", timeout=120)
     assert read_claim(claim.id, engine=engine).state == "payout_pending"
     with engine.connect() as conn:

@@ -8,8 +8,8 @@ import httpx
 from prefect import get_client
 from prefect.deployments import run_deployment
 
+from models.claim_views import read_claim
 from models.db import get_engine
-from tasks.claims import read_claim
 from tasks.intake import file_buyer_claim
 from tests import factories as f
 from tests.flows.conftest import claim_run, mail_in, wait_for

@@ -2,15 +2,15 @@
 the documents window closing (sla-watch), the buyer withdrawing, the organizer refusing false documents."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from prefect import get_client
 
+from models.claim_views import read_claim
 from models.db import get_engine
 from states.policy import documents_deadline
-from tasks.claims import read_claim
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 from tests.flows.conftest import body_text, mail_in, wait_for
@@ -32,7 +32,7 @@ def world(stack):
     """An organizer with a token, a Moscow event two days away, a card ticket, an illness claim whose run
     is suspended waiting for documents; the API client."""
     engine = get_engine()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     event_start = (now + timedelta(days=2)).astimezone(MSK)
     with engine.begin() as conn:
         org = f.organizer(conn, email="drivers-org@example.ru")

@@ -8,7 +8,7 @@ states/lifecycle.py, run this file, watch it fail, revert).
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -152,7 +152,7 @@ def documents(draw):
     sick_to = None if sick_from is None else draw(st.none() | st.dates(min_value=sick_from, max_value=HI.date()))
     return DocumentEvidence(
         kind=draw(st.sampled_from(sorted(DOCUMENT_KINDS))),
-        received_at=draw(aware(LO, HI, timezone.utc)),
+        received_at=draw(aware(LO, HI, UTC)),
         sick_from=sick_from,
         sick_to=sick_to,
         person_name=draw(st.sampled_from([None, "Иванов Иван Иванович", "Петров Пётр"])),
@@ -175,7 +175,7 @@ def claim_facts(draw, state):
     return ClaimFacts(
         reason=draw(st.sampled_from(list(Reason))),
         state=state,
-        filed_at=draw(aware(LO, HI, timezone.utc)),
+        filed_at=draw(aware(LO, HI, UTC)),
         event_start=draw(aware(LO, HI)),
         ticket=TicketPrice(price, draw(st.none() | st.integers(0, 1_000_000)), draw(st.integers(0, 50_000)), 0, draw(st.booleans())),
         barcode_status=draw(st.sampled_from(["valid", "scanned", "void"])),
@@ -185,7 +185,7 @@ def claim_facts(draw, state):
         event_status=draw(st.sampled_from(["scheduled", "cancelled", "postponed", "replaced"])),
         high_alert_regime=draw(st.booleans()),
         policy=draw(st.sampled_from([LEGAL_POLICY, OrganizerPolicy(refuse_promo=True)])),
-        order_created_at=draw(st.none() | aware(LO, HI, timezone.utc)),
+        order_created_at=draw(st.none() | aware(LO, HI, UTC)),
         buyer_name="Иванов Иван Иванович",
         name_mismatch_explanation=draw(st.sampled_from([None, "Билет куплен на имя мужа"])),
         documents=tuple(draw(st.lists(documents(), max_size=2))),
@@ -208,7 +208,7 @@ def trigger_and_facts(draw):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(case=trigger_and_facts(), now=aware(LO, HI, timezone.utc))
+@given(case=trigger_and_facts(), now=aware(LO, HI, UTC))
 def test_the_machine_does_what_the_rules_say_on_both_paths(case, now):
     trigger, facts = case
     expected = rules_say(trigger, facts, now)

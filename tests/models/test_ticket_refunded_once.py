@@ -176,10 +176,10 @@ def _claim_0003(conn, ticket_id: int, seq: int, state: str) -> int:
 
 def _at_0003(db_url):
     """A database at revision 0003 (before this guard), written with the columns it had then."""
+    from alembic import command
+
     from models.db import make_engine
     from models.migrate import alembic_config
-
-    from alembic import command
 
     command.downgrade(alembic_config(db_url), "0003")
     return make_engine(db_url)

@@ -12,7 +12,6 @@ from tasks.acquirer import (
     YooKassaAcquirer,
     refund_receipt,
 )
-
 from tasks.payouts import payout_key
 
 from .conftest import SECRET, SHOP_ID

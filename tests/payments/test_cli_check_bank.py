@@ -1,33 +1,15 @@
-"""`vozvrat check-bank`, run through Typer's CliRunner on an app standing in for cli.main.app.
-
-cli.main imports every area's commands; the test gives cli.bank_commands a fresh app of its own so it
-does not depend on the other areas being importable.
-"""
+"""`vozvrat check-bank`, run through Typer's CliRunner on the real `vozvrat` app."""
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-
 import pytest
-import typer
 from typer.testing import CliRunner
 
 
 @pytest.fixture()
-def app(monkeypatch):
-    fake_main = types.ModuleType("cli.main")
-    fake_main.app = typer.Typer()
+def app():
+    from cli.main import app
 
-    @fake_main.app.callback()
-    def _root() -> None:  # keeps Typer in sub-command mode
-        pass
-
-    monkeypatch.setitem(sys.modules, "cli.main", fake_main)
-    monkeypatch.delitem(sys.modules, "cli.bank_commands", raising=False)
-    importlib.import_module("cli.bank_commands")
-    monkeypatch.delitem(sys.modules, "cli.bank_commands", raising=False)
-    return fake_main.app
+    return app
 
 
 def run(app, *args):

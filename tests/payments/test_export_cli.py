@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +18,7 @@ from tests import factories
 from tests.payments import bank_statement
 
 runner = CliRunner()
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 BIK, ACCOUNT = "049805746", "40602810700000000025"
 
 

@@ -5,7 +5,7 @@ never pays twice."""
 from __future__ import annotations
 
 import getpass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +30,7 @@ from tests import factories
 from .conftest import SECRET, SHOP_ID
 
 MSK = ZoneInfo("Europe/Moscow")
-NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 payout_t, claim_t, audit_t, outbox_t = Payout.__table__, Claim.__table__, ClaimTransition.__table__, OutboxMessage.__table__
 runner = CliRunner()
 
@@ -120,7 +120,7 @@ def test_backoff_is_bounded_then_ops_retry_pays_once_with_the_real_actor(sqlite_
     clock = NOW
     waits = []
     with freeze_time(clock) as frozen:
-        for attempt in range(MAX_AUTOMATIC_RETRIES + 1):
+        for _attempt in range(MAX_AUTOMATIC_RETRIES + 1):
             result = runner.invoke(app, run)
             assert result.exit_code == 0, result.output
             assert claim(engine, claim_id)["state"] == "payout_failed"

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,7 @@ def test_generate_writes_an_owner_only_key_file_and_never_overwrites(tmp_path):
 
 def test_an_organizer_token_expires_and_then_the_api_answers_401(sqlite_url, monkeypatch):
     # Used to go wrong: an organizer's token never expired.
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from fastapi.testclient import TestClient
 
@@ -191,7 +192,7 @@ def test_an_organizer_token_expires_and_then_the_api_answers_401(sqlite_url, mon
     issued = CliRunner().invoke(app, ["organizers", "token", str(org), "--days", "7", "--db", sqlite_url])
     assert issued.exit_code == 0, issued.output
     token = issued.output.strip()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert organizer_for_token(engine, token, now=now + timedelta(days=6, hours=23)) == org
     assert organizer_for_token(engine, token, now=now + timedelta(days=7, minutes=1)) is None
     assert CliRunner().invoke(app, ["organizers", "token", str(org), "--days", "0", "--db", sqlite_url]).exit_code == 2

@@ -17,11 +17,11 @@ from states.lifecycle import (
     ClaimState,
     InvalidTrigger,
     Trigger,
-    judge,
     edges,
-    has_step,
     effects,
     fire,
+    has_step,
+    judge,
 )
 from states.policy import Reason, TicketPrice
 

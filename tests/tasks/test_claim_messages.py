@@ -11,9 +11,8 @@ from sqlalchemy import select
 from models.claim_store import apply_trigger, file_claims, outbox_t
 from models.tables import OutboxMessage
 from states.policy import Reason
-from tasks.claims import ClaimInput, acknowledgement_payload
 from tasks.emails import render_email
-from tasks.intake import decide, decide_many
+from tasks.intake import ClaimInput, acknowledgement_payload, decide, decide_many
 from tasks.sla import overdue_working_days
 from tests import factories as f
 from tests.factories import MSK

@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 import re
-
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
 
 from tasks.emails import (
-    OPTIONAL_CONTEXT, TEMPLATE_CONTEXT, TEMPLATES, MissingContext, UnknownTemplate, basis_ru, days_ru,
-    message_id_for, render_email, render_email_bytes, rub, working_days_ru,
+    OPTIONAL_CONTEXT,
+    TEMPLATE_CONTEXT,
+    TEMPLATES,
+    MissingContext,
+    UnknownTemplate,
+    basis_ru,
+    days_ru,
+    message_id_for,
+    render_email,
+    render_email_bytes,
+    rub,
+    working_days_ru,
 )
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """The run starter against the database, with Prefect behind an in-memory port (the flow tests use a real server)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
@@ -10,8 +10,7 @@ from sqlalchemy import select
 
 from models.claim_store import apply_trigger, claim_t
 from models.tables import RunAction
-from tasks.claims import ClaimInput
-from tasks.intake import decide, decide_many, file_buyer_claim
+from tasks.intake import ClaimInput, decide, decide_many, file_buyer_claim
 from tasks.run_actions import (
     MAX_GENERATIONS,
     NotPaused,
@@ -26,7 +25,7 @@ from tasks.run_actions import (
 )
 from tests import factories as f
 
-NOW = datetime(2026, 12, 8, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 STALE = timedelta(minutes=10)
 run_action_t = RunAction.__table__
 
