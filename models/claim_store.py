@@ -361,6 +361,8 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
         ("new_deadline", _date_text(claim_t.c.decision_due)),
         ("extension_reason", claim_t.c.extension_reason),
         ("rejection_reason", func.coalesce(claim_t.c.refusal_message, claim_t.c.decision_note, _text("Организатор отказал в возврате."))),
+        # Who refused: the organizer, or the rules themselves (intake, expired documents, a used ticket).
+        ("refusal_code", claim_t.c.refusal_code),
         ("channel", case((order_t.c.payment_method == "card", _text("card")), else_=_text("bank_transfer"))),
         ("fallback_percent", _int(fallback_percent)),
         ("fallback_kopecks", _int(fallback_kopecks)),

@@ -66,8 +66,10 @@ def test_a_claim_without_documents_is_refused_once_its_window_has_closed(engine)
 
     (template, recipient, payload), = [e for e in emails(engine, claim_id) if e[0] == "decision_rejected"]
     assert recipient == "buyer@example.ru"
-    _, text, _ = render_parts(template, payload)
+    subject, text, _ = render_parts(template, payload)
     assert f"Причина отказа: {NO_DOCUMENTS}" in text
+    # Used to go wrong: sla-watch's refusal told the buyer «организатор отказал», which he never did.
+    assert "организатор" not in subject + text and "по правилам возврата" in text
 
     # A second pass finds nothing to do and sends nothing twice.
     assert expire_documents(engine, now=deadline + timedelta(days=1)) == ExpiryReport()
