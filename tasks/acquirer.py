@@ -102,11 +102,15 @@ class AcquirerError(Exception):
 
     @property
     def card_refused(self) -> bool:
-        """The acquirer will never refund this payment to the card (payment unknown or malformed,
-        nothing left to refund): a permanent failure, the refund needs another channel."""
+        """The acquirer will never refund this payment to the card (payment unknown or malformed): a
+        permanent failure, the refund needs another channel.
+
+        Not "more than is left of the payment": that says the money already went back some other way
+        (a refund made outside vozvrat), and paying it again by bank transfer would pay twice. That
+        claim waits in payout_failed for a person."""
         if self.retryable or self.http_status in (401, 403):
             return False
-        return self.parameter in ("payment_id", "amount") or self.code == "not_found"
+        return self.parameter == "payment_id" or self.code == "not_found"
 
 
 class AcquirerPort(Protocol):

@@ -175,13 +175,11 @@ def test_a_failure_after_an_ops_retry_gets_a_fresh_set_of_automatic_retries(engi
     assert "automatic retry 1 of" in audit(engine, claim_id)[-1]["note"]
 
 
-@pytest.mark.parametrize("refusal", ["payment_not_found", "refund_exceeds_payment", "card_closed"])
+@pytest.mark.parametrize("refusal", ["payment_not_found", "card_closed"])
 def test_a_card_that_refuses_for_good_asks_the_buyer_for_bank_details(engine, standin, acquirer, refusal):
     """Used to: a permanent refusal left the claim in payout_failed with no way on but a person."""
     if refusal == "payment_not_found":
         payment = "2d1f5a0e-000f-5000-9000-000000000404"  # well-formed, unknown to the acquirer
-    elif refusal == "refund_exceeds_payment":
-        payment = standin.payment("100.00")  # the claim asks 3500.00
     else:
         payment = standin.payment("3500.00")
         standin.faults("cancel", reason="yoo_money_account_closed", payment_id=payment)
@@ -200,6 +198,24 @@ def test_a_card_that_refuses_for_good_asks_the_buyer_for_bank_details(engine, st
         templates = list(conn.execute(select(outbox_t.c.template).where(outbox_t.c.claim_id == claim_id)).scalars())
     assert templates.count("bank_details_needed") == 1
     assert retry_due_payouts(engine, now=NOW + timedelta(days=1)) == []  # nothing automatic: the buyer acts
+    assert [s for s, _ in refunds_of(standin, payment) if s != "canceled"] == []
+
+
+def test_a_refund_above_what_is_left_of_the_payment_waits_for_a_person_not_for_bank_details(engine, standin, acquirer):
+    """The acquirer answers «more than is left of the payment» when the money already went back some
+    other way; asking the buyer for bank details would then pay the ticket a second time."""
+    payment = standin.payment("100.00")  # the claim asks 3500.00
+    claim_id = new_claim(engine, payment_id=payment)
+    open_payouts(engine, now=NOW)
+
+    report = submit_card_refunds(engine, acquirer, now=NOW)
+
+    assert (report.failed, report.bank_details, report.will_retry) == (1, 0, 0)
+    assert claim(engine, claim_id)["state"] == "payout_failed"
+    with engine.connect() as conn:
+        templates = list(conn.execute(select(outbox_t.c.template).where(outbox_t.c.claim_id == claim_id)).scalars())
+    assert "bank_details_needed" not in templates
+    assert retry_due_payouts(engine, now=NOW + timedelta(days=1)) == []  # a person decides, not the sweep
     assert [s for s, _ in refunds_of(standin, payment) if s != "canceled"] == []
 
 
