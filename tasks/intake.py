@@ -286,8 +286,10 @@ def request_run_resume(engine: Engine, claim_id: int, run_input: ClaimInput) -> 
     A separate transaction from the step: were it lost, the sweep (tasks/run_actions.py) still finds
     the run behind its claim's state. Steps that can, queue the resume with the step (`_queue_resume`).
     """
+    # Due at once on the starter's clock: a step recorded "as of" another moment (sla-watch run for a
+    # given day) still wants its run brought up to date now.
     with engine.begin() as conn:
-        _queue_resume(conn, [claim_id], run_input, run_input.at or datetime.now(UTC))
+        _queue_resume(conn, [claim_id], run_input, datetime.now(UTC))
     return True
 
 
