@@ -50,7 +50,8 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "claim_received": frozenset({"buyer_name", "event_date", "refund_percent", "refund_kopecks", "days_before", "basis",
                                  "decision_working_days", "decision_deadline", "documents_deadline", "documents_received"}),
     "documents_needed": frozenset({"buyer_name"}),
-    "decision_approved": frozenset({"buyer_name"}),
+    # an organizer is named only when one decided (illness, death, «Прочее»); no reason: as before
+    "decision_approved": frozenset({"buyer_name", "reason"}),
     # the fallback offer is shown only when both are present
     "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks"}),
     "refund_sent": frozenset({"buyer_name", "account_masked"}),
