@@ -53,7 +53,7 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # an organizer is named only when one decided (illness, death, «Прочее»); no reason: as before
     "decision_approved": frozenset({"buyer_name", "reason"}),
     # the fallback offer is shown only when both are present
-    "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks"}),
+    "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks", "decided_by"}),
     "refund_sent": frozenset({"buyer_name", "account_masked"}),
     "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
     "review_extended": frozenset({"buyer_name"}),
