@@ -58,7 +58,8 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
     "review_extended": frozenset({"buyer_name"}),
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
-    "claim_withdrawn": frozenset({"buyer_name"}),
+    # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)
+    "claim_withdrawn": frozenset({"buyer_name", "reason"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 
