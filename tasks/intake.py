@@ -329,6 +329,10 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             if decision.amount_kopecks is not None:
                 if facts.reason != Reason.OTHER:
                     raise IntakeError("amount_kopecks", "Сумму можно указать только для заявки по причине «Прочее».")
+                if decision.amount_kopecks <= 0:
+                    # 0 ₽ "approved" would void the ticket, take its one refund and leave the claim in
+                    # payout_pending for ever (no payout opens for nothing): that is a refusal.
+                    raise IntakeError("amount_kopecks", "Сумма возврата должна быть больше нуля; чтобы не возвращать деньги, откажите в возврате (reject).")
                 if decision.amount_kopecks > facts.ticket.base:
                     raise IntakeError("amount_kopecks", "Сумма больше стоимости билета.")
                 data["approved_amount"] = decision.amount_kopecks
