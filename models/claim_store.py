@@ -356,6 +356,7 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
         ("event_date", _text(dates.event_date)),
         ("documents_deadline", _text(dates.documents_deadline)),
         ("reason", claim_t.c.reason),
+        ("decided_by", claim_t.c.decided_by),  # None: decided by the rules, no person (the emails say so)
         ("refund_kopecks", func.coalesce(claim_t.c.approved_amount, claim_t.c.amount)),
         ("payout_deadline", _date_text(claim_t.c.payout_due)),
         ("new_deadline", _date_text(claim_t.c.decision_due)),

@@ -51,14 +51,16 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "claim_received": frozenset({"buyer_name", "event_date", "refund_percent", "refund_kopecks", "days_before", "basis",
                                  "decision_working_days", "decision_deadline", "documents_deadline", "documents_received"}),
     "documents_needed": frozenset({"buyer_name"}),
-    "decision_approved": frozenset({"buyer_name"}),
+    # an organizer is named only when one decided (illness, death, «Прочее»); no reason: as before
+    "decision_approved": frozenset({"buyer_name", "reason"}),
     # the fallback offer is shown only when both are present
-    "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks", "refusal_code"}),
+    "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks", "decided_by", "refusal_code"}),
     "refund_sent": frozenset({"buyer_name", "account_masked"}),
     "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
     "review_extended": frozenset({"buyer_name"}),
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
-    "claim_withdrawn": frozenset({"buyer_name"}),
+    # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)
+    "claim_withdrawn": frozenset({"buyer_name", "reason"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 

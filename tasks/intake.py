@@ -367,6 +367,23 @@ def fallback_offers(conn, claim_ids: list[int], at: datetime) -> dict[str, Any]:
     return {"fallback_offers": offers} if offers else {}
 
 
+#: The claim's state as an organizer reads it in a 409 (never the internal code).
+STATE_LABELS_RU = {
+    "filed": "подана, ещё проверяется",
+    "awaiting_documents": "ждёт документы покупателя",
+    "awaiting_organizer": "ждёт решения организатора",
+    "escalated": "срок решения истёк",
+    "approved": "возврат одобрен",
+    "rejected": "в возврате отказано",
+    "payout_pending": "выплата в работе",
+    "payout_failed": "выплата не прошла",
+    "needs_bank_details": "ждёт банковские реквизиты",
+    "paid": "деньги выплачены",
+    "voucher_issued": "выдан ваучер",
+    "withdrawn": "отозвана покупателем",
+    "closed": "закрыта",
+}
+
 DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "extend": Trigger.EXTEND_REVIEW}
 
 
@@ -389,7 +406,8 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
     claim = _owned_claim(engine, claim_id, organizer_id)
     trigger = DECISION_TRIGGERS[decision.decision]
     if not has_step(trigger.value, claim.state):
-        raise IntakeError("decision", f"Заявка в состоянии «{claim.state}», такое решение сейчас невозможно.", code="wrong_state", status=409)
+        label = STATE_LABELS_RU.get(claim.state, claim.state)
+        raise IntakeError("decision", f"Состояние заявки — «{label}», такое решение сейчас невозможно.", code="wrong_state", status=409)
     at = decision.at or now
     actor = organizer_principal(organizer_id) if organizer_id is not None else PREFECT_UI_PRINCIPAL
     data: dict[str, Any] = {"decided_by": actor}
@@ -399,6 +417,10 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
             if decision.amount_kopecks is not None:
                 if facts.reason != Reason.OTHER:
                     raise IntakeError("amount_kopecks", "Сумму можно указать только для заявки по причине «Прочее».")
+                if decision.amount_kopecks <= 0:
+                    # 0 ₽ "approved" would void the ticket, take its one refund and leave the claim in
+                    # payout_pending for ever (no payout opens for nothing): that is a refusal.
+                    raise IntakeError("amount_kopecks", "Сумма возврата должна быть больше нуля; чтобы не возвращать деньги, откажите в возврате (reject).")
                 if decision.amount_kopecks > facts.ticket.base:
                     raise IntakeError("amount_kopecks", "Сумма больше стоимости билета.")
                 data["approved_amount"] = decision.amount_kopecks

@@ -69,7 +69,7 @@ def test_a_claim_without_documents_is_refused_once_its_window_has_closed(engine)
     subject, text, _ = render_parts(template, payload)
     assert f"Причина отказа: {NO_DOCUMENTS}" in text
     # Used to go wrong: sla-watch's refusal told the buyer «организатор отказал», which he never did.
-    assert "организатор" not in subject + text and "по правилам возврата" in text
+    assert "организатор" not in subject + text and "в возврате отказано" in subject + text
 
     # A second pass finds nothing to do and sends nothing twice.
     assert expire_documents(engine, now=deadline + timedelta(days=1)) == ExpiryReport()
