@@ -134,7 +134,7 @@ def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout
     latencies: list[float] = []
     try:
         engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
-        tickets = _seed_buyers(engine, claims, now)
+        tickets = _seed_intake(engine, claims, now)
         engine.dispose()
         seen: set[Path] = set()
         with httpx.Client(base_url=stack.api_url, timeout=60) as api:
@@ -168,26 +168,6 @@ def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_1m": round(os.getloadavg()[0], 2)},
     }
-
-
-def _seed_buyers(engine, claims: int, now: datetime) -> list[int]:
-    """An event 30 days ahead and one card-paid ticket per claim, each in its own order."""
-    with engine.begin() as conn:
-        org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru", policy={})).inserted_primary_key[0]
-        venue = conn.execute(insert(Venue.__table__).values(name="Зал", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
-        event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Бенчмарк",
-                                                            starts_at=now + timedelta(days=30))).inserted_primary_key[0]
-        tickets = []
-        for n in range(claims):
-            order = conn.execute(insert(Order.__table__).values(
-                number=f"ACK{n}", buyer_name=f"Покупатель {n}", buyer_email=f"bench{n}@example.ru", buyer_phone="", channel="site",
-                payment_method="card", acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{n:012d}", created_at=now - timedelta(days=5),
-            )).inserted_primary_key[0]
-            tickets.append(conn.execute(insert(Ticket.__table__).values(
-                order_id=order, event_id=event, price_paid=350000, nominal=350000, service_fee=0, delivery_fee=0, promo=False,
-                barcode=f"ACK{n}", barcode_status="valid",
-            )).inserted_primary_key[0])
-    return tickets
 
 
 def _wait_for_idle_run(stack, flow_run_id: str | None, timeout_s: float) -> None:
