@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     operator_bank_name: str = "ПАО СБЕРБАНК"
     operator_bank_corr_account: str = "30101810400000000225"
 
+    # Files the service keeps (documents, raw inbound mail): content-addressed under here, outside any web root.
+    data_dir: str = "var"
+    # Uploaded documents: at most this many bytes each; PDF, JPEG and PNG only (checked by content).
+    document_max_bytes: int = 10 * 1024 * 1024
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     prefect_ui_url: str = Field(default="http://127.0.0.1:4200")

@@ -176,6 +176,10 @@ class Document(SQLModel, table=True):
     relation: str | None = None
     judged_false: bool = False
     filename: str | None = None
+    # The file itself, when one was sent: content-addressed under the data directory (tasks/documents.py).
+    sha256: str | None = Field(default=None, sa_type=String(64))
+    size: int | None = None
+    content_type: str | None = Field(default=None, sa_type=String(100))
 
 
 class ClaimTransition(SQLModel, table=True):
@@ -250,3 +254,47 @@ class RunAction(SQLModel, table=True):
     done_at: datetime | None = _ts()
     outcome: str | None = None  # what the starter did: created <run id>, resumed, up to date, superseded …
     last_error: str | None = None
+
+
+# --- who calls (DESIGN, Security): service keys, user accounts, their API tokens -----------------
+# Every endpoint resolves its caller to a tasks.auth.Principal; audit rows record Principal.audit.
+
+class ServiceKey(SQLModel, table=True):
+    """An operator system's key (the sales system, the operator's site): stored as a digest, revocable."""
+
+    __tablename__ = "service_key"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(100), unique=True)
+    key_sha256: str = Field(sa_type=String(64), unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    revoked_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()
+
+
+class UserAccount(SQLModel, table=True):
+    """A person who signs in: an organizer's user (several per organizer) or operator staff with a role."""
+
+    __tablename__ = "user_account"
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(sa_type=String(320), unique=True)  # an email, lower-cased
+    display_name: str = ""
+    password_hash: str | None = None  # argon2 (tasks/accounts.py); None: cannot sign in with a password
+    kind: str = Field(sa_type=String(20))  # organizer | staff
+    organizer_id: int | None = Field(default=None, foreign_key="organizer.id", index=True)
+    role: str | None = Field(default=None, sa_type=String(20))  # staff: support | supervisor | accounting
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    disabled_at: datetime | None = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A user's named API token: stored as a digest, expiring, revocable."""
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    name: str = Field(sa_type=String(100))
+    token_sha256: str = Field(sa_type=String(64), unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    revoked_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()
