@@ -11,9 +11,22 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy.engine import Engine
 
 from models.db import get_engine
-from tasks.auth import Principal, PrincipalKind, resolve_bearer
+from tasks.accounts import resolve_user_token
+from tasks.auth import BUYER_PREFIX, SERVICE_PREFIX, USER_PREFIX, Principal, PrincipalKind, resolve_organizer_token, resolve_service_key
+
+
+def resolve_bearer(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
+    """The principal a bearer secret stands for, by its prefix (tasks/auth.py), or None (401, without saying why)."""
+    if secret.startswith(SERVICE_PREFIX):
+        return resolve_service_key(engine, secret, now=now)
+    if secret.startswith(USER_PREFIX):
+        return resolve_user_token(engine, secret, now=now)
+    if secret.startswith(BUYER_PREFIX):
+        return None  # buyer tokens: tasks/buyer_auth.py (issue 10)
+    return resolve_organizer_token(engine, secret, now=now)
 
 
 def _unauthorized(message: str) -> HTTPException:

@@ -8,6 +8,7 @@ Bearer secrets carry a prefix naming their kind, so one header resolves without 
   vzb_…  a buyer token, scoped to one order (tasks/buyer_auth.py)
   vzu_…  a user's API token: organizer user or staff (tasks/accounts.py)
   other  an organizer's legacy API token (`vozvrat organizers token`)
+api/auth.py dispatches a bearer secret by its prefix to the resolvers here and in those modules.
 Only SHA-256 digests of secrets are stored.
 """
 from __future__ import annotations
@@ -98,12 +99,8 @@ def resolve_service_key(engine: Engine, secret: str, *, now: datetime) -> Princi
     return None if name is None else Principal(kind="service", audit=f"service:{name}")
 
 
-def resolve_bearer(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
-    """The principal a bearer secret stands for, or None (the API answers 401 without saying why)."""
-    if secret.startswith(SERVICE_PREFIX):
-        return resolve_service_key(engine, secret, now=now)
-    if secret.startswith(BUYER_PREFIX) or secret.startswith(USER_PREFIX):
-        return None  # buyer tokens (tasks/buyer_auth.py) and user tokens (tasks/accounts.py) resolve here
+def resolve_organizer_token(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
+    """An organizer's legacy API token (`vozvrat organizers token`), unexpired."""
     with engine.connect() as conn:
         organizer_id = conn.execute(select(organizer_t.c.id).where(
             organizer_t.c.api_token_sha256 == digest(secret), organizer_t.c.api_token_expires_at > now)).scalar_one_or_none()

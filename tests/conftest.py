@@ -98,3 +98,41 @@ def engine(db_url):
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+# --- a real browser: Playwright (the Python package) driving Debian's Chromium --------------------
+# `make test` installs Debian's chromium when it is missing (Makefile, target `browser`); Playwright's
+# own browser download is never used (no internet at run time).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium (Debian's binary) for browser tests; one per test session."""
+    import shutil
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Debian's chromium is not installed (`make browser` installs it): browser tests cannot run in CI")
+        pytest.skip("Debian's chromium is not installed on this machine (`make browser` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh browser context and page (its own cookies), closed after the test; a phone-sized viewport."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, locale="ru-RU")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        yield page
+    finally:
+        context.close()
