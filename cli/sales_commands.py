@@ -47,20 +47,26 @@ def import_(file: Path = typer.Argument(..., help="JSON Lines: one order per lin
         fail(f"{file}: not a file")
     engine = make_engine(db or get_settings().database_url)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    console = Console(stderr=True)
+    malformed: MalformedFile | None = None
     try:
-        with Progress(*columns, console=Console(stderr=True), disable=quiet or as_json) as progress:
+        # A progress bar on a terminal only: a pipe or a log gets the summary alone.
+        with Progress(*columns, console=console, disable=quiet or as_json or not console.is_terminal) as progress:
             total = _lines(file)
             checking = progress.add_task("checking lines", total=total)
             try:
                 valid, refusals = read_orders(file, lambda n: progress.advance(checking, n))
             except MalformedFile as exc:
-                fail(f"{exc}; nothing was imported")
-            progress.update(checking, completed=total)
-            writing = progress.add_task("writing orders", total=len(valid))
-            written = import_orders(engine, valid, actor="cli:sales-import", now=datetime.now(UTC), chunk_size=chunk_size,
-                                    progress=lambda n: progress.advance(writing, n))
+                malformed = exc
+            else:
+                progress.update(checking, completed=total)
+                writing = progress.add_task("writing orders", total=len(valid))
+                written = import_orders(engine, valid, actor="cli:sales-import", now=datetime.now(UTC), chunk_size=chunk_size,
+                                        progress=lambda n: progress.advance(writing, n))
     finally:
         engine.dispose()
+    if malformed is not None:
+        fail(f"{malformed}; nothing was imported")
     summary = ImportSummary(lines=len(valid) + len(refusals), results=sorted(written + refusals, key=lambda r: r.line or 0))
     data = summary.to_json()
     if as_json:
