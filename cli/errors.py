@@ -7,6 +7,7 @@ database URL, a usage error) and fails with one line; cli/app.py applies it to e
 from __future__ import annotations
 
 import re
+from types import ModuleType
 from typing import NoReturn
 
 import click
@@ -15,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from models.db import db_trouble
 
+_typer_click: ModuleType
 try:  # typer 0.2x vendors its own click: its exceptions are not click's
     from typer._click import exceptions as _typer_click
 except ImportError:  # pragma: no cover - an older typer uses click itself

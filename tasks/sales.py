@@ -440,12 +440,12 @@ def _apply(batch: _Batch, order: OrderIn) -> tuple[bool, list[str]]:
     return created, changed
 
 
-def _write_keyed(conn: Connection, table, store: dict[str, _Rec], to_row) -> None:
-    """Insert the new rows (then read their ids back) and update the changed ones, each in bulk."""
+def _write_keyed(conn: Connection, table, store: dict[str, _Rec], to_row, key: str = "external_id") -> None:
+    """Insert the new rows (then read their ids back by their key) and update the changed ones, each in bulk."""
     new = {k: r for k, r in store.items() if r.id is None}
     if new:
-        conn.execute(insert(table), [{"external_id": k, **to_row(r)} for k, r in new.items()])
-        ids = dict(conn.execute(select(table.c.external_id, table.c.id).where(id_in(conn, table.c.external_id, list(new)))).all())
+        conn.execute(insert(table), [{key: k, **to_row(r)} for k, r in new.items()])
+        ids: dict[str, int] = dict(conn.execute(select(table.c[key], table.c.id).where(id_in(conn, table.c[key], list(new)))).all())
         for k, r in new.items():
             r.id, r.dirty = ids[k], False
     _update_dirty(conn, table, store, to_row)
@@ -474,26 +474,14 @@ def _write(batch: _Batch) -> None:
                 "organizer_id": batch.organizers[v["organizer"]].id, "venue_id": batch.venues[v["venue"]].id}
 
     _write_keyed(conn, event_t, batch.events, event_row)
-    new_orders = {k: r for k, r in batch.orders.items() if r.id is None}
-    if new_orders:
-        conn.execute(insert(order_t), [{"number": k, **r.values} for k, r in new_orders.items()])
-        ids = dict(conn.execute(select(order_t.c.number, order_t.c.id).where(id_in(conn, order_t.c.number, list(new_orders)))).all())
-        for k, r in new_orders.items():
-            r.id, r.dirty = ids[k], False
-    _update_dirty(conn, order_t, batch.orders, lambda r: dict(r.values))
+    _write_keyed(conn, order_t, batch.orders, lambda r: dict(r.values), key="number")
 
     def ticket_row(r: _Rec) -> dict[str, Any]:
         v = r.values
         return {"order_id": batch.orders[v["order"]].id, "event_id": batch.events[v["event"]].id,
                 **{k: v[k] for k in ("price_paid", "nominal", "service_fee", "delivery_fee", "promo", "barcode_status")}}
 
-    new_tickets = {k: r for k, r in batch.tickets.items() if r.id is None}
-    if new_tickets:
-        conn.execute(insert(ticket_t), [{"barcode": k, **ticket_row(r)} for k, r in new_tickets.items()])
-        ids = dict(conn.execute(select(ticket_t.c.barcode, ticket_t.c.id).where(id_in(conn, ticket_t.c.barcode, list(new_tickets)))).all())
-        for k, r in new_tickets.items():
-            r.id, r.dirty = ids[k], False
-    _update_dirty(conn, ticket_t, batch.tickets, ticket_row)
+    _write_keyed(conn, ticket_t, batch.tickets, ticket_row, key="barcode")
 
 
 # Claims the feed's news reaches: not yet paid out (a claim whose money is on its way keeps it).
