@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import operator
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
 from models.claim_views import read_claim
@@ -51,6 +52,7 @@ Now = Annotated[datetime, Depends(clock)]
 # (api/errors.py). Handlers registered here; the specific ones below take precedence for their types.
 install_error_handlers(app)
 install_openapi(app)
+app.include_router(operator.router)  # the operator's sales feed (api/operator.py)
 
 
 RUSSIAN_VALIDATION = {
@@ -88,7 +90,8 @@ RUSSIAN_VALIDATION.update({
 
 def _russian(error: dict) -> str:
     """The Russian message of a validation error, with its limit when the message names one ({le})."""
-    template = RUSSIAN_VALIDATION.get(error["type"], "Неверное значение.")
+    # A validator that speaks Russian itself (tasks/sales.py) puts its message in the error's context.
+    template = (error.get("ctx") or {}).get("ru") or RUSSIAN_VALIDATION.get(error["type"], "Неверное значение.")
     try:
         return template.format(**error.get("ctx", {}))
     except (KeyError, IndexError, ValueError):

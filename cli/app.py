@@ -4,19 +4,25 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from cli.errors import fail_database_unavailable
-from models.db import db_trouble
+from cli.errors import fail_on
 
 
 class _Commands(TyperGroup):
-    """Every command under `vozvrat`: an unreachable database is one line and exit 2, never a traceback."""
+    """Every command under `vozvrat`: bad input, an unreachable or unmigrated database and a bad database
+    URL are one line on stderr and exit 2 (cli/errors.py `fail_on`), never a traceback or a box."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as exc:
+            fail_on(exc)
+            raise
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            if db_trouble(exc) == "unavailable":
-                fail_database_unavailable(exc)
+            fail_on(exc)
             raise
 
 

@@ -24,19 +24,27 @@ def lifecycle_markdown() -> str:
 
 
 @db_app.command("upgrade")
-def db_upgrade(url: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db")) -> None:
+def db_upgrade(url: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL or the stack's sqlite:///var/vozvrat.db")) -> None:
     """Build or upgrade the database to the newest schema."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+    from models.db import safe_url
     from models.migrate import upgrade
     from models.settings import get_settings
 
     target = url or get_settings().database_url
+    shown = safe_url(target)
     try:
+        parsed = make_url(target)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # the default lives in var/
         upgrade(target)
+    except ArgumentError as exc:
+        fail(f"invalid database URL {shown}: {exc}")
     except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot upgrade {target}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
-    typer.echo(f"database at head: {target}")
+        fail(f"cannot upgrade {shown}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    typer.echo(f"database at head: {shown}")
 
 
 @app.command("diagram")

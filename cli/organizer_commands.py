@@ -15,7 +15,7 @@ app.add_typer(organizers_app, name="organizers")
 @organizers_app.command("token")
 def token(organizer_id: int = typer.Argument(..., min=1, help="Organizer id"),
           days: int = typer.Option(90, "--days", min=1, max=366, help="Days the token is valid; then the API answers 401"),
-          db: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL")) -> None:
+          db: str = typer.Option(None, help="Database URL; default VOZVRAT_DATABASE_URL or the stack's sqlite:///var/vozvrat.db")) -> None:
     """Issue a new bearer token for an organizer, valid for --days (the old one stops working), and print it once."""
     from sqlalchemy import select
 

@@ -16,7 +16,7 @@ from cli.errors import fail
 payouts_app = typer.Typer(help="Paying refunds: card refunds, bank transfers, the 1C file.", no_args_is_help=True)
 app.add_typer(payouts_app, name="payouts")
 
-DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or the stack's sqlite:///var/vozvrat.db"
 
 
 def _engine(db: str | None):

@@ -16,7 +16,7 @@ from cli.errors import fail
 secrets_app = typer.Typer(help="The key for bank details at rest: generate, rotate.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
 
-DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or the stack's sqlite:///var/vozvrat.db"
 
 
 @secrets_app.command("generate")

@@ -38,6 +38,7 @@ def main() -> None:
   bank details    encrypted with {env.get('VOZVRAT_SECRET_KEY_FILE') or 'VOZVRAT_SECRET_KEY'} (rotate: vozvrat secrets rotate)
   logs            {root}/*.log
 To use the CLI against it:  export PREFECT_API_URL={stack.prefect_api_url} VOZVRAT_DATABASE_URL={env['VOZVRAT_DATABASE_URL']}{key_export}
+The database starts empty; load the sample sales data:  .venv/bin/vozvrat sales import docs/sample-sales.jsonl
 Ctrl+C stops everything.""", soft_wrap=True)
     stopping = False
 

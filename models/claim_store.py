@@ -519,6 +519,15 @@ def apply_batch(
     return total
 
 
+def apply_batch_in(conn: Connection, *, claim_ids: Sequence[int], trigger: str, actor: str, now: datetime,
+                   note: str | None = None, data: Mapping[str, Any] | None = None) -> BatchResult:
+    """`apply_batch` inside the caller's transaction: a step that must commit with other writes (the
+    sales feed voids a ticket and closes its claims in one transaction)."""
+    if not claim_ids:
+        return BatchResult()
+    return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), False)
+
+
 @dataclass(slots=True)
 class StateOnly:
     """What a factless trigger (no guard, effects from the clock only) needs of a claim."""

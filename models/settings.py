@@ -10,7 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOZVRAT_", extra="ignore")
 
-    database_url: str = "sqlite:///vozvrat.db"
+    # The embedded stack's database (`make up` keeps its data under var/): the CLI, run from the
+    # checkout, reads and writes the same file by default. Elsewhere set VOZVRAT_DATABASE_URL.
+    database_url: str = "sqlite:///var/vozvrat.db"
 
     # Outbound email (aiosmtplib). Defaults point at the local sink started by `make up` / `make demo`.
     smtp_host: str = "127.0.0.1"

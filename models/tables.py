@@ -35,6 +35,8 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
 class Organizer(SQLModel, table=True):
     __tablename__ = "organizer"
     id: int | None = Field(default=None, primary_key=True)
+    # The operator's own id (the sales feed upserts by it, docs/sales-feed.md); NULL for rows made otherwise.
+    external_id: str | None = Field(default=None, sa_type=String(100), unique=True, index=True)
     name: str
     email: str
     # sha256 of the organizer's API token: decisions are scoped to the organizer's own events.
@@ -59,6 +61,8 @@ class Regime(SQLModel, table=True):
 class Venue(SQLModel, table=True):
     __tablename__ = "venue"
     id: int | None = Field(default=None, primary_key=True)
+    # The operator's own id (the sales feed upserts by it, docs/sales-feed.md); NULL for rows made otherwise.
+    external_id: str | None = Field(default=None, sa_type=String(100), unique=True, index=True)
     name: str
     timezone: str  # IANA, e.g. Europe/Moscow
     region: str = ""
@@ -67,6 +71,8 @@ class Venue(SQLModel, table=True):
 class Event(SQLModel, table=True):
     __tablename__ = "event"
     id: int | None = Field(default=None, primary_key=True)
+    # The operator's own id (the sales feed upserts by it, docs/sales-feed.md); NULL for rows made otherwise.
+    external_id: str | None = Field(default=None, sa_type=String(100), unique=True, index=True)
     organizer_id: int = Field(foreign_key="organizer.id", index=True)
     venue_id: int = Field(foreign_key="venue.id")
     title: str
@@ -87,6 +93,9 @@ class Order(SQLModel, table=True):
     channel: str = "site"  # site | box_office
     payment_method: str = "card"  # card | cash | bso
     acquirer_payment_id: str | None = None  # the acquirer's payment id; never a card number
+    payment_amount: int | None = Field(default=None, sa_type=BigInteger)  # what the buyer paid for the order, kopecks
+    # paid | refunded (refunded elsewhere, reported by the sales feed: every ticket of it is void)
+    status: str = Field(default="paid", sa_column=Column(String(20), nullable=False, server_default="paid"))
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
 
 

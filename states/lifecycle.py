@@ -87,6 +87,8 @@ class Trigger(StrEnum):
     RETRY_PAYOUT = "retry_payout"
     FLAG_PAYOUT_OVERDUE = "flag_payout_overdue"
     REFUSE_SCANNED = "refuse_scanned"
+    # The sales feed reported the ticket refunded elsewhere (box office, organizer): its barcode is void.
+    CLOSE_REFUNDED_ELSEWHERE = "close_refunded_elsewhere"
     # `issue_voucher` (filed -> voucher_issued, Decree 442) and `close` (final -> closed) have no driver
     # yet: their rows wait for the issue that needs them. The states stay (stored rows and indexes name them).
 
@@ -174,6 +176,12 @@ def ticket_scanned(c: ClaimFacts, now: datetime) -> bool:
 @guard("TICKET_SCANNED", "Билет уже прошёл контроль на входе, вернуть его нельзя.")
 def ticket_not_scanned(c: ClaimFacts, now: datetime) -> bool:
     return c.barcode_status != "scanned"
+
+
+@guard("TICKET_NOT_VOID", "Билет действителен: он не был возвращён в другом месте.")
+def ticket_void(c: ClaimFacts, now: datetime) -> bool:
+    """The sales feed voided the ticket (refunded elsewhere): a ticket is refunded at most once."""
+    return c.barcode_status == "void"
 
 
 @guard("NOT_AUTOMATIC", "Заявку рассматривает организатор.")
@@ -295,6 +303,10 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row(T.START_PAYOUT, S.APPROVED, S.NEEDS_BANK_DETAILS, "ticket_not_scanned", unless=("payout_channel_ready",)),
     # Approved, then the barcode opened the door before the money left: no refund for a used ticket.
     _row(T.REFUSE_SCANNED, (S.APPROVED, S.NEEDS_BANK_DETAILS), S.REJECTED, "ticket_scanned"),
+    # The sales feed reports the barcode scanned at the door before anyone decided: refused the same way.
+    _row(T.REFUSE_SCANNED, OPEN_BEFORE_DECISION, S.REJECTED, "ticket_scanned"),
+    # The sales feed reports the ticket refunded elsewhere before our money left: the claim is closed.
+    _row(T.CLOSE_REFUNDED_ELSEWHERE, OPEN_BEFORE_DECISION + (S.APPROVED, S.NEEDS_BANK_DETAILS), S.CLOSED, "ticket_void"),
     _row(T.BANK_DETAILS_RECEIVED, S.NEEDS_BANK_DETAILS, S.PAYOUT_PENDING, "has_bank_details"),
     _row(T.PAYOUT_SUCCEEDED, S.PAYOUT_PENDING, S.PAID),
     _row(T.PAYOUT_FAILED, S.PAYOUT_PENDING, S.PAYOUT_FAILED),
@@ -316,6 +328,7 @@ NOTIFICATIONS: Mapping[tuple[str, str], str] = {
     (T.EXTEND_REVIEW, S.AWAITING_ORGANIZER): "review_extended",
     (T.START_PAYOUT, S.NEEDS_BANK_DETAILS): "bank_details_needed",
     (T.REFUSE_SCANNED, S.REJECTED): "decision_rejected",
+    (T.CLOSE_REFUNDED_ELSEWHERE, S.CLOSED): "claim_closed",
     (T.PAYOUT_SUCCEEDED, S.PAID): "refund_sent",
 }
 
@@ -517,6 +530,12 @@ def intake_refusal(facts: ClaimFacts, now: datetime) -> tuple[str, str]:
     return quote.refusal_code or "NOT_ELIGIBLE", quote.refusal_message_ru or GUARDS["quote_eligible"].message_ru
 
 
+REFUNDED_ELSEWHERE = (
+    "REFUNDED_ELSEWHERE",
+    "Билет уже возвращён в другом месте (в кассе или организатором), поэтому заявка закрыта: повторно деньги за него не выплачиваются.",
+)
+
+
 # --- what a step writes besides the state -----------------------------------------------------------
 
 def _venue_day(moment: datetime, facts: ClaimFacts) -> date:
@@ -560,6 +579,8 @@ def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Map
         out |= {"payout_due": None, "paid_at": now}
     if dest in (S.WITHDRAWN, S.VOUCHER_ISSUED):
         out |= {"decision_due": None}
+    if trigger == T.CLOSE_REFUNDED_ELSEWHERE:
+        out |= {"decision_due": None, "payout_due": None, "refusal_code": REFUNDED_ELSEWHERE[0], "refusal_message": REFUNDED_ELSEWHERE[1]}
     if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS, T.REFUSE_SCANNED):
         out["refusal_code"], out["refusal_message"] = intake_refusal(facts, now)
     for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount"):

@@ -92,6 +92,22 @@ def revoke_service_key(engine: Engine, name: str, *, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+@dataclass(frozen=True)
+class ServiceKeyInfo:
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def list_service_keys(engine: Engine) -> list[ServiceKeyInfo]:
+    """Every service key, live and revoked, by name (never the secret: only its digest is stored)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(service_key_t.c.name, service_key_t.c.created_at, service_key_t.c.revoked_at,
+                                   service_key_t.c.last_used_at).order_by(service_key_t.c.name)).all()
+    return [ServiceKeyInfo(*r) for r in rows]
+
+
 def resolve_service_key(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
     with engine.connect() as conn:
         name = conn.execute(select(service_key_t.c.name).where(

@@ -43,6 +43,7 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     "review_extended": frozenset({"claim_number", "event_title", "new_deadline", "extension_reason"}),
     "escalation_notice": frozenset({"claim_number", "event_title", "deadline", "overdue_working_days"}),
     "claim_withdrawn": frozenset({"claim_number", "event_title"}),
+    "claim_closed": frozenset({"claim_number", "event_title", "rejection_reason"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
@@ -61,6 +62,8 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
     # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)
     "claim_withdrawn": frozenset({"buyer_name", "reason"}),
+    # the sales feed reported the ticket refunded elsewhere (states.lifecycle.REFUNDED_ELSEWHERE)
+    "claim_closed": frozenset({"buyer_name"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 

@@ -121,3 +121,23 @@ def claim_in_payout(conn: Connection, *, payment_method: str = "card", acquirer_
         conn.execute(sa_update(Claim.__table__).where(Claim.__table__.c.id == claim_id).values(**values))
     apply_trigger(conn, claim_id=claim_id, trigger="start_payout", actor="system", now=now)
     return claim_id
+
+
+def sales_order(number: str = "K-1000001", *, barcodes: tuple[str, ...] = ("BC-1000001-1",), event_id: str = "ev-1",
+                starts_at: str = "2026-12-20T19:00:00+03:00", event_status: str = "scheduled", organizer_id: str = "org-1",
+                venue_id: str = "ven-1", timezone: str = "Europe/Moscow", method: str = "card", price: int = 350000,
+                service_fee: int = 35000, ticket_status: str = "valid", order_status: str = "paid",
+                email: str = "anna@example.ru", created_at: str = "2026-10-01T12:00:00+03:00") -> dict:
+    """One order in the sales feed's JSON shape (docs/sales-feed.md), as the operator's system sends it."""
+    tickets = [{"barcode": b, "price_paid": price, "nominal": price, "service_fee": service_fee, "delivery_fee": 0, "promo": False,
+                "status": ticket_status} for b in barcodes]
+    return {
+        "number": number, "created_at": created_at, "status": order_status, "channel": "site" if method == "card" else "box_office",
+        "organizer": {"id": organizer_id, "name": "Концертное агентство «Север»", "email": "org@example.ru"},
+        "venue": {"id": venue_id, "name": "Крокус Сити Холл", "timezone": timezone, "region": "50"},
+        "event": {"id": event_id, "title": "Симфонический оркестр", "starts_at": starts_at, "status": event_status},
+        "buyer": {"name": "Петрова Анна Сергеевна", "email": email, "phone": "+7 999 000-00-00"},
+        "payment": {"method": method, "acquirer_payment_id": f"pay-{number}" if method == "card" else None,
+                    "amount": (price + service_fee) * len(barcodes)},
+        "tickets": tickets,
+    }

@@ -43,7 +43,7 @@ claim_t, audit_t = Claim.__table__, ClaimTransition.__table__
 TRIGGERS = [
     "assess", "submit_documents", "expire_documents", "approve", "reject", "extend_review", "escalate", "withdraw",
     "start_payout", "refuse_scanned", "bank_details_received", "payout_succeeded", "payout_failed", "retry_payout",
-    "flag_payout_overdue", "issue_voucher", "close",
+    "flag_payout_overdue", "close_refunded_elsewhere", "issue_voucher", "close",
 ]
 INVALID = "invalid"
 
@@ -104,8 +104,11 @@ def rules_say(trigger: str, f: ClaimFacts, now: datetime):
         return moved("payout_pending" if ready else "needs_bank_details")
     if trigger == "start_payout" and s == "payout_failed":
         return moved("needs_bank_details")  # the card refused for good: the buyer's bank account instead
-    if trigger == "refuse_scanned" and s in ("approved", "needs_bank_details"):
+    if trigger == "refuse_scanned" and s in ("approved", "needs_bank_details", "filed", "awaiting_documents", "awaiting_organizer", "escalated"):
         return moved("rejected") if scanned else refused("TICKET_SCANNED")
+    if trigger == "close_refunded_elsewhere" and s in ("filed", "awaiting_documents", "awaiting_organizer", "escalated", "approved",
+                                                       "needs_bank_details"):
+        return moved("closed") if f.barcode_status == "void" else refused("TICKET_NOT_VOID")
     if trigger == "bank_details_received" and s == "needs_bank_details":
         return moved("payout_pending") if f.has_bank_details else refused("BANK_DETAILS_MISSING")
     if trigger == "payout_succeeded" and s == "payout_pending":
