@@ -64,7 +64,7 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
     # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)
     "claim_withdrawn": frozenset({"buyer_name", "reason"}),
-    "inbound_confirm": frozenset({"buyer_name", "why"}),
+    "inbound_confirm": frozenset({"buyer_name", "why", "code_url"}),
     "inbound_refused": frozenset({"buyer_name", "max_mb", "refused_files"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)

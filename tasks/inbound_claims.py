@@ -70,10 +70,13 @@ def confirm_token(pending_id: int, *, now: datetime) -> str:
     return _serializer(now).dumps({"p": pending_id})
 
 
-def confirm_url(token: str) -> str:
+def public_base() -> str:
     settings = get_settings()
-    base = (settings.public_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-    return f"{base}/inbound/confirm/{token}"
+    return (settings.public_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+
+
+def confirm_url(token: str) -> str:
+    return f"{public_base()}/inbound/confirm/{token}"
 
 
 class ConfirmationError(ValueError):
@@ -120,7 +123,8 @@ def create_pending_claim(conn: Connection, *, letter_id: int, order_id: int, tic
                       payload={"letter_ref": reference(letter_id), "order_number": order.number, "buyer_name": order.buyer_name,
                                "event_title": "», «".join(titles), "tickets": len(ticket_ids), "reason": Reason(reason).value, "why": why,
                                "files": [{"filename": name, "size": f.size} for name, f in files], "code": code,
-                               "confirm_url": confirm_url(confirm_token(pending_id, now=now)), "expires_at": expires},
+                               "confirm_url": confirm_url(confirm_token(pending_id, now=now)), "code_url": f"{public_base()}/inbound/confirm",
+                               "expires_at": expires},
                       now=now)
         session.flush()
     return pending_id
