@@ -487,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain-every", type=float, default=60.0, help="seconds between passes over letters left unprocessed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from models.crypto import require_secret_key
     from models.db import get_engine
+
+    require_secret_key("the inbound mail server")  # confirmation links are signed with the service's keys
 
     engine = get_engine()
     server = start_inbound(engine, host=args.host, port=args.port, after=_send_due_replies)
