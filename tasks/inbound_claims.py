@@ -27,6 +27,7 @@ from models.crypto import secret_keys
 from models.settings import get_settings
 from models.tables import Claim, Document, Event, InboundClaim, Order, Ticket
 from states.letter import death_certificate_mentioned
+from states.lifecycle import OPEN_STATES
 from states.policy import PolicyError, Reason, ReasonNotAllowed
 from tasks.documents import StoredFile
 from tasks.intake import queue_acknowledgement
@@ -43,6 +44,7 @@ document_t = Document.__table__
 SALT = "vozvrat.inbound.confirm"
 MAX_CODE_ATTEMPTS = 5
 FILED_NOTE = "по письму"
+OPEN_STATE_VALUES = sorted(s.value for s in OPEN_STATES)
 
 
 def reference(letter_id: int) -> str:
@@ -206,6 +208,9 @@ def confirm(engine: Engine, *, pending_id: int, now: datetime) -> Confirmed:
                             .values(status="confirmed", confirmed_at=now)).rowcount != 1:
                 raise _Raced  # confirmed by someone else a moment ago
             refused = unclaimable_tickets(conn, ticket_ids=row.ticket_ids, reason=reason)
+            # A ticket of the order that already has a claim in work is left out (the database would refuse it).
+            refused |= {t: ("CLAIM_OPEN", "По этому билету уже есть заявка на возврат в работе.") for t in conn.execute(
+                select(claim_t.c.ticket_id).where(claim_t.c.ticket_id.in_(row.ticket_ids), claim_t.c.state.in_(OPEN_STATE_VALUES))).scalars()}
             ticket_ids = [t for t in row.ticket_ids if t not in refused]
             if not ticket_ids:
                 raise TicketNotClaimable(refused)

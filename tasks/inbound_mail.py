@@ -49,7 +49,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from models.settings import get_settings
@@ -403,8 +403,8 @@ class InboundHandler:
         try:
             letter_id = await asyncio.to_thread(keep_letter, self.engine, raw, envelope_from=envelope.mail_from or "",
                                                 rcpt_tos=list(envelope.rcpt_tos), now=self.clock(), too_large=too_large)
-        except (OSError, OperationalError, IntegrityError) as exc:
-            log.error("could not keep a letter (%s): the sender will retry", exc)
+        except Exception as exc:  # noqa: BLE001 - disk or database trouble: a temporary refusal, the sender retries
+            log.error("could not keep a letter (%s: %s): the sender will retry", type(exc).__name__, exc)
             return "451 4.3.0 Temporary failure, please try again later"
         self._submit(letter_id)
         if too_large:

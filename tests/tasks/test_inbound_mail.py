@@ -323,3 +323,35 @@ def test_a_letter_that_crashes_mid_processing_stays_received_with_its_error_and_
     assert room.deliver_replies() == []
     assert drain(room.engine, now=NOW, config=config()) == {}  # not due before its backoff
     assert drain(room.engine, now=NOW + timedelta(minutes=2), config=config()) == {"pending_claim": 1}
+
+
+def test_a_ticket_with_a_claim_in_work_is_left_out_and_the_rest_of_the_order_is_filed(room):
+    from models.claim_store import file_claims
+    from models.tables import Ticket
+
+    ticket_t = Ticket.__table__
+    with room.engine.begin() as conn:
+        first = conn.execute(select(ticket_t).where(ticket_t.c.id == room.ticket_id)).one()
+        second = f.ticket(conn, event_id=first.event_id, order_id=first.order_id)
+        file_claims(conn, ticket_ids=[room.ticket_id], reason="voluntary", actor="buyer", now=NOW)
+    room.send(letter(subject=f"Заказ {room.order_number}", text="Передумал, верните деньги за оба билета"))
+    link = re.search(r"(/inbound/confirm/\S+)", body(room.deliver_replies()[0])).group(1)
+    done = room.client.post(link, headers={"Accept": "application/json"})
+    assert done.status_code == 201
+    assert done.json()["refused_tickets"] == ["По этому билету уже есть заявка на возврат в работе."]
+    [claim] = done.json()["claims"]
+    with room.engine.connect() as conn:
+        assert conn.execute(select(claim_t.c.ticket_id).where(claim_t.c.number == claim["number"])).scalar_one() == second
+
+
+def test_a_letter_naming_a_barcode_claims_that_ticket_only(room):
+    from models.tables import Ticket
+
+    ticket_t = Ticket.__table__
+    with room.engine.begin() as conn:
+        first = conn.execute(select(ticket_t).where(ticket_t.c.id == room.ticket_id)).one()
+        f.ticket(conn, event_id=first.event_id, order_id=first.order_id)
+    room.send(letter(subject=f"Заказ {room.order_number}", text=f"Не смогу пойти, верните деньги за билет {first.barcode}"))
+    assert "билетов: 1" in body(room.deliver_replies()[0])
+    with room.engine.connect() as conn:
+        assert conn.execute(select(pending_t.c.ticket_ids)).scalar_one() == [room.ticket_id]
