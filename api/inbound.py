@@ -40,6 +40,19 @@ def clock() -> datetime:
 Now = Annotated[datetime, Depends(clock)]
 TOKEN_MAX = 300
 
+_ERROR_JSON = {"type": "object", "properties": {"detail": {"type": "array", "items": {
+    "type": "object", "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}, "type": {"type": "string"}}}}}}
+
+
+def _answer(description: str, json_schema: dict | None = None) -> dict[str, Any]:
+    """Every answer here is a Russian page, or JSON for a client that asks for it (Accept: application/json)."""
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}},
+                                                    "application/json": {"schema": json_schema or _ERROR_JSON}}}
+
+
+_PROBLEMS = {404: _answer("Ссылка недействительна."), 409: _answer("Уже подтверждена или подать нельзя."), 410: _answer("Срок ссылки истёк.")}
+_FILED = {201: _answer("Заявка подана.", {"type": "object", "properties": {"claims": {"type": "array"}, "refused_tickets": {"type": "array"}}})}
+
 
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
@@ -70,7 +83,7 @@ def _done(request: Request, result: Confirmed, background: BackgroundTasks, now:
     return _page("done.html.j2", 201, claims=result.claims, refused_tickets=result.refused_tickets)
 
 
-@router.get("/confirm/{token}", response_class=HTMLResponse, responses={404: {}, 409: {}, 410: {}})
+@router.get("/confirm/{token}", response_class=HTMLResponse, responses={200: _answer("Что будет подано.", {"type": "object"}), **_PROBLEMS})
 def confirmation_page(token: str, request: Request, now: Now) -> Response:
     """What the letter asked for, and a button to file it (opening the link files nothing)."""
     try:
@@ -87,7 +100,7 @@ def confirmation_page(token: str, request: Request, now: Now) -> Response:
     return _page("confirm.html.j2", view=view, reason_label=reason_ru(view.reason), action=f"/inbound/confirm/{token[:TOKEN_MAX]}")
 
 
-@router.post("/confirm/{token}", responses={201: {}, 404: {}, 409: {}, 410: {}})
+@router.post("/confirm/{token}", status_code=201, response_class=HTMLResponse, responses={**_FILED, **_PROBLEMS})
 def confirm_by_link(token: str, request: Request, now: Now, background: BackgroundTasks) -> Response:
     """File the claim the letter asked for, once."""
     try:
@@ -97,13 +110,14 @@ def confirm_by_link(token: str, request: Request, now: Now, background: Backgrou
     return _done(request, result, background, now)
 
 
-@router.get("/confirm", response_class=HTMLResponse)
+@router.get("/confirm", response_class=HTMLResponse, responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
 def code_page(reference: str = "") -> Response:
     """The form for the letter's number and the code."""
     return _page("code.html.j2", message=None, reference=reference[:12] if reference.isdigit() else "")
 
 
-@router.post("/confirm", responses={201: {}, 409: {}, 410: {}, 422: {}, 429: {}})
+@router.post("/confirm", status_code=201, response_class=HTMLResponse,
+             responses={**_FILED, **_PROBLEMS, 422: _answer("Неверный номер письма или код."), 429: _answer("Слишком много попыток.")})
 def confirm_by_code(request: Request, now: Now, background: BackgroundTasks,
                     reference: Annotated[str, Form(max_length=20)] = "", code: Annotated[str, Form(max_length=20)] = "") -> Response:
     """File the claim of letter `reference` with the code from the confirmation email."""
