@@ -179,6 +179,8 @@ def read_letter(raw: bytes) -> ReadLetter:
             payload = part.get_payload(decode=True)
             if not isinstance(payload, bytes):
                 raise ValueError("an attachment without content")
+            if part.get("Content-ID") and part.get_content_disposition() != "attachment" and documents.sniff(payload) is None:
+                continue  # a picture of the letter itself (a signature's logo), not a file the buyer sent
             name = _decoded(part.get_filename() or "") or f"вложение-{len(letter.attachments) + 1}"
             letter.attachments.append(Attachment(filename=" ".join(name.split())[:200], data=payload))
         if not body and not letter.attachments and message.defects:
@@ -246,9 +248,10 @@ def _find_order(engine: Engine, candidates: list[str]) -> Any | None:
     if not candidates:
         return None
     wanted = [c.upper() for c in candidates]
+    spellings = sorted({v for c in candidates for v in (c, c.upper(), c.lower())})  # the unique index on number finds them
     with engine.connect() as conn:
         rows = conn.execute(select(order_t.c.id, order_t.c.number, order_t.c.buyer_email, order_t.c.buyer_name)
-                            .where(func.upper(order_t.c.number).in_(wanted))).all()
+                            .where(order_t.c.number.in_(spellings))).all()
     by_number = {r.number.upper(): r for r in rows}
     return next((by_number[c] for c in wanted if c in by_number), None)
 

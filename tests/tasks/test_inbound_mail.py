@@ -355,3 +355,13 @@ def test_a_letter_naming_a_barcode_claims_that_ticket_only(room):
     assert "билетов: 1" in body(room.deliver_replies()[0])
     with room.engine.connect() as conn:
         assert conn.execute(select(pending_t.c.ticket_ids)).scalar_one() == [room.ticket_id]
+
+
+def test_a_signatures_inline_logo_is_not_a_refused_file(room):
+    message = letter(subject=f"Заказ {room.order_number}", text="Передумал, верните деньги")
+    message.add_alternative("<p>Передумал, верните деньги</p><img src='cid:logo'>", subtype="html")
+    message.get_payload()[1].add_related(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", maintype="image", subtype="gif", cid="<logo>")
+    room.send(message)
+    assert room.letters()[0].outcome == "pending_claim"
+    with room.engine.connect() as conn:
+        assert conn.execute(select(pending_t.c.files)).scalar_one() == []
