@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from models.db import get_engine
 from tasks.claims import send_claim_mail
-from tasks.emails import reason_ru
+from tasks.emails import reason_ru, ru_date
 from tasks.inbound_claims import ConfirmationError, Confirmed, confirm, confirm_with_code, pending_view, read_token, status_problem
 
 router = APIRouter(prefix="/inbound", tags=["claims by email"])
@@ -97,7 +97,8 @@ def confirmation_page(token: str, request: Request, now: Now) -> Response:
         return JSONResponse({"reference": view.reference, "order_number": view.order_number, "events": view.event_titles,
                              "tickets": view.tickets, "reason": view.reason, "files": [f["filename"] for f in view.files],
                              "expires_at": view.expires_at.isoformat()}, headers={"Cache-Control": "no-store"})
-    return _page("confirm.html.j2", view=view, reason_label=reason_ru(view.reason), action=f"/inbound/confirm/{token[:TOKEN_MAX]}")
+    return _page("confirm.html.j2", view=view, reason_label=reason_ru(view.reason), expires=ru_date(view.expires_at),
+                 action=f"/inbound/confirm/{token[:TOKEN_MAX]}")
 
 
 @router.post("/confirm/{token}", status_code=201, response_class=HTMLResponse, responses={**_FILED, **_PROBLEMS})

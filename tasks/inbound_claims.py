@@ -29,6 +29,7 @@ from models.tables import Claim, Document, Event, InboundClaim, Order, Ticket
 from states.letter import death_certificate_mentioned
 from states.lifecycle import OPEN_STATES
 from states.policy import PolicyError, Reason, ReasonNotAllowed
+from tasks.auth import Principal
 from tasks.documents import StoredFile
 from tasks.intake import queue_acknowledgement
 from tasks.outbox import enqueue_email
@@ -199,7 +200,7 @@ def confirm(engine: Engine, *, pending_id: int, now: datetime) -> Confirmed:
         with engine.begin() as conn:
             conn.execute(update(pending_t).where(pending_t.c.id == pending_id, pending_t.c.status == "pending").values(status="expired"))
         raise _already(engine, pending_id)
-    actor = f"buyer:order:{row.order_number}"
+    actor = Principal(kind="buyer", audit=f"buyer:order:{row.order_number}", order_number=row.order_number).audit
     reason = Reason(row.reason)
     refusal: str | None = None
     try:

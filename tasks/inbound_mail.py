@@ -115,7 +115,7 @@ def keep_letter(engine: Engine, raw: bytes, *, envelope_from: str, rcpt_tos: lis
     try:
         with engine.begin() as conn:
             return conn.execute(insert(letter_t).values(
-                sha256=sha, path=rel, size=len(raw), envelope_from=envelope_from[:320], rcpt_tos=[r[:320] for r in rcpt_tos][:20],
+                sha256=sha, path=rel, size=len(raw), envelope_from=_clean(envelope_from)[:320], rcpt_tos=[_clean(r)[:320] for r in rcpt_tos][:20],
                 received_at=now, too_large=too_large, status="received", attempts=0, next_attempt_at=now,
             )).inserted_primary_key[0]
     except IntegrityError:
@@ -141,11 +141,19 @@ class ReadLetter:
     malformed: str | None = None  # why the body could not be read
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    """No NUL or other control characters (PostgreSQL refuses NUL in text; nobody needs the rest)."""
+    return _CONTROL.sub("", text)
+
+
 def _decoded(value: Any) -> str:
     try:
-        return str(make_header(decode_header(str(value))))
+        return _clean(str(make_header(decode_header(str(value)))))
     except Exception:  # noqa: BLE001 - a broken encoded-word is shown as sent
-        return str(value)
+        return _clean(str(value))
 
 
 _TAGS = re.compile(r"(?s)<(script|style)\b.*?</\1>|<[^>]+>")
@@ -171,7 +179,7 @@ def read_letter(raw: bytes) -> ReadLetter:
             text = body.get_content()
             if body.get_content_subtype() == "html":
                 text = html.unescape(_TAGS.sub(" ", text))
-            letter.text = text[:MAX_TEXT]
+            letter.text = _clean(text)[:MAX_TEXT]
         parts: list[Message] = [p for p in message.walk() if not p.is_multipart() and p is not body]
         for part in parts:
             if part.get_content_maintype() == "text" and not part.get_filename():
@@ -186,7 +194,7 @@ def read_letter(raw: bytes) -> ReadLetter:
         if not body and not letter.attachments and message.defects:
             raise ValueError(f"{type(message.defects[0]).__name__}")
     except Exception as exc:  # noqa: BLE001 - any way a letter can be broken is one answer
-        letter.malformed = f"{type(exc).__name__}: {exc}"[:300]
+        letter.malformed = _clean(f"{type(exc).__name__}: {exc}")[:300]
     return letter
 
 
@@ -274,7 +282,7 @@ def process_letter(engine: Engine, letter_id: int, *, now: datetime, config: Set
         failed = row.attempts + 1 >= MAX_ATTEMPTS
         with engine.begin() as conn:
             conn.execute(update(letter_t).where(letter_t.c.id == letter_id, letter_t.c.status == "received").values(
-                status="failed" if failed else "received", lease_until=None, last_error=f"{type(exc).__name__}: {exc}"[:1000],
+                status="failed" if failed else "received", lease_until=None, last_error=_clean(f"{type(exc).__name__}: {exc}")[:1000],
                 next_attempt_at=now + _backoff(row.attempts + 1)))
         log.exception("letter %s: processing failed (attempt %s)%s", letter_id, row.attempts + 1, "; given up" if failed else "")
         raise

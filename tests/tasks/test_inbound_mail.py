@@ -365,3 +365,20 @@ def test_a_signatures_inline_logo_is_not_a_refused_file(room):
     assert room.letters()[0].outcome == "pending_claim"
     with room.engine.connect() as conn:
         assert conn.execute(select(pending_t.c.files)).scalar_one() == []
+
+
+def test_nul_and_control_characters_in_a_letter_are_dropped_on_both_databases(db_url, tmp_path, monkeypatch):
+    room = _mailroom(db_url, tmp_path, monkeypatch)
+    try:
+        raw = (f"From: {BUYER}\r\nTo: {REFUNDS}\r\nSubject: Заказ {room.order_number} \x00\x07\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               "Передумал\x00, верните деньги\r\n").encode()
+        with smtplib.SMTP(room.server.host, room.server.port, timeout=10) as smtp:
+            smtp.sendmail(BUYER, [REFUNDS], raw)
+        room.server.handler.wait_idle()
+        [kept] = room.letters()
+        assert (kept.status, kept.outcome) == ("processed", "pending_claim") and "\x00" not in kept.subject
+        with room.engine.connect() as conn:
+            assert conn.execute(select(pending_t.c.description)).scalar_one() == "Передумал, верните деньги"
+    finally:
+        _close(room)
