@@ -3,15 +3,17 @@
     vozvrat inbound list [--status received|processed|failed] [--limit N]
     vozvrat inbound drain        process every letter left `received` (the server also does it every minute)
     vozvrat inbound retry ID     give a `failed` letter another pass (after the cause was fixed)
+    vozvrat bench inbound        letters through a real inbound server: kept and processed per second (JSON)
 """
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import typer
 
 from cli.app import app
+from cli.db_commands import bench_app
 from cli.errors import fail
 
 inbound_app = typer.Typer(help="Letters to the refunds address: claims by email.", no_args_is_help=True)
@@ -86,3 +88,72 @@ def retry_letter(letter_id: int = typer.Argument(..., min=1, help="The letter's 
     except Exception as exc:  # noqa: BLE001 - recorded on the letter; one line here
         fail(f"letter {letter_id} failed again: {type(exc).__name__}: {exc}")
     typer.echo(f"letter {letter_id}: {outcome}")
+
+
+@bench_app.command("inbound")
+def bench_inbound(letters: int = typer.Option(200, min=1, max=100_000, help="Letters to send, each naming its own order"),
+                  as_json: bool = typer.Option(True, "--json/--no-json", help="One JSON line (the default)")) -> None:
+    """Letters through a real inbound SMTP server on a temporary SQLite database: how fast they are kept
+    (the sender's 250) and processed into pending claims with their confirmations queued. Prints one JSON line."""
+    import os
+    import platform
+    import smtplib
+    import tempfile
+    import time
+    from email.message import EmailMessage
+    from pathlib import Path
+
+    from cryptography.fernet import Fernet
+    from sqlalchemy import func, insert, select
+
+    from models.db import make_engine
+    from models.migrate import upgrade
+    from models.settings import get_settings
+    from models.tables import Event, InboundLetter, Order, Organizer, Ticket, Venue
+    from tasks.inbound_mail import Settings, start_inbound
+
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="vozvrat-bench-inbound-") as root:
+        os.environ["VOZVRAT_DATA_DIR"] = root
+        os.environ.setdefault("VOZVRAT_SECRET_KEY", Fernet.generate_key().decode())
+        get_settings.cache_clear()
+        url = f"sqlite:///{Path(root) / 'bench.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru", policy={})).inserted_primary_key[0]
+            venue = conn.execute(insert(Venue.__table__).values(name="Зал", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
+            event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Концерт", status="scheduled",
+                                                                 starts_at=now + timedelta(days=30))).inserted_primary_key[0]
+            conn.execute(insert(Order.__table__), [{"number": f"BENCH-{i:06d}", "buyer_name": "Покупатель", "buyer_email": f"b{i}@example.ru",
+                                                    "buyer_phone": "", "channel": "site", "payment_method": "card", "created_at": now}
+                                                   for i in range(letters)])
+            orders = dict(conn.execute(select(Order.__table__.c.number, Order.__table__.c.id)).all())
+            conn.execute(insert(Ticket.__table__), [{"order_id": orders[f"BENCH-{i:06d}"], "event_id": event, "price_paid": 350000,
+                                                     "nominal": 350000, "service_fee": 0, "delivery_fee": 0, "promo": False,
+                                                     "barcode": f"BENCH{i:08d}", "barcode_status": "valid"} for i in range(letters)])
+        server = start_inbound(engine, config=Settings(refunds_address="vozvrat@example.ru", own_addresses=frozenset({"vozvrat@example.ru"}),
+                                                       max_bytes=25 * 1024 * 1024))
+        scan = b"%PDF-1.4\n" + os.urandom(64 * 1024) + b"\n%%EOF\n"
+        try:
+            started = time.perf_counter()
+            with smtplib.SMTP(server.host, server.port, timeout=30) as smtp:
+                for i in range(letters):
+                    message = EmailMessage()
+                    message["From"], message["To"] = f"b{i}@example.ru", "vozvrat@example.ru"
+                    message["Subject"] = f"Возврат, заказ № BENCH-{i:06d}"
+                    message.set_content("Заболел, больничный во вложении.")
+                    message.add_attachment(scan + str(i).encode(), maintype="application", subtype="pdf", filename="больничный.pdf")
+                    smtp.send_message(message)
+            accepted = time.perf_counter() - started
+            server.handler.wait_idle(timeout=3600)
+            processed = time.perf_counter() - started
+        finally:
+            server.stop()
+        with engine.connect() as conn:
+            outcomes = dict(conn.execute(select(InboundLetter.__table__.c.outcome, func.count()).group_by(InboundLetter.__table__.c.outcome)).all())
+        engine.dispose()
+    result = {"bench": "inbound", "letters": letters, "attachment_bytes": len(scan), "database": "sqlite",
+              "accepted_per_s": round(letters / accepted, 1), "processed_per_s": round(letters / processed, 1),
+              "all_processed_s": round(processed, 2), "outcomes": outcomes, "python": platform.python_version(), "cpus": os.cpu_count()}
+    typer.echo(json.dumps(result, ensure_ascii=False) if as_json else result)
