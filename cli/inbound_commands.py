@@ -110,7 +110,7 @@ def bench_inbound(letters: int = typer.Option(200, min=1, max=100_000, help="Let
     from models.migrate import upgrade
     from models.settings import get_settings
     from models.tables import Event, InboundLetter, Order, Organizer, Ticket, Venue
-    from tasks.inbound_mail import Settings, start_inbound
+    from tasks.inbound_mail import InboundConfig, start_inbound
 
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="vozvrat-bench-inbound-") as root:
@@ -132,7 +132,7 @@ def bench_inbound(letters: int = typer.Option(200, min=1, max=100_000, help="Let
             conn.execute(insert(Ticket.__table__), [{"order_id": orders[f"BENCH-{i:06d}"], "event_id": event, "price_paid": 350000,
                                                      "nominal": 350000, "service_fee": 0, "delivery_fee": 0, "promo": False,
                                                      "barcode": f"BENCH{i:08d}", "barcode_status": "valid"} for i in range(letters)])
-        server = start_inbound(engine, config=Settings(refunds_address="vozvrat@example.ru", own_addresses=frozenset({"vozvrat@example.ru"}),
+        server = start_inbound(engine, config=InboundConfig(refunds_address="vozvrat@example.ru", own_addresses=frozenset({"vozvrat@example.ru"}),
                                                        max_bytes=25 * 1024 * 1024))
         scan = b"%PDF-1.4\n" + os.urandom(64 * 1024) + b"\n%%EOF\n"
         try:

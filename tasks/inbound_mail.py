@@ -201,7 +201,7 @@ def read_letter(raw: bytes) -> ReadLetter:
 # --- processing ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Settings:
+class InboundConfig:
     """What processing needs from the configuration (tests pass their own)."""
 
     refunds_address: str
@@ -209,7 +209,7 @@ class Settings:
     max_bytes: int
 
     @classmethod
-    def from_settings(cls) -> Settings:
+    def from_settings(cls) -> InboundConfig:
         s = get_settings()
         own = {s.refunds_address.casefold(), parseaddr(s.mail_from)[1].casefold()}
         return cls(refunds_address=s.refunds_address, own_addresses=frozenset(own), max_bytes=s.inbound_max_bytes)
@@ -264,10 +264,10 @@ def _find_order(engine: Engine, candidates: list[str]) -> Any | None:
     return next((by_number[c] for c in wanted if c in by_number), None)
 
 
-def process_letter(engine: Engine, letter_id: int, *, now: datetime, config: Settings | None = None) -> str | None:
+def process_letter(engine: Engine, letter_id: int, *, now: datetime, config: InboundConfig | None = None) -> str | None:
     """Process one `received` letter (leased, so two processes never both do); returns its outcome,
     or None when it was not due here. A crash leaves it `received` with the error, for a later pass."""
-    config = config or Settings.from_settings()
+    config = config or InboundConfig.from_settings()
     with engine.begin() as conn:
         taken = conn.execute(update(letter_t).where(
             letter_t.c.id == letter_id, letter_t.c.status == "received",
@@ -288,7 +288,7 @@ def process_letter(engine: Engine, letter_id: int, *, now: datetime, config: Set
         raise
 
 
-def _process(engine: Engine, row: Any, *, now: datetime, config: Settings) -> str:
+def _process(engine: Engine, row: Any, *, now: datetime, config: InboundConfig) -> str:
     letter_id = row.id
     letter = read_letter(raw_letter(row.path))
     reply_to = letter.from_address if _valid_address(letter.from_address) else (
@@ -364,7 +364,7 @@ def _refused_attachments(attachments: list[Attachment]) -> list[dict[str, str]]:
     return refused
 
 
-def drain(engine: Engine, *, now: datetime, limit: int = 100, config: Settings | None = None) -> dict[str, int]:
+def drain(engine: Engine, *, now: datetime, limit: int = 100, config: InboundConfig | None = None) -> dict[str, int]:
     """Process every due `received` letter (after a crash, a restart, an outage). Returns counts by outcome;
     a letter that crashes again stays `received` (or becomes `failed` after MAX_ATTEMPTS)."""
     with engine.connect() as conn:
@@ -392,7 +392,7 @@ def _utc_now() -> datetime:
 class InboundHandler:
     """aiosmtpd handler: mail for the refunds address only; keep, answer, then process in a worker."""
 
-    def __init__(self, engine: Engine, *, config: Settings, clock: Clock = _utc_now,
+    def __init__(self, engine: Engine, *, config: InboundConfig, clock: Clock = _utc_now,
                  process: Callable[..., str | None] = process_letter, after: Callable[[], Any] | None = None):
         self.engine, self.config, self.clock, self.process, self.after = engine, config, clock, process, after
         self.domain = config.refunds_address.rpartition("@")[2].casefold()
@@ -469,13 +469,13 @@ class InboundServer:
         self.handler.workers.shutdown(wait=True)
 
 
-def start_inbound(engine: Engine, *, host: str = "127.0.0.1", port: int = 0, config: Settings | None = None, clock: Clock = _utc_now,
+def start_inbound(engine: Engine, *, host: str = "127.0.0.1", port: int = 0, config: InboundConfig | None = None, clock: Clock = _utc_now,
                   process: Callable[..., str | None] = process_letter, after: Callable[[], Any] | None = None) -> InboundServer:
     """Start the inbound SMTP server in a background thread (port 0: a free one). aiosmtpd itself refuses
     letters beyond twice `max_bytes`; between the two a letter is kept, refused with 552 and answered."""
     from tasks.smtp_sink import free_port
 
-    config = config or Settings.from_settings()
+    config = config or InboundConfig.from_settings()
     handler = InboundHandler(engine, config=config, clock=clock, process=process, after=after)
     port = port or free_port(host)
     controller = Controller(handler, hostname=host, port=port, data_size_limit=2 * config.max_bytes, enable_SMTPUTF8=True,

@@ -25,7 +25,7 @@ from models.db import get_engine
 from models.settings import get_settings
 from models.tables import InboundClaim, InboundLetter, Order
 from tasks import documents
-from tasks.inbound_mail import Settings, drain, process_letter, start_inbound
+from tasks.inbound_mail import InboundConfig, drain, process_letter, start_inbound
 from tasks.outbox import dispatch_emails
 from tasks.smtp import SmtpSettings
 from tasks.smtp_sink import start_sink
@@ -64,8 +64,8 @@ class Mailroom:
             return conn.execute(select(letter_t).order_by(letter_t.c.id)).all()
 
 
-def config(max_bytes: int = MAX_BYTES) -> Settings:
-    return Settings(refunds_address=REFUNDS, own_addresses=frozenset({REFUNDS}), max_bytes=max_bytes)
+def config(max_bytes: int = MAX_BYTES) -> InboundConfig:
+    return InboundConfig(refunds_address=REFUNDS, own_addresses=frozenset({REFUNDS}), max_bytes=max_bytes)
 
 
 def _mailroom(url: str, tmp_path: Path, monkeypatch, *, process=process_letter) -> Mailroom:
