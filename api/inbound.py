@@ -40,8 +40,7 @@ def clock() -> datetime:
 Now = Annotated[datetime, Depends(clock)]
 TOKEN_MAX = 300
 
-_ERROR_JSON = {"type": "object", "properties": {"detail": {"type": "array", "items": {
-    "type": "object", "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}, "type": {"type": "string"}}}}}}
+_ERROR_JSON = {"$ref": "#/components/schemas/ErrorResponse"}  # api/errors.py: {"detail": [{"loc", "msg", "type"}]}
 
 
 def _answer(description: str, json_schema: dict | None = None) -> dict[str, Any]:
@@ -50,7 +49,7 @@ def _answer(description: str, json_schema: dict | None = None) -> dict[str, Any]
                                                     "application/json": {"schema": json_schema or _ERROR_JSON}}}
 
 
-_PROBLEMS = {404: _answer("Ссылка недействительна."), 409: _answer("Уже подтверждена или подать нельзя."), 410: _answer("Срок ссылки истёк.")}
+_PROBLEMS = {422: _answer("Неверный запрос."), 404: _answer("Ссылка недействительна."), 409: _answer("Уже подтверждена или подать нельзя."), 410: _answer("Срок ссылки истёк.")}
 _FILED = {201: _answer("Заявка подана.", {"type": "object", "properties": {"claims": {"type": "array"}, "refused_tickets": {"type": "array"}}})}
 
 
@@ -101,7 +100,8 @@ def confirmation_page(token: str, request: Request, now: Now) -> Response:
                  action=f"/inbound/confirm/{token[:TOKEN_MAX]}")
 
 
-@router.post("/confirm/{token}", status_code=201, response_class=HTMLResponse, responses={**_FILED, **_PROBLEMS})
+@router.post("/confirm/{token}", status_code=201, response_class=HTMLResponse,
+             responses={**_FILED, **_PROBLEMS})
 def confirm_by_link(token: str, request: Request, now: Now, background: BackgroundTasks) -> Response:
     """File the claim the letter asked for, once."""
     try:
@@ -111,7 +111,8 @@ def confirm_by_link(token: str, request: Request, now: Now, background: Backgrou
     return _done(request, result, background, now)
 
 
-@router.get("/confirm", response_class=HTMLResponse, responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
+@router.get("/confirm", response_class=HTMLResponse,
+            responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, 422: _answer("Неверный запрос.")})
 def code_page(reference: str = "") -> Response:
     """The form for the letter's number and the code."""
     return _page("code.html.j2", message=None, reference=reference[:12] if reference.isdigit() else "")
