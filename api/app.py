@@ -15,13 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import operator
+from api import inbound, operator
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
 from models.db import get_engine
 from tasks.claims import send_claim_mail
+from tasks.documents import stored as stored_file
 from tasks.intake import (
     ClaimInput,
     IntakeError,
@@ -53,6 +54,7 @@ Now = Annotated[datetime, Depends(clock)]
 install_error_handlers(app)
 install_openapi(app)
 app.include_router(operator.router)  # the operator's sales feed (api/operator.py)
+app.include_router(inbound.router)  # claims by email: the buyer's confirmation (api/inbound.py)
 
 
 RUSSIAN_VALIDATION = {
@@ -155,6 +157,8 @@ class DocumentCreate(BaseModel):
     person_name: Text | None = Field(default=None, max_length=300)
     relation: Literal["parent", "child", "grandparent", "grandchild", "sibling", "spouse"] | None = None
     filename: Text | None = Field(default=None, max_length=300)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="A file already stored (tasks/documents.store): its size and type are read from the file")
 
 
 class Decision(BaseModel):
@@ -202,7 +206,13 @@ def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> Cl
 
 @app.post("/claims/{claim_id}/documents", status_code=201, response_model=ClaimPublic, responses=errors(404, 409, 422, 503))
 def upload_document(claim_id: ClaimId, body: DocumentCreate, now: Now) -> ClaimPublic:
-    state = add_document(get_engine(), claim_id=claim_id, now=now, **body.model_dump())
+    file = None
+    if body.sha256 is not None:
+        try:
+            file = stored_file(body.sha256)
+        except LookupError:
+            raise IntakeError("sha256", "Файл не найден: сначала загрузите его.", code="not_found") from None
+    state = add_document(get_engine(), claim_id=claim_id, now=now, file=file, **body.model_dump(exclude={"sha256"}))
     claim = read_claim(claim_id, engine=get_engine())
     return ClaimPublic(id=claim_id, number=claim.number, state=state)
 

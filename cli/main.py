@@ -8,6 +8,7 @@ from cli import (
     bank_commands,  # noqa: F401  check-bank
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
     event_commands,  # noqa: F401  events cancel / replace / postpone
+    inbound_commands,  # noqa: F401  inbound list, drain, retry (claims by email)
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline

@@ -37,12 +37,14 @@ class Stack:
     api_port: int = 8000
     smtp_port: int = 8025
     acquirer_port: int = 8765
+    inbound_port: int = 2525  # claims by email: the inbound SMTP server for the refunds address
     database_url: str | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @classmethod
     def on_free_ports(cls, root: Path, **kw) -> Stack:
-        return cls(root=root, prefect_port=free_port(), api_port=free_port(), smtp_port=free_port(), acquirer_port=free_port(), **kw)
+        return cls(root=root, prefect_port=free_port(), api_port=free_port(), smtp_port=free_port(), acquirer_port=free_port(),
+                   inbound_port=free_port(), **kw)
 
     # --- addresses ----------------------------------------------------------------------------
     @property
@@ -102,6 +104,8 @@ class Stack:
             VOZVRAT_ACQUIRER_API_URL=self.acquirer_api_url,
             VOZVRAT_API_PORT=str(self.api_port),
             VOZVRAT_PREFECT_UI_URL=self.prefect_ui_url,
+            VOZVRAT_INBOUND_SMTP_PORT=str(self.inbound_port),
+            VOZVRAT_DATA_DIR=env.get("VOZVRAT_DATA_DIR") or str(self.root),  # documents and raw inbound mail
         )
         if self._own_key():
             env["VOZVRAT_SECRET_KEY_FILE"] = str(self.key_path)
@@ -179,8 +183,11 @@ class Stack:
         self._spawn_acquirer()
         self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])
         self._spawn_db_upgrade()
+        # After the schema exists: it keeps every letter in inbound_letter, and drains what a crash left at start.
+        self._spawn("inbound-mail", [PYTHON, "-m", "tasks.inbound_mail", "--port", str(self.inbound_port)])
         self._wait("smtp-sink", lambda: _port_open(self.smtp_port), 30)
         self._wait("acquirer", lambda: _port_open(self.acquirer_port), 30)
+        self._wait("inbound-mail", lambda: _port_open(self.inbound_port), 30)
         self._wait("prefect-server", lambda: self._http_ok(self.prefect_api_url + "/health"), 90)
         if runner:
             self._spawn("deployments", [PYTHON, "-m", "flows.serve"])

@@ -21,6 +21,7 @@ def main() -> None:
         api_port=int(os.environ.get("VOZVRAT_API_PORT", "8000")),
         smtp_port=int(os.environ.get("VOZVRAT_SMTP_PORT", "8025")),
         acquirer_port=int(os.environ.get("VOZVRAT_ACQUIRER_PORT", "8765")),
+        inbound_port=int(os.environ.get("VOZVRAT_INBOUND_SMTP_PORT", "2525")),
         database_url=os.environ.get("VOZVRAT_DATABASE_URL"),
     )
     console.print(f"starting the vozvrat stack in {root} …")
@@ -33,6 +34,7 @@ def main() -> None:
   run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
   API             {stack.api_url}/docs
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
+  inbound mail    127.0.0.1:{stack.inbound_port} takes claims by email for {env.get('VOZVRAT_REFUNDS_ADDRESS', 'vozvrat@example.ru')} (raw letters in {root}/inbound; vozvrat inbound list)
   acquirer        {stack.acquirer_api_url} (YooKassa stand-in), ledger {stack.ledger_path}
   database        {env['VOZVRAT_DATABASE_URL']}
   bank details    encrypted with {env.get('VOZVRAT_SECRET_KEY_FILE') or 'VOZVRAT_SECRET_KEY'} (rotate: vozvrat secrets rotate)

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     # Uploaded documents: at most this many bytes each; PDF, JPEG and PNG only (checked by content).
     document_max_bytes: int = 10 * 1024 * 1024
 
+    # Claims by email (tasks/inbound_mail.py): an inbound SMTP server taking mail for the refunds address.
+    inbound_smtp_host: str = "127.0.0.1"
+    inbound_smtp_port: int = 2525
+    refunds_address: str = "vozvrat@example.ru"
+    # A letter larger than this is kept, refused with 552 and answered politely; aiosmtpd itself refuses
+    # (and cannot keep) anything beyond twice this size.
+    inbound_max_bytes: int = 25 * 1024 * 1024
+    # How long a buyer has to confirm a claim sent by email, from the order's own mailbox.
+    inbound_confirm_hours: int = 72
+    # Where buyers' links point (a confirmation link in an email); default: the API's own address.
+    public_url: str | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     prefect_ui_url: str = Field(default="http://127.0.0.1:4200")

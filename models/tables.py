@@ -307,3 +307,58 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     revoked_at: datetime | None = _ts()
     last_used_at: datetime | None = _ts()
+
+
+# --- claims by email (tasks/inbound_mail.py, tasks/inbound_claims.py) ----------------------------
+
+class InboundLetter(SQLModel, table=True):
+    """A letter to the refunds address: its raw bytes are kept under `<data_dir>/inbound/` before this
+    row is written, and the row before the sender hears "250". `received` letters are (re)processed by
+    the drain until they are `processed`; `failed` after too many crashed attempts (kept, retried by ops)."""
+
+    __tablename__ = "inbound_letter"
+    __table_args__ = (Index("ix_inbound_letter_status", "status", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(sa_type=String(64), unique=True)  # of the raw bytes: an MTA's resend is one letter
+    path: str = Field(sa_type=String(300))  # relative to the data directory
+    size: int = Field(sa_type=BigInteger)
+    envelope_from: str = Field(default="", sa_type=String(320))
+    rcpt_tos: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    too_large: bool = False  # refused with 552 at the SMTP level, answered anyway
+    status: str = Field(default="received", sa_type=String(20))  # received | processed | failed
+    # what processing found: pending_claim | no_order_number | not_matched | bad_attachment | not_refunds_address
+    # | too_large | malformed | loop | no_sender
+    outcome: str | None = Field(default=None, sa_type=String(40))
+    message_id: str | None = Field(default=None, sa_type=String(300))
+    from_address: str | None = Field(default=None, sa_type=String(320))
+    subject: str | None = Field(default=None, sa_type=String(500))
+    replied_to: str | None = Field(default=None, sa_type=String(320), index=True)  # whom the reply went to, if any
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    lease_until: datetime | None = _ts()
+    last_error: str | None = None
+    processed_at: datetime | None = _ts()
+
+
+class InboundClaim(SQLModel, table=True):
+    """A claim sent by email, waiting for the buyer to confirm it from the order's own mailbox (a From
+    header can be forged). Confirmed, it files the claims and its files become their documents."""
+
+    __tablename__ = "inbound_claim"
+    id: int | None = Field(default=None, primary_key=True)
+    letter_id: int = Field(foreign_key="inbound_letter.id", unique=True)
+    order_id: int = Field(foreign_key="ticket_order.id", index=True)
+    ticket_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reason: str = Field(sa_type=String(20))
+    description: str = ""
+    # [{"sha256", "size", "content_type", "filename"}]: stored by tasks/documents.py
+    files: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    code_sha256: str = Field(sa_type=String(64))
+    code_attempts: int = 0
+    status: str = Field(default="pending", sa_type=String(20))  # pending | confirmed | refused | expired
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    confirmed_at: datetime | None = _ts()
+    claim_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    refusal_message: str | None = None

@@ -44,6 +44,9 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     "escalation_notice": frozenset({"claim_number", "event_title", "deadline", "overdue_working_days"}),
     "claim_withdrawn": frozenset({"claim_number", "event_title"}),
     "claim_closed": frozenset({"claim_number", "event_title", "rejection_reason"}),
+    # claims by email (tasks/inbound_mail.py): the confirmation to the order's email, the reply when nothing was filed
+    "inbound_confirm": frozenset({"letter_ref", "order_number", "event_title", "tickets", "reason", "files", "code", "confirm_url", "expires_at"}),
+    "inbound_refused": frozenset({"letter_ref", "outcome", "refunds_address"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
@@ -64,6 +67,8 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "claim_withdrawn": frozenset({"buyer_name", "reason"}),
     # the sales feed reported the ticket refunded elsewhere (states.lifecycle.REFUNDED_ELSEWHERE)
     "claim_closed": frozenset({"buyer_name"}),
+    "inbound_confirm": frozenset({"buyer_name", "why", "code_url"}),
+    "inbound_refused": frozenset({"buyer_name", "max_mb", "refused_files"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 
@@ -321,8 +326,7 @@ def _headers(template: str, *, subject: str, to: str, mail_from: str, when: date
         ("Message-ID", message_id),
         ("Auto-Submitted", "auto-generated"),
         ("X-Vozvrat-Template", template),
-        ("X-Vozvrat-Claim", " ".join(str(context["claim_number"]).split())),
-    ]
+    ] + ([("X-Vozvrat-Claim", " ".join(str(context["claim_number"]).split()))] if "claim_number" in context else [])
 
 
 def render_email(

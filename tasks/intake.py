@@ -55,6 +55,7 @@ from states.policy import (
     documents_last_day,
     fallback_offer,
 )
+from tasks.documents import StoredFile
 from tasks.emails import basis_ru
 from tasks.outbox import enqueue_email
 from tasks.run_actions import REFUND_CLAIM_DEPLOYMENT, queue_create, queue_resume  # noqa: F401 - the deployment's name is read from here
@@ -261,8 +262,11 @@ def add_document(
     relation: str | None = None,
     filename: str | None = None,
     organizer_id: int | None = None,
+    file: StoredFile | None = None,
 ) -> str:
-    """Store a buyer's document; a claim waiting for documents moves on to the organizer, its run's resume queued with it."""
+    """Store a buyer's document; a claim waiting for documents moves on to the organizer, its run's resume queued with it.
+
+    `file`: the document's file, already kept by tasks/documents.store (its sha256, size and type are recorded)."""
     if kind not in DOCUMENT_KINDS:
         raise IntakeError("kind", "Неизвестный тип документа.")
     if sick_from and sick_to and sick_to < sick_from:
@@ -272,7 +276,9 @@ def add_document(
         raise IntakeError("claim_id", "Заявка уже рассмотрена, документы не нужны.", code="closed", status=409)
     with engine.begin() as conn:
         conn.execute(insert(Document.__table__).values(claim_id=claim_id, kind=kind, received_at=now, sick_from=sick_from, sick_to=sick_to,
-                                                       person_name=person_name, relation=relation, filename=filename))
+                                                       person_name=person_name, relation=relation, filename=filename,
+                                                       sha256=file.sha256 if file else None, size=file.size if file else None,
+                                                       content_type=file.content_type if file else None))
         if claim.state == ClaimState.AWAITING_DOCUMENTS:
             apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor="buyer", now=now)
             _queue_resume(conn, [claim_id], ClaimInput(decision="documents", decided_by="buyer", at=now), now)
