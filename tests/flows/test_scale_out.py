@@ -195,6 +195,11 @@ def _runs(client, deployment_id) -> list:
         offset += 200
 
 
+def _pid(run) -> int | None:
+    """The flow process a worker started for the run ("pid", or "host:pid" in some Prefect versions)."""
+    return int(str(run.infrastructure_pid).rsplit(":", 1)[-1]) if run.infrastructure_pid else None
+
+
 def _flow_processes(worker: subprocess.Popen) -> list[int]:
     """The worker's flow-run processes (children running the engine)."""
     found = []
@@ -276,8 +281,7 @@ def test_two_workers_share_the_claims_and_a_killed_workers_runs_are_crashed_and_
         killed_at = time.monotonic()
         refund_claim = deployments["refund-claim"]
         held = [r for r in _runs(prefect_client, refund_claim.id)
-                if r.infrastructure_pid and int(r.infrastructure_pid.rsplit(":", 1)[1]) in killed_pids
-                and r.state and r.state.type.value in ("PENDING", "RUNNING")]
+                if _pid(r) in killed_pids and r.state and r.state.type.value in ("PENDING", "RUNNING")]
         paid_at_kill = workload.progress(engine)
 
         wait_for("every claim paid and mailed", lambda: workload.finished(engine), timeout=420, interval=2)
@@ -292,7 +296,7 @@ def test_two_workers_share_the_claims_and_a_killed_workers_runs_are_crashed_and_
                      timeout=120, interval=1)
         runs = _runs(prefect_client, refund_claim.id)
         assert Counter(r.state.type.value for r in runs) == {"COMPLETED": CLAIMS}
-        by_worker_b = [r for r in runs if r.infrastructure_pid and int(r.infrastructure_pid.rsplit(":", 1)[1]) not in killed_pids]
+        by_worker_b = [r for r in runs if _pid(r) not in killed_pids]
         assert len(by_worker_b) < CLAIMS  # worker A did its share before it died
 
         # Every ticket refunded once: one payout per claim, one refund per payment at the acquirer.
