@@ -28,13 +28,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from cli.stack import Stack, free_port
 from models.db import make_engine
 from tests.conftest import _create_pg_database, _drop_pg_database
-from tests.flows.scale_out_workload import refund_claims_workload
 from tests.flows.conftest import wait_for
+from tests.flows.scale_out_workload import refund_claims_workload
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
