@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo up bench lock diagram clean
+.PHONY: venv test test-scale-out lint demo up bench lock diagram clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# Only the two-worker scale-out test (also part of `make test`); prints its timings as one JSON line.
+test-scale-out: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m scale_out tests/flows/test_scale_out.py
 
 # ruff over the whole tree, mypy over the pure core (states/); both run before the tests.
 lint: $(STAMP)

@@ -50,8 +50,13 @@ RERUN_CRASHED = "vozvrat: re-run crashed runs"
 FLOW_RUNS = ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"})
 # The states a live process reports when it stops heartbeating on purpose: it ended, or it suspended
 # (a claim waiting for a person holds no process; its resume starts a new one that heartbeats again).
+# Events are named after the state's name, not its type: list the names each type goes by.
 _STOPS_HEARTBEATS = {f"prefect.flow-run.{name}" for name in
-                     ("Completed", "Failed", "Cancelled", "Cancelling", "Crashed", "Suspended", "Paused")}
+                     ("Completed", "Failed", "TimedOut", "Cancelled", "Cancelling", "Crashed", "Suspended", "Paused")}
+# A worker proposes Pending under the name "Submitting"; an orchestrator under "Pending".
+_PENDING = {"prefect.flow-run.Pending", "prefect.flow-run.Submitting"}
+_STARTED_OR_BACK = {f"prefect.flow-run.{name}" for name in
+                    ("Running", "Retrying", "heartbeat", "Scheduled", "Late", "AwaitingRetry", "Rescheduled", "Resuming")}
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,8 @@ def declared_automations(*, heartbeat_grace_s: int = HEARTBEAT_GRACE_S, pending_
         description=(f"A flow run Pending for {pending_grace_s}s (a worker took it and died before its process ran) is set "
                      "Crashed; the re-run automation then schedules it again. Declared in tasks/automations.py."),
         trigger=EventTrigger(
-            after={"prefect.flow-run.Pending"},
-            expect={"prefect.flow-run.Running", "prefect.flow-run.heartbeat", "prefect.flow-run.Scheduled", *_STOPS_HEARTBEATS},
+            after=_PENDING,
+            expect=_STARTED_OR_BACK | _STOPS_HEARTBEATS,
             match=FLOW_RUNS,
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
