@@ -124,8 +124,17 @@ def declared_automations(*, heartbeat_grace_s: int = HEARTBEAT_GRACE_S, pending_
 
 
 def _comparable(automation) -> dict:
-    return automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger", "actions"},
-                                 exclude={"trigger": {"id"}})
+    """The parts we declare, with sets (event names) in a fixed order: a set's order differs by process."""
+    def normal(value):
+        if isinstance(value, dict):
+            return {k: normal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            items = [normal(v) for v in value]
+            return sorted(items) if all(isinstance(v, str) for v in items) else items
+        return value
+
+    return normal(automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger", "actions"},
+                                        exclude={"trigger": {"id"}}))
 
 
 def apply_automations(*, heartbeat_grace_s: int = HEARTBEAT_GRACE_S, pending_grace_s: int = PENDING_GRACE_S) -> dict[str, str]:

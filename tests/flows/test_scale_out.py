@@ -166,6 +166,18 @@ def test_the_automations_are_applied_once_and_again_change_nothing(prefect_on_po
     assert too_short.returncode == 2 and too_short.stderr.count("\n") == 1 and "45" in too_short.stderr
 
 
+def test_the_pool_is_created_once_and_its_concurrency_limit_set(prefect_on_postgres, prefect_client):
+    env = {**os.environ, "PREFECT_API_URL": prefect_on_postgres["api_url"], "VOZVRAT_POOL": "vozvrat-pool-test"}
+    outcomes = [json.loads(_vozvrat(env, "deploy", "pool", "--limit", str(n), "--json").stdout)["outcome"] for n in (4, 4, 9)]
+    assert outcomes == ["created", "unchanged", "updated"]
+    pool = prefect_client.read_work_pool("vozvrat-pool-test")
+    assert (pool.type, pool.concurrency_limit) == ("process", 9)
+    assert "command" in pool.base_job_template["variables"]["properties"]  # the process worker's own template
+    bad = _vozvrat(env, "deploy", "pool", "--limit", "0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    prefect_client.delete_work_pool("vozvrat-pool-test")
+
+
 def _states(client, run_id) -> list[str]:
     return [s.name for s in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)]
 
