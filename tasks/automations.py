@@ -78,7 +78,9 @@ def declared_automations(*, heartbeat_grace_s: int = HEARTBEAT_GRACE_S, pending_
                      "worker) is set Crashed; the re-run automation then schedules it again. Declared in tasks/automations.py."),
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *_STOPS_HEARTBEATS},
+            # AwaitingRetry: the flow's own retry waits in its process; were it to die then, the run is
+            # Scheduled already and a worker takes it when its retry time comes.
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.AwaitingRetry", *_STOPS_HEARTBEATS},
             match=FLOW_RUNS,
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
