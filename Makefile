@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo up bench lock diagram clean browser
+.PHONY: venv test test-scale-out lint demo up bench lock diagram clean browser
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: apt-get install chromium (as root)" >&2; exit 2; fi; }
+# Only the two-worker scale-out test (also part of `make test`); prints its timings as one JSON line.
+test-scale-out: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m scale_out tests/flows/test_scale_out.py
 
 # ruff over the whole tree, mypy over the pure core (states/); both run before the tests.
 lint: $(STAMP)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from cli import (
     bank_commands,  # noqa: F401  check-bank
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
+    deploy_commands,  # noqa: F401  deploy pool, automations, apply, worker
     event_commands,  # noqa: F401  events cancel / replace / postpone
     inbound_commands,  # noqa: F401  inbound list, drain, retry (claims by email)
     organizer_commands,  # noqa: F401  organizers token

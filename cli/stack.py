@@ -95,6 +95,8 @@ class Stack:
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_UI_API_URL=self.prefect_api_url,
             PREFECT_RUNNER_POLL_FREQUENCY="1",
+            # Flow runs send heartbeats; the automations `make up` applies (tasks/automations.py) crash silent ones.
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30",
             PREFECT_LOGGING_LEVEL=env.get("PREFECT_LOGGING_LEVEL", "INFO"),
             # Results of claim runs persist, so a resumed run replays finished steps from them.
             PREFECT_LOCAL_STORAGE_PATH=str(self.root / "prefect" / "storage"),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,11 +29,16 @@ def main() -> None:
     console.print(f"starting the vozvrat stack in {root} …")
     stack.start()
     env = stack.env()
+    # The crash and re-run automations, as on a deployed server (tasks/automations.py); idempotent.
+    applied = subprocess.run([sys.executable, "-m", "cli", "deploy", "automations"], env=env, capture_output=True, text=True)
+    if applied.returncode != 0:
+        console.print(f"[red]automations not applied: {applied.stderr.strip()[-300:]}[/red]")
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; suspended = waiting for an organizer)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch, payout-run, payout-reconcile — served by `python -m flows.serve`
   run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
+  automations     crash runs whose heartbeat stopped, re-run crashed claim runs (Prefect UI → Automations; tasks/automations.py)
   API             {stack.api_url}/docs
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
   inbound mail    127.0.0.1:{stack.inbound_port} takes claims by email for {env.get('VOZVRAT_REFUNDS_ADDRESS', 'vozvrat@example.ru')} (raw letters in {root}/inbound; vozvrat inbound list)

@@ -31,6 +31,9 @@ IDLE_POLL_S = float(os.environ.get("VOZVRAT_STARTER_POLL_S", "0.3"))
 SWEEP_INTERVAL_S = float(os.environ.get("VOZVRAT_SWEEP_INTERVAL_S", "60"))
 SWEEP_GRACE_S = float(os.environ.get("VOZVRAT_SWEEP_GRACE_S", "60"))
 STALE_RUNNING_S = float(os.environ.get("VOZVRAT_STALE_RUNNING_S", "600"))
+# A crashed run is re-run (the same run) by the re-run automation (tasks/automations.py) within
+# seconds; the starter gives its claim a new run only if it is still crashed after this.
+CRASH_RERUN_GRACE_S = float(os.environ.get("VOZVRAT_CRASH_RERUN_GRACE_S", "120"))
 
 
 def main() -> None:
@@ -39,6 +42,7 @@ def main() -> None:
     engine = get_engine()
     runs = PrefectRuns()
     stale = timedelta(seconds=STALE_RUNNING_S)
+    crashed_grace = timedelta(seconds=CRASH_RERUN_GRACE_S)
     stopping = False
 
     def _stop(*_):
@@ -54,7 +58,7 @@ def main() -> None:
     while not stopping:
         try:
             report = drain_once(engine, runs, now=datetime.now(UTC), limit=BATCH, concurrency=CONCURRENCY, stale_running=stale,
-                                pool=pool)
+                                pool=pool, crashed_grace=crashed_grace)
             if report.taken:
                 log.info("%s", report)
             # Prefect answering errors: when nothing went through it is down or swamped (back off, doubling
@@ -68,7 +72,8 @@ def main() -> None:
                 log.warning("%d Prefect error(s), pausing %.1fs: %s", len(report.errors), cooldown, report.errors[0][:200])
             if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = time.monotonic()
-                found = sweep(engine, runs, now=datetime.now(UTC), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale)
+                found = sweep(engine, runs, now=datetime.now(UTC), grace=timedelta(seconds=SWEEP_GRACE_S), stale_running=stale,
+                              crashed_grace=crashed_grace)
                 if found.queued:
                     log.info("sweep: %s", found)
         except Exception as exc:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again

@@ -103,8 +103,13 @@ class Verdict(StrEnum):
     LEFT_TO_OPS = "left to ops"  # cancelled by a person
 
 
-def verdict(claim_state: str, run: RunView | None, *, now: datetime, stale_running: timedelta) -> Verdict:
-    """What the claim's run needs, given the claim's recorded state (the truth) and the run's state."""
+def verdict(claim_state: str, run: RunView | None, *, now: datetime, stale_running: timedelta,
+            crashed_grace: timedelta = timedelta(0)) -> Verdict:
+    """What the claim's run needs, given the claim's recorded state (the truth) and the run's state.
+
+    A run crashed less than `crashed_grace` ago is waited for: the re-run automation
+    (tasks/automations.py) schedules that same run again within seconds; a new generation beside it
+    would only run the claim twice (harmless, never useful). One that stays crashed gets a new run."""
     if run is None:
         return Verdict.RECREATE if claim_state in RUN_DRIVEN_STATES else Verdict.UP_TO_DATE
     kind = run.state_type
@@ -116,6 +121,8 @@ def verdict(claim_state: str, run: RunView | None, *, now: datetime, stale_runni
         return Verdict.LOST if now - run.state_since > stale_running else Verdict.WAIT
     if kind in ("CANCELLING", "CANCELLED"):
         return Verdict.LEFT_TO_OPS
+    if kind == "CRASHED" and now - run.state_since < crashed_grace and claim_state in RUN_DRIVEN_STATES:
+        return Verdict.WAIT
     return Verdict.RECREATE if claim_state in RUN_DRIVEN_STATES else Verdict.UP_TO_DATE
 
 
@@ -361,7 +368,8 @@ def _recreate(conn: Connection, claim_id: int, *, now: datetime, why: str) -> st
     return f"new run (generation {generation}): {why}"
 
 
-def _bring_up_to_date(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, stale_running: timedelta) -> str:
+def _bring_up_to_date(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, stale_running: timedelta,
+                      crashed_grace: timedelta = timedelta(0)) -> str:
     with engine.connect() as conn:
         claim = _claim(conn, action.claim_id)
         creating = conn.execute(select(exists().where(
@@ -376,7 +384,7 @@ def _bring_up_to_date(engine: Engine, runs: RunsPort, action: Action, *, now: da
             _finish(conn, action, now=now, outcome="superseded: its run is still to be created")
         return "superseded"
     run = runs.read([claim.flow_run_id]).get(claim.flow_run_id) if claim.flow_run_id else None
-    judged = verdict(claim.state, run, now=now, stale_running=stale_running)
+    judged = verdict(claim.state, run, now=now, stale_running=stale_running, crashed_grace=crashed_grace)
     if judged == Verdict.WAIT:
         return "retry: the run has not reached its wait yet"
     if judged == Verdict.RESUME:
@@ -400,12 +408,13 @@ def _bring_up_to_date(engine: Engine, runs: RunsPort, action: Action, *, now: da
     return outcome
 
 
-def process(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, stale_running: timedelta = timedelta(minutes=10)) -> str:
+def process(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, stale_running: timedelta = timedelta(minutes=10),
+            crashed_grace: timedelta = timedelta(0)) -> str:
     """Carry out one action; a failure (Prefect down, 503, the run not at its wait yet) retries it later."""
     try:
         if action.kind == CREATE:
             return _create(engine, runs, action, now=now)
-        outcome = _bring_up_to_date(engine, runs, action, now=now, stale_running=stale_running)
+        outcome = _bring_up_to_date(engine, runs, action, now=now, stale_running=stale_running, crashed_grace=crashed_grace)
     except Exception as exc:  # noqa: BLE001 - whatever Prefect answers, the action stays and is retried
         outcome = f"retry: {exc.__class__.__name__}: {str(exc)[:200]}"
     if outcome.startswith("retry"):
@@ -414,7 +423,8 @@ def process(engine: Engine, runs: RunsPort, action: Action, *, now: datetime, st
 
 
 def drain_once(engine: Engine, runs: RunsPort, *, now: datetime, limit: int = 20, concurrency: int = 2,
-               stale_running: timedelta = timedelta(minutes=10), pool: ThreadPoolExecutor | None = None) -> DrainReport:
+               stale_running: timedelta = timedelta(minutes=10), pool: ThreadPoolExecutor | None = None,
+               crashed_grace: timedelta = timedelta(0)) -> DrainReport:
     """Take up to `limit` due actions and carry them out, `concurrency` at a time (Prefect on SQLite
     answers 503 from about 8 concurrent run creations and creates about 4 runs a second). A long-lived
     `pool` keeps each thread's Prefect client (and its connections) across passes."""
@@ -426,7 +436,7 @@ def drain_once(engine: Engine, runs: RunsPort, *, now: datetime, limit: int = 20
 
     def one(action: Action) -> str:
         try:
-            return process(engine, runs, action, now=now, stale_running=stale_running)
+            return process(engine, runs, action, now=now, stale_running=stale_running, crashed_grace=crashed_grace)
         except Exception as exc:  # noqa: BLE001 - the database hiccuped: the lease expires, it is taken again
             return f"retry: {exc.__class__.__name__}"
 
@@ -459,7 +469,7 @@ RECHECK = {"decision": "recheck", "decided_by": "sweep"}
 
 
 def sweep(engine: Engine, runs: RunsPort, *, now: datetime, grace: timedelta = timedelta(seconds=60),
-          stale_running: timedelta = timedelta(minutes=10)) -> SweepReport:
+          stale_running: timedelta = timedelta(minutes=10), crashed_grace: timedelta = timedelta(0)) -> SweepReport:
     """Find every claim whose run is missing, gone, lost or behind its recorded state, and queue the
     action that puts it right (the starter then judges the run afresh and acts).
 
@@ -480,7 +490,8 @@ def sweep(engine: Engine, runs: RunsPort, *, now: datetime, grace: timedelta = t
     seen = runs.read([c.flow_run_id for c in claims if c.flow_run_id])
     behind: dict[int, Verdict] = {}
     for c in claims:
-        judged = verdict(c.state, seen.get(c.flow_run_id) if c.flow_run_id else None, now=now, stale_running=stale_running)
+        judged = verdict(c.state, seen.get(c.flow_run_id) if c.flow_run_id else None, now=now, stale_running=stale_running,
+                         crashed_grace=crashed_grace)
         if judged in (Verdict.RESUME, Verdict.RECREATE, Verdict.LOST):
             behind[c.id] = judged
 

@@ -97,3 +97,30 @@ def test_deployments_are_declared_once_and_every_entrypoint_is_a_flow():
         assert spec.flow().name == spec.name, spec
     assert specs["refund-claim"].interval is None  # created per claim by the run starter
     assert all(specs[n].interval for n in ("sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile"))
+
+
+def test_prefect_yaml_freezes_nothing_of_the_deployers_environment():
+    """Used to go wrong: job_variables.env copied VOZVRAT_DATABASE_URL ("" when unset, failing every run;
+    the password in plain text) and PREFECT_LOCAL_STORAGE_PATH (results written into the checkout)."""
+    import yaml
+
+    from flows.serve import PREFECT_YAML, captured_environment
+
+    config = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    assert captured_environment(config) == []
+    for item in config["deployments"]:
+        pool = item["work_pool"]
+        assert pool["name"] == "vozvrat", item["name"]
+        assert not (pool.get("job_variables") or {}).get("env"), item["name"]
+    # The pull step is resolved on the worker when a run starts: each host's own checkout.
+    assert config["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $VOZVRAT_HOME }}"}}]
+
+
+def test_a_captured_variable_is_found_wherever_it_hides():
+    from flows.serve import captured_environment
+
+    config = {"pull": [{"step": {"directory": "{{ $VOZVRAT_HOME }}"}}],
+              "definitions": {"work_pools": {"p": {"job_variables": {"env": {"URL": "{{$VOZVRAT_DATABASE_URL}}"}}}}},
+              "deployments": [{"name": "d", "parameters": {"db": "{{ $DB }}"}, "pull": [{"s": {"d": "{{ $HOME }}"}}]}]}
+    assert captured_environment(config) == ["definitions.work_pools.p.job_variables.env.URL: {{$VOZVRAT_DATABASE_URL}}",
+                                            "deployments[0].parameters.db: {{ $DB }}"]

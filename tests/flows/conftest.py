@@ -22,6 +22,8 @@ def stack(tmp_path_factory):
     # The run starter sweeps every 2 s for claims quiet for 3 s: a lost run is found while a test polls.
     mp.setenv("VOZVRAT_SWEEP_INTERVAL_S", "2")
     mp.setenv("VOZVRAT_SWEEP_GRACE_S", "3")
+    # No re-run automation on this stack's server: a crashed run is replaced at once.
+    mp.setenv("VOZVRAT_CRASH_RERUN_GRACE_S", "0")
     s.start()
     for key, value in s.env().items():
         mp.setenv(key, value)

@@ -262,3 +262,12 @@ def test_pause_keys_name_the_state_waited_in():
     assert paused_in(pause_key(42, "needs_bank_details", 7)) == "needs_bank_details"
     assert paused_in(pause_key(42, "awaiting_organizer", 7, 3)) == "awaiting_organizer"
     assert paused_in("claim-42-wait-1") is None and paused_in(None) is None
+
+
+def test_a_crashed_run_is_left_to_the_rerun_automation_for_a_grace_then_replaced():
+    """The re-run automation schedules the same run again within seconds; a new generation beside it would run the claim twice."""
+    crashed = RunView("r", "CRASHED", NOW - timedelta(seconds=30))
+    grace = timedelta(minutes=2)
+    assert verdict("approved", crashed, now=NOW, stale_running=STALE, crashed_grace=grace) == Verdict.WAIT
+    assert verdict("approved", crashed, now=NOW + timedelta(minutes=2), stale_running=STALE, crashed_grace=grace) == Verdict.RECREATE
+    assert verdict("paid", crashed, now=NOW, stale_running=STALE, crashed_grace=grace) == Verdict.UP_TO_DATE
