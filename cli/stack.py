@@ -24,6 +24,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_taken(port: int) -> bool:
+    """Something already listens on 127.0.0.1:port (a bind fails; TIME_WAIT leftovers do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+class PortInUse(RuntimeError):
+    """A port the stack needs is taken: starting anyway would report another program as our part."""
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -171,7 +186,19 @@ class Stack:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
 
+    def check_ports(self, *, api: bool = True) -> None:
+        """Refuse to start on a taken port: its health check would answer for another program (an
+        earlier `make up` still running), and the stack would announce itself up with a part missing."""
+        ports = [("Prefect server", self.prefect_port, "VOZVRAT_PREFECT_PORT"), ("SMTP sink", self.smtp_port, "VOZVRAT_SMTP_PORT"),
+                 ("acquirer stand-in", self.acquirer_port, "VOZVRAT_ACQUIRER_PORT")]
+        if api:
+            ports.append(("API", self.api_port, "VOZVRAT_API_PORT"))
+        for what, port, variable in ports:
+            if port_taken(port):
+                raise PortInUse(f"port {port} for the {what} is already in use (another `make up`?): stop that program or set {variable}")
+
     def start(self, *, runner: bool = True, api: bool = True) -> Stack:
+        self.check_ports(api=api)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "prefect").mkdir(exist_ok=True)
         self.ensure_secret_key()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from cli.stack import Stack
+from cli.stack import PortInUse, Stack
 
 console = Console()
 
@@ -23,8 +24,18 @@ def main() -> None:
         acquirer_port=int(os.environ.get("VOZVRAT_ACQUIRER_PORT", "8765")),
         database_url=os.environ.get("VOZVRAT_DATABASE_URL"),
     )
+    try:
+        stack.check_ports()
+    except PortInUse as exc:
+        print(f"vozvrat: not started: {exc}", file=sys.stderr)
+        sys.exit(1)
     console.print(f"starting the vozvrat stack in {root} …")
-    stack.start()
+    try:
+        stack.start()
+    except (PortInUse, RuntimeError, TimeoutError) as exc:  # a part exited or never answered: nothing is up
+        stack.stop()
+        print(f"vozvrat: not started: {exc}", file=sys.stderr)
+        sys.exit(1)
     env = stack.env()
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
