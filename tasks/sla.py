@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
@@ -25,8 +25,10 @@ from models.db import get_engine
 from models.settings import get_settings
 from states.calendar import is_working_day
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
+from tasks.claim_card import tag_escalated_runs
 from tasks.intake import ClaimInput, request_run_resume
 from tasks.outbox import enqueue_email
+from tasks.run_actions import queue_resume
 
 
 @dataclass
@@ -152,6 +154,23 @@ def emit_escalation_events(report: SlaReport, now: datetime) -> int:
             payload={"kind": b.kind, "due": b.due, "reason": b.reason},
         )
     return len(report.escalated)
+
+
+@task(name="show-escalations-on-runs", retries=3, retry_delay_seconds=5)
+def show_escalations_on_runs(report: SlaReport, now: datetime) -> int:
+    """Each escalated decision's run gets the `escalated` tag now, and is asked to re-read its claim
+    (the run starter resumes it with `recheck`), so it waits again under the name «Эскалация: ждёт
+    организатора» with its card updated. Without this only the starter's sweep would notice, and
+    never for an escalation stamped with a clock ahead of the wall clock (the claim is not yet quiet).
+    Due at once on the wall clock, whatever `now` the watch was run for."""
+    decisions = [b for b in report.escalated if b.kind == "decision"]
+    if decisions:
+        step = ClaimInput(decision="recheck", decided_by="sla-watch", at=now).model_dump(mode="json")
+        with get_engine().begin() as conn:
+            queue_resume(conn, claim_ids=[b.claim_id for b in decisions], step=step, now=datetime.now(UTC))
+    tagged = tag_escalated_runs([b.flow_run_id for b in report.escalated if b.flow_run_id])
+    get_run_logger().info("sla-watch: %s escalated runs tagged, %s asked to re-read their claim", tagged, len(decisions))
+    return tagged
 
 
 @task(name="publish-breaches")
