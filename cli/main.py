@@ -7,6 +7,7 @@ from __future__ import annotations
 from cli import (
     bank_commands,  # noqa: F401  check-bank
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
+    ops_commands,  # noqa: F401  ops automations
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline

@@ -21,7 +21,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from cli.stack import Stack
-from tasks.claim_card import card_key
+
+# Prefect and everything that imports it are imported inside the functions: Prefect reads its settings
+# (PREFECT_API_URL) on import, and main() points them at the stack it starts.
 
 MSK = ZoneInfo("Europe/Moscow")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -136,6 +138,8 @@ def latest_artifact_id(key: str) -> str:
 def take_screenshots(prefect_ui_url: str, scenario: OpsScenario, out_dir: Path) -> list[Path]:
     """Each claim's run page (state name, message, tags), the escalated claim's card, and the runs list."""
     from playwright.sync_api import sync_playwright
+
+    from tasks.claim_card import card_key
 
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -213,11 +213,23 @@ class Stack:
             self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
             self._wait("deployments", self._deployments_registered, 90)
         if runner:
+            self.create_automations()
             self.start_run_starter()
         if api:
             self._spawn("api", [PYTHON, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
             self._wait("api", lambda: self._http_ok(self.api_url + "/health"), 60)
         return self
+
+    def create_automations(self, timeout: float = 60) -> None:
+        """The Prefect automations ops rely on (`vozvrat ops automations`), once their deployments are served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = subprocess.run([PYTHON, "-m", "cli", "ops", "automations"], env=self.env(), capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vozvrat ops automations failed: {done.stderr.strip()[-300:]}")
+            time.sleep(1)
 
     def _spawn_db_upgrade(self) -> None:
         subprocess.run([PYTHON, "-m", "cli", "db", "upgrade"], env=self.env(), check=True, capture_output=True)
