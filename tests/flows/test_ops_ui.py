@@ -152,3 +152,29 @@ def test_an_escalation_event_fires_the_automation_that_mails_the_supervisor(stac
     assert len(notices) == 1
     with get_client(sync_client=True) as client:
         assert client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))[0].state.is_completed()
+
+
+def test_mail_left_behind_gets_one_outbox_dispatch_run_and_nothing_left_gets_none(stack, scenario):
+    """The run starter's gate (tasks/sweep_gate.py) against the real stack: an email due for minutes makes
+    one tagged outbox-dispatch run, which sends it; then there is nothing to start a run for."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from tasks.outbox import enqueue_email
+    from tasks.sweep_gate import start_outbox_dispatch_if_needed
+
+    engine = get_engine()
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        enqueue_email(session, dedup_key=f"test:left-behind:{uuid.uuid4()}", claim_id=None, template="escalation_notice",
+                      recipient="left-behind@example.ru", now=now - timedelta(minutes=3),
+                      payload={"claim_number": "VZ-LEFT-1", "event_title": EVENT_TITLE, "deadline": "2026-12-10", "kind": "decision",
+                               "overdue_working_days": 1, "reason": "other"})
+        session.commit()
+    run_id = start_outbox_dispatch_if_needed(engine, now=now)
+    assert run_id is not None
+    assert "mail-left-behind" in run_of(run_id).tags
+    wait_for("outbox-dispatch completed", lambda: run_state(run_id) == "COMPLETED")
+    assert wait_for("the mail sent", lambda: [m for m in mail_in(stack.mail_dir) if m["To"] == "left-behind@example.ru"])
+    assert start_outbox_dispatch_if_needed(engine, now=datetime.now(UTC)) is None
