@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import inbound, operator
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
+from api.ops import router as ops_router
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
 from models.db import get_engine
@@ -39,7 +40,8 @@ from tasks.intake import (
 # Outside the embedded stack (which makes its own key), no VOZVRAT_SECRET_KEY: refuse to start, one line, exit 2.
 require_secret_key("the API")
 
-app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
+# /docs and /redoc come from api/ops.py with local assets (no CDN): FastAPI's own pages are switched off.
+app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.", docs_url=None, redoc_url=None)
 
 
 def clock() -> datetime:
@@ -55,6 +57,7 @@ install_error_handlers(app)
 install_openapi(app)
 app.include_router(operator.router)  # the operator's sales feed (api/operator.py)
 app.include_router(inbound.router)  # claims by email: the buyer's confirmation (api/inbound.py)
+app.include_router(ops_router)
 
 
 RUSSIAN_VALIDATION = {

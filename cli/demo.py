@@ -75,20 +75,47 @@ def wait_for(what: str, check, timeout: float = 90.0):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run(root: Path) -> int:
+def run(root: Path, *, keep_up: bool = False) -> int:
     stack = Stack.on_free_ports(root)
     console.print(f"[bold]vozvrat demo[/bold] — starting the embedded stack in {root} …")
     t0 = time.monotonic()
     stack.start()
     os.environ.update(stack.env())
+    links: list[str] = []
     try:
-        return _scenario(stack, t0)
+        code = _scenario(stack, t0, links)
+        if keep_up:
+            for line in closing_lines(stack, links, kept_up=True):
+                console.print(line, soft_wrap=True)
+            _wait_for_ctrl_c()
     finally:
         console.print("stopping the stack …")
         stack.stop()
+    if not keep_up:
+        for line in closing_lines(stack, links, kept_up=False):
+            console.print(line, soft_wrap=True)
+    return code
 
 
-def _scenario(stack: Stack, t0: float) -> int:
+def closing_lines(stack: Stack, links: list[str], *, kept_up: bool) -> list[str]:
+    """What the demo says last. Links only to a stack that is still up: the demo's own stack stops
+    with it (its ports and its Prefect database go too), so it points to `make up` instead."""
+    if kept_up:
+        return [f"The demo's stack stays up until Ctrl+C: Prefect UI {stack.prefect_ui_url}, API {stack.api_url}/docs", *links]
+    return ["The demo's stack is stopped now, and its Prefect UI and API with it.",
+            "To look around in the Prefect UI: `make up` (your own stack, until Ctrl+C), "
+            "or `VOZVRAT_DEMO_KEEP_UP=1 make demo` to keep this demo's stack and its runs up."]
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _scenario(stack: Stack, t0: float, links: list[str]) -> int:
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -107,7 +134,7 @@ def _scenario(stack: Stack, t0: float) -> int:
     data = seed(engine, now)
     for payment_id, amount in data["payments"].items():
         stack.register_payment(payment_id, amount)
-    console.print(f"stack up in {time.monotonic() - t0:.0f}s: Prefect UI {stack.prefect_ui_url}, API {stack.api_url}")
+    console.print(f"stack up in {time.monotonic() - t0:.0f}s (it stops when the demo ends): Prefect UI {stack.prefect_ui_url}, API {stack.api_url}")
     api = httpx.Client(base_url=stack.api_url, timeout=30)
     org = {"Authorization": f"Bearer {data['token']}"}
 
@@ -182,10 +209,10 @@ def _scenario(stack: Stack, t0: float) -> int:
     for r in rows:
         table.add_row(r.number, r.reason, r.state, f"{r.amount / 100:.2f}")
     console.print(table)
-    console.print("Flow runs in the Prefect UI (named after the claims):")
-    for r in rows:
-        console.print(f"  {r.number}: {stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}", soft_wrap=True)
-    console.print(f"  sla-watch: {stack.prefect_ui_url}/runs/flow-run/{sla_run.id}", soft_wrap=True)
+    # Printed only while the stack is up (VOZVRAT_DEMO_KEEP_UP=1): see closing_lines.
+    links.append("Flow runs in the Prefect UI (named after the claims):")
+    links.extend(f"  {r.number}: {stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}" for r in rows)
+    links.append(f"  sla-watch: {stack.prefect_ui_url}/runs/flow-run/{sla_run.id}")
     mail = Table(title=f"Emails: {sent} sent from the outbox, {len(received)} received by the SMTP sink")
     mail.add_column("template")
     mail.add_column("sent", justify="right")
@@ -218,7 +245,7 @@ def main() -> None:
     base = Path("var").absolute()
     base.mkdir(exist_ok=True)
     root = Path(os.environ.get("VOZVRAT_DEMO_DIR") or tempfile.mkdtemp(prefix="demo-", dir=base))
-    sys.exit(run(root))
+    sys.exit(run(root, keep_up=os.environ.get("VOZVRAT_DEMO_KEEP_UP", "").lower() in ("1", "true", "yes")))
 
 
 if __name__ == "__main__":

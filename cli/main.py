@@ -10,6 +10,7 @@ from cli import (
     deploy_commands,  # noqa: F401  deploy pool, automations, apply, worker
     event_commands,  # noqa: F401  events cancel / replace / postpone
     inbound_commands,  # noqa: F401  inbound list, drain, retry (claims by email)
+    ops_commands,  # noqa: F401  ops automations
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline

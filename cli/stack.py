@@ -24,6 +24,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_taken(port: int) -> bool:
+    """Something already listens on 127.0.0.1:port (a bind fails; TIME_WAIT leftovers do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+class PortInUse(RuntimeError):
+    """A port the stack needs is taken: starting anyway would report another program as our part."""
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -177,7 +192,19 @@ class Stack:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
 
+    def check_ports(self, *, api: bool = True) -> None:
+        """Refuse to start on a taken port: its health check would answer for another program (an
+        earlier `make up` still running), and the stack would announce itself up with a part missing."""
+        ports = [("Prefect server", self.prefect_port, "VOZVRAT_PREFECT_PORT"), ("SMTP sink", self.smtp_port, "VOZVRAT_SMTP_PORT"),
+                 ("acquirer stand-in", self.acquirer_port, "VOZVRAT_ACQUIRER_PORT")]
+        if api:
+            ports.append(("API", self.api_port, "VOZVRAT_API_PORT"))
+        for what, port, variable in ports:
+            if port_taken(port):
+                raise PortInUse(f"port {port} for the {what} is already in use (another `make up`?): stop that program or set {variable}")
+
     def start(self, *, runner: bool = True, api: bool = True) -> Stack:
+        self.check_ports(api=api)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "prefect").mkdir(exist_ok=True)
         self.ensure_secret_key()
@@ -195,11 +222,23 @@ class Stack:
             self._spawn("deployments", [PYTHON, "-m", "flows.serve"])
             self._wait("deployments", self._deployments_registered, 90)
         if runner:
+            self.create_automations()
             self.start_run_starter()
         if api:
             self._spawn("api", [PYTHON, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
             self._wait("api", lambda: self._http_ok(self.api_url + "/health"), 60)
         return self
+
+    def create_automations(self, timeout: float = 60) -> None:
+        """The Prefect automations ops rely on (`vozvrat ops automations`), once their deployments are served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = subprocess.run([PYTHON, "-m", "cli", "ops", "automations"], env=self.env(), capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vozvrat ops automations failed: {done.stderr.strip()[-300:]}")
+            time.sleep(1)
 
     def _spawn_db_upgrade(self) -> None:
         subprocess.run([PYTHON, "-m", "cli", "db", "upgrade"], env=self.env(), check=True, capture_output=True)

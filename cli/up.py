@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cli.stack import Stack
+from cli.stack import PortInUse, Stack
 
 console = Console()
 
@@ -26,8 +26,18 @@ def main() -> None:
         inbound_port=int(os.environ.get("VOZVRAT_INBOUND_SMTP_PORT", "2525")),
         database_url=os.environ.get("VOZVRAT_DATABASE_URL"),
     )
+    try:
+        stack.check_ports()
+    except PortInUse as exc:
+        print(f"vozvrat: not started: {exc}", file=sys.stderr)
+        sys.exit(1)
     console.print(f"starting the vozvrat stack in {root} …")
-    stack.start()
+    try:
+        stack.start()
+    except (PortInUse, RuntimeError, TimeoutError) as exc:  # a part exited or never answered: nothing is up
+        stack.stop()
+        print(f"vozvrat: not started: {exc}", file=sys.stderr)
+        sys.exit(1)
     env = stack.env()
     # The crash and re-run automations, as on a deployed server (tasks/automations.py); idempotent.
     applied = subprocess.run([sys.executable, "-m", "cli", "deploy", "automations"], env=env, capture_output=True, text=True)
@@ -35,8 +45,8 @@ def main() -> None:
         console.print(f"[red]automations not applied: {applied.stderr.strip()[-300:]}[/red]")
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
-  Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; suspended = waiting for an organizer)
-  deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch, payout-run, payout-reconcile — served by `python -m flows.serve`
+  Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; a waiting run's state says whom it waits on and until when)
+  deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch (when mail is left behind), payout-run, payout-reconcile, escalation-alert (automation) — served by `python -m flows.serve`
   run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
   automations     crash runs whose heartbeat stopped, re-run crashed claim runs (Prefect UI → Automations; tasks/automations.py)
   API             {stack.api_url}/docs

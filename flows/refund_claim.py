@@ -15,10 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.flow_runs import suspend_flow_run
+from prefect.states import Completed, State
 
 from models.claim_views import ClaimView, read_claim
 from states.lifecycle import ClaimState, Trigger
+from tasks.claim_card import PublishedCard, publish_claim_card, suspend_claim_run
 from tasks.claims import acknowledge_claim, apply_input, check_claim, dispatch_outbox, move_claim, pay_refund
 from tasks.intake import ClaimInput
 from tasks.run_actions import RUN_WAIT_STATES, pause_key
@@ -40,17 +41,18 @@ def step_clock(now: datetime | None) -> Callable[[], datetime]:
     return lambda: datetime.now(UTC)
 
 
-def wait_for_a_person(claim: ClaimView, waits: Counter) -> ClaimInput:
+def wait_for_a_person(claim: ClaimView, waits: Counter, card: PublishedCard) -> ClaimInput:
     """Suspend until the step is recorded; the key names the claim state and version the run read,
-    so the starter can tell a run that waits for the right thing from one left behind."""
+    so the starter can tell a run that waits for the right thing from one left behind. The state's
+    name and message say whom it waits on and until when (the card's label)."""
     waits[claim.version] += 1
     key = pause_key(claim.id, claim.state, claim.version, waits[claim.version])
     get_run_logger().info("claim %s waits for %s (%s)", claim.number, WAITING_FOR[claim.state], key)
-    return suspend_flow_run(wait_for_input=ClaimInput, key=key, timeout=None)
+    return suspend_claim_run(ClaimInput, key=key, card=card)
 
 
 @flow(name="refund-claim", persist_result=True, log_prints=True, retries=3, retry_delay_seconds=60)
-def refund_claim(claim_id: int, now: datetime | None = None) -> str:
+def refund_claim(claim_id: int, now: datetime | None = None) -> State:
     clock = step_clock(now)
     claim = check_claim(claim_id)
     acknowledge_claim(claim_id, clock())
@@ -63,7 +65,7 @@ def refund_claim(claim_id: int, now: datetime | None = None) -> str:
         # Read, not remembered: a step recorded before this run reached its wait must not be missed.
         current = read_claim(claim_id)
         if current.state in RUN_WAIT_STATES:
-            step = wait_for_a_person(current, waits)
+            step = wait_for_a_person(current, waits, publish_claim_card(claim_id, clock()))
             apply_input(claim_id, step.model_dump(mode="json"), current.version, step.at or clock())
             dispatch_outbox(clock(), claim_id)
             continue
@@ -75,6 +77,7 @@ def refund_claim(claim_id: int, now: datetime | None = None) -> str:
                 continue
         break
 
-    state = read_claim(claim_id).state
-    get_run_logger().info("claim %s ends this run as %s", claim["number"], state)
-    return state
+    card = publish_claim_card(claim_id, clock())
+    get_run_logger().info("claim %s ends this run as %s", claim["number"], card.state)
+    # The run's result is the claim's state; its final state's name says who holds the claim now.
+    return Completed(data=card.state, name=card.final_name, message=card.final_message)

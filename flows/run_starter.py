@@ -22,6 +22,7 @@ os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
 
 from models.db import get_engine  # noqa: E402
 from tasks.run_actions import PrefectRuns, drain_once, sweep  # noqa: E402
+from tasks.sweep_gate import dispatch_interval, start_outbox_dispatch_if_needed  # noqa: E402
 
 log = logging.getLogger("vozvrat.run_starter")
 
@@ -54,6 +55,8 @@ def main() -> None:
     log.info("run starter: %d at a time, sweep every %.0fs", CONCURRENCY, SWEEP_INTERVAL_S)
     pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="starter")
     last_sweep = time.monotonic()
+    last_mail_check = time.monotonic()
+    mail_check_s = dispatch_interval().total_seconds()
     cooldown = 0.0
     while not stopping:
         try:
@@ -76,6 +79,12 @@ def main() -> None:
                               crashed_grace=crashed_grace)
                 if found.queued:
                     log.info("sweep: %s", found)
+            # outbox-dispatch has no schedule: a run only when mail was left behind (tasks/sweep_gate.py).
+            if time.monotonic() - last_mail_check >= mail_check_s:
+                last_mail_check = time.monotonic()
+                dispatch_run = start_outbox_dispatch_if_needed(engine, now=datetime.now(UTC))
+                if dispatch_run:
+                    log.info("mail left behind: outbox-dispatch run %s", dispatch_run)
         except Exception as exc:  # noqa: BLE001 - the database or Prefect is down: keep the process, try again
             log.warning("run starter pass failed, trying again: %s: %s", exc.__class__.__name__, str(exc)[:300])
             cooldown = min(max(cooldown * 2, 1.0), 10.0)

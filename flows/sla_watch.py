@@ -14,6 +14,7 @@ from tasks.sla import (
     notify_escalations,
     publish_breaches,
     resume_expired_claim_runs,
+    show_escalations_on_runs,
 )
 
 
@@ -23,6 +24,7 @@ def sla_watch(now: datetime | None = None) -> int:
     report = escalate_overdue_claims(now)
     notify_escalations(report, now)
     emit_escalation_events(report, now)
+    show_escalations_on_runs(report, now)
     publish_breaches(now)
     expired = expire_overdue_documents(now)
     dispatch_outbox(now)

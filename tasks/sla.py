@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
@@ -25,8 +25,10 @@ from models.db import get_engine
 from models.settings import get_settings
 from states.calendar import is_working_day
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
+from tasks.claim_card import tag_escalated_runs
 from tasks.intake import ClaimInput, request_run_resume
 from tasks.outbox import enqueue_email
+from tasks.run_actions import queue_resume
 
 
 @dataclass
@@ -154,28 +156,62 @@ def emit_escalation_events(report: SlaReport, now: datetime) -> int:
     return len(report.escalated)
 
 
+@task(name="show-escalations-on-runs", retries=3, retry_delay_seconds=5)
+def show_escalations_on_runs(report: SlaReport, now: datetime) -> int:
+    """Each escalated decision's run gets the `escalated` tag now, and is asked to re-read its claim
+    (the run starter resumes it with `recheck`), so it waits again under the name «Эскалация: ждёт
+    организатора» with its card updated. Without this only the starter's sweep would notice, and
+    never for an escalation stamped with a clock ahead of the wall clock (the claim is not yet quiet).
+    Due at once on the wall clock, whatever `now` the watch was run for."""
+    decisions = [b for b in report.escalated if b.kind == "decision"]
+    if decisions:
+        step = ClaimInput(decision="recheck", decided_by="sla-watch", at=now).model_dump(mode="json")
+        with get_engine().begin() as conn:
+            queue_resume(conn, claim_ids=[b.claim_id for b in decisions], step=step, now=datetime.now(UTC))
+    tagged = tag_escalated_runs([b.flow_run_id for b in report.escalated if b.flow_run_id])
+    get_run_logger().info("sla-watch: %s escalated runs tagged, %s asked to re-read their claim", tagged, len(decisions))
+    return tagged
+
+
+def breaches_markdown(rows, *, now: datetime, prefect_ui_url: str, api_url: str) -> str:
+    """The `sla-breaches` artifact (pure): one line per open breach with its organizer, and links to
+    the claim's Prefect run and to the claim in the organizer API."""
+    ui, api = prefect_ui_url.rstrip("/"), api_url.rstrip("/")
+    lines = [f"# Просроченные заявки на {now:%d.%m.%Y %H:%M} UTC", "",
+             f"Открытых нарушений: {len(rows)}" + (" (показаны первые 1000)" if len(rows) >= 1000 else ""), ""]
+    if not rows:
+        return "\n".join([*lines, "Нарушений нет."]) + "\n"
+    lines += ["| заявка | организатор | событие | состояние | причина | срок | эскалация | run | API |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        due = r.decision_due if r.state == ClaimState.ESCALATED.value else (r.payout_due or r.decision_due)
+        run = f"[run]({ui}/runs/flow-run/{r.flow_run_id})" if r.flow_run_id else "нет run"
+        cells = [r.number, f"{r.organizer_name} (id {r.organizer_id})", f"{r.title} (id {r.event_id})", r.state, r.reason,
+                 due.isoformat() if due else "", r.escalated_at.strftime("%Y-%m-%d %H:%M") if r.escalated_at else "", run,
+                 f"[заявка]({api}/organizer/claims/{r.id})"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 @task(name="publish-breaches")
 def publish_breaches(now: datetime) -> int:
-    """A table artifact of every open breach (escalated decisions, flagged payouts), newest view under one key."""
+    """A markdown artifact of every open breach (escalated decisions, flagged payouts), newest view under one key."""
     with get_engine().connect() as conn:
         rows = conn.execute(
-            select(claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.decision_due, claim_t.c.payout_due, claim_t.c.escalated_at,
-                   event_t.c.title)
+            select(claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.decision_due, claim_t.c.payout_due,
+                   claim_t.c.escalated_at, claim_t.c.flow_run_id, event_t.c.id.label("event_id"), event_t.c.title,
+                   organizer_t.c.id.label("organizer_id"), organizer_t.c.name.label("organizer_name"))
             .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
             .where(or_(claim_t.c.state == ClaimState.ESCALATED.value,
                        and_(claim_t.c.state.in_([s.value for s in PAYOUT_STATES]), claim_t.c.escalated_at.is_not(None))))
             .order_by(claim_t.c.escalated_at)
             .limit(1000)
         ).all()
-    table = [
-        {"claim": r.number, "state": r.state, "reason": r.reason, "event": r.title,
-         "due": (r.decision_due or r.payout_due).isoformat() if (r.decision_due or r.payout_due) else "",
-         "escalated_at": r.escalated_at.isoformat() if r.escalated_at else ""}
-        for r in rows
-    ]
-    create_table_artifact(table=table or [{"claim": "—", "state": "no open breaches"}], key="sla-breaches",
-                          description=f"Open SLA breaches as of {now.isoformat()}")
-    return len(table)
+    settings = get_settings()
+    create_markdown_artifact(markdown=breaches_markdown(rows, now=now, prefect_ui_url=settings.prefect_ui_url,
+                                                        api_url=f"http://{settings.api_host}:{settings.api_port}"),
+                             key="sla-breaches", description=f"Open SLA breaches as of {now.isoformat()}: organizer, run and claim links")
+    return len(rows)
 
 
 # --- documents window: expire_documents ------------------------------------------------------------

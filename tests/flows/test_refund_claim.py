@@ -46,7 +46,8 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
 
     run = run_of(run_id)
     assert run.name == claim["number"]
-    assert {"reason:illness", f"organizer:{world['org']}"} <= set(run.tags)
+    assert {"reason:illness", f"organizer:{world['org']} Концертное агентство"} <= set(run.tags)  # ids first, readable names after
+    assert any(t.startswith("event:") and t.endswith(" Концерт в Крокусе") for t in run.tags)
 
     wait_for("run suspended for documents", lambda: waiting_in(run_id, "awaiting_documents"))
     assert read_claim(claim["id"], engine=engine).state == "awaiting_documents"

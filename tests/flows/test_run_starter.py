@@ -135,7 +135,7 @@ def test_a_claim_waiting_for_bank_details_is_a_suspended_run_that_says_so_and_go
     claim = file_buyer_claim(engine, ticket_id=shop["ticket"]("cash"), reason="voluntary", now=datetime.now(UTC))
     run_id = claim_run(claim.id, engine)
     wait_for("run suspended for bank details", lambda: waiting_in(run_id, "needs_bank_details"))
-    assert run_of(run_id).state.name == "Suspended"
+    assert run_of(run_id).state.name.startswith("Ждёт реквизиты покупателя · до ")  # whom it waits on, until when
     assert run_of(run_id).state.state_details.pause_key.startswith(f"claim-{claim.id}-needs-bank-details-v")
 
     assert submit_bank_details(engine, claim_id=claim.id, bik="049805746", account="40602810700000000025",

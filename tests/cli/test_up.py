@@ -1,0 +1,51 @@
+"""`make up` with a port already taken exits non-zero with one line, and never announces itself up.
+
+Used to go wrong: the health check of the taken port answered for the program already there (an
+earlier `make up`), so the stack printed «vozvrat is up» with its own part dead.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.stack import PortInUse, Stack, free_port, port_taken
+
+REPO = Path(__file__).resolve().parents[2]
+PORT_VARIABLES = ["VOZVRAT_PREFECT_PORT", "VOZVRAT_API_PORT", "VOZVRAT_SMTP_PORT", "VOZVRAT_ACQUIRER_PORT"]
+
+
+@pytest.fixture
+def occupied_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("taken", PORT_VARIABLES)
+def test_make_up_on_a_taken_port_exits_1_with_one_line_and_starts_nothing(taken, occupied_port, tmp_path):
+    env = {**os.environ, "VOZVRAT_VAR": str(tmp_path / "var")}
+    env.update({variable: str(free_port()) for variable in PORT_VARIABLES})
+    env[taken] = str(occupied_port)
+    result = subprocess.run([sys.executable, "-m", "cli.up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {occupied_port}" in lines[0] and taken in lines[0]
+    assert "is up" not in result.stdout
+    assert not (tmp_path / "var").exists(), "nothing may be started or written"
+
+
+def test_check_ports_names_the_part_and_passes_on_free_ports(occupied_port, tmp_path):
+    stack = Stack.on_free_ports(tmp_path)
+    stack.check_ports()
+    stack.api_port = occupied_port
+    with pytest.raises(PortInUse, match=f"port {occupied_port} for the API"):
+        stack.check_ports()
+    stack.check_ports(api=False)  # a stack without its API does not need the port
+    assert port_taken(occupied_port) and not port_taken(free_port())
