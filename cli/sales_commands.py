@@ -41,7 +41,7 @@ def import_(file: Path = typer.Argument(..., help="JSON Lines: one order per lin
     """Create or update the file's orders; a summary says what was created, updated, unchanged and refused."""
     from models.db import make_engine
     from models.settings import get_settings
-    from tasks.sales import ImportSummary, MalformedFile, import_orders, read_orders
+    from tasks.sales import ImportSummary, MalformedFile, check_file, import_orders, valid_orders
 
     if not file.is_file():
         fail(f"{file}: not a file")
@@ -55,19 +55,18 @@ def import_(file: Path = typer.Argument(..., help="JSON Lines: one order per lin
             total = _lines(file)
             checking = progress.add_task("checking lines", total=total)
             try:
-                valid, refusals = read_orders(file, lambda n: progress.advance(checking, n))
+                check = check_file(file, lambda n: progress.advance(checking, n))
+                progress.update(checking, completed=total)
+                writing = progress.add_task("writing orders", total=check.valid)
+                written = import_orders(engine, valid_orders(file, check), actor="cli:sales-import", now=datetime.now(UTC),
+                                        chunk_size=chunk_size, progress=lambda n: progress.advance(writing, n))
             except MalformedFile as exc:
                 malformed = exc
-            else:
-                progress.update(checking, completed=total)
-                writing = progress.add_task("writing orders", total=len(valid))
-                written = import_orders(engine, valid, actor="cli:sales-import", now=datetime.now(UTC), chunk_size=chunk_size,
-                                        progress=lambda n: progress.advance(writing, n))
     finally:
         engine.dispose()
     if malformed is not None:
         fail(f"{malformed}; nothing was imported")
-    summary = ImportSummary(lines=len(valid) + len(refusals), results=sorted(written + refusals, key=lambda r: r.line or 0))
+    summary = ImportSummary(lines=check.valid + len(check.refusals), results=sorted(written + check.refusals, key=lambda r: r.line or 0))
     data = summary.to_json()
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))

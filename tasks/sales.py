@@ -15,14 +15,16 @@ Changes that matter for refunds are honoured by the lifecycle in the same transa
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -579,46 +581,86 @@ class ImportSummary:
         }
 
 
-def read_orders(path: Path, progress: Callable[[int], None] | None = None) -> tuple[list[tuple[int, OrderIn]], list[OrderResult]]:
-    """Validate every line of a JSON Lines file before anything is written.
+@dataclass
+class FileCheck:
+    """What the first pass over a file found: how many orders are valid, the refused lines, the file's digest."""
 
-    Returns the valid orders with their line numbers, and the refused lines (valid JSON, not a valid
-    order) with their reasons. Raises MalformedFile when the file is not JSON Lines at all.
-    """
+    valid: int
+    refusals: list[OrderResult]
+    sha256: str
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
+    """(line number, text or None for a blank line, raw bytes) of a JSON Lines file, read line by line."""
     if not path.is_file():
         raise MalformedFile(f"{path}: not a file")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedFile(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        with path.open("rb") as fh:  # never the whole file in memory: a feed may hold millions of orders
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise MalformedFile(f"{path}, line {number}: not UTF-8 text (byte {exc.start})") from None
+                yield number, (text if text.strip() else None), raw
     except OSError as exc:
         raise MalformedFile(f"{path}: {exc.strerror or exc}") from None
-    valid: list[tuple[int, OrderIn]] = []
-    refusals: list[OrderResult] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+
+
+def _validate_line(path: Path, number: int, text: str) -> OrderIn | OrderResult:
+    try:
+        return OrderIn.model_validate_json(text)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise MalformedFile(f"{path}, line {number}: not JSON ({errors[0]['msg']})") from None
+        payload = json.loads(text)
+        label = str(payload.get("number", "")) if isinstance(payload, dict) else ""
+        return refused(label, number, error_details(exc))
+
+
+def check_file(path: Path, progress: Callable[[int], None] | None = None) -> FileCheck:
+    """The first pass: every line validated, nothing kept but the refusals. Raises MalformedFile when
+    the file is not JSON Lines at all (not a file, not UTF-8, a line that is not JSON)."""
+    digest = hashlib.sha256()
+    valid, refusals = 0, []
+    for number, text, raw in _lines(path):
+        digest.update(raw)
         if progress is not None and number % 1000 == 0:
             progress(1000)
-        if not raw.strip():
+        if text is None:
             continue
-        try:
-            valid.append((number, OrderIn.model_validate_json(raw)))
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if any(e["type"] == "json_invalid" for e in errors):
-                raise MalformedFile(f"{path}, line {number}: not JSON ({errors[0]['msg']})") from None
-            payload = json.loads(raw)
-            label = str(payload.get("number", "")) if isinstance(payload, dict) else ""
-            refusals.append(refused(label, number, error_details(exc)))
-    return valid, refusals
+        checked = _validate_line(path, number, text)
+        if isinstance(checked, OrderResult):
+            refusals.append(checked)
+        else:
+            valid += 1
+    return FileCheck(valid, refusals, digest.hexdigest())
 
 
-def import_orders(engine: Engine, orders: Sequence[tuple[int, OrderIn]], *, actor: str, now: datetime, chunk_size: int = 2000,
+def valid_orders(path: Path, check: FileCheck) -> Iterator[tuple[int, OrderIn]]:
+    """The second pass: the valid orders again, one at a time; raises MalformedFile at the end if the file
+    changed since `check` (the caller's transaction then rolls back: nothing is written)."""
+    digest = hashlib.sha256()
+    refused_lines = {r.line for r in check.refusals}
+    for number, text, raw in _lines(path):
+        digest.update(raw)
+        if text is None or number in refused_lines:
+            continue
+        checked = _validate_line(path, number, text)
+        if isinstance(checked, OrderResult):
+            raise MalformedFile(f"{path} changed while it was being imported (line {number})")
+        yield number, checked
+    if digest.hexdigest() != check.sha256:
+        raise MalformedFile(f"{path} changed while it was being imported")
+
+
+def import_orders(engine: Engine, orders: Iterable[tuple[int, OrderIn]], *, actor: str, now: datetime, chunk_size: int = 2000,
                   progress: Callable[[int], None] | None = None) -> list[OrderResult]:
     """Upsert validated orders in chunks, all in ONE transaction: an import that fails leaves nothing."""
     results: list[OrderResult] = []
+    it = iter(orders)
     with engine.begin() as conn:
-        for start in range(0, len(orders), chunk_size):
-            chunk = orders[start : start + chunk_size]
+        while chunk := list(islice(it, chunk_size)):
             results.extend(upsert_orders(conn, chunk, actor=actor, now=now))
             if progress is not None:
                 progress(len(chunk))
@@ -627,15 +669,16 @@ def import_orders(engine: Engine, orders: Sequence[tuple[int, OrderIn]], *, acto
 
 def import_file(engine: Engine, path: Path, *, actor: str, now: datetime, chunk_size: int = 2000,
                 on_read: Callable[[int], None] | None = None, on_write: Callable[[int], None] | None = None) -> ImportSummary:
-    """`vozvrat sales import`: validate the whole file, then write it in one transaction."""
+    """`vozvrat sales import`: validate the whole file, then write it in one transaction (reading it again,
+    a chunk at a time, so memory stays flat whatever the file's size)."""
     t0 = time.perf_counter()
-    valid, refusals = read_orders(path, on_read)
+    check = check_file(path, on_read)
     t1 = time.perf_counter()
-    written = import_orders(engine, valid, actor=actor, now=now, chunk_size=chunk_size, progress=on_write)
+    written = import_orders(engine, valid_orders(path, check), actor=actor, now=now, chunk_size=chunk_size, progress=on_write)
     t2 = time.perf_counter()
-    results = sorted(written + refusals, key=lambda r: r.line or 0)
-    return ImportSummary(lines=len(valid) + len(refusals), results=results, validate_s=t1 - t0, write_s=t2 - t1)
+    results = sorted(written + check.refusals, key=lambda r: r.line or 0)
+    return ImportSummary(lines=check.valid + len(check.refusals), results=results, validate_s=t1 - t0, write_s=t2 - t1)
 
 
-__all__ = ["ImportSummary", "MalformedFile", "OrderIn", "OrderResult", "ValidationError", "error_details", "import_file", "parse_order",
-           "read_orders", "upsert_orders"]
+__all__ = ["FileCheck", "ImportSummary", "MalformedFile", "OrderIn", "OrderResult", "ValidationError", "check_file", "error_details",
+           "import_file", "import_orders", "parse_order", "upsert_orders", "valid_orders"]

@@ -97,3 +97,21 @@ def test_bench_sales_import_prints_one_json_line():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["created"] == figures["reimport_unchanged"] == 200 and figures["refused"] == 0
     assert figures["orders_per_s"] > 0 and figures["machine"]["cpus"] >= 1
+
+
+def test_a_file_changed_between_the_check_and_the_write_writes_nothing(sqlite_url, tmp_path):
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from tasks.sales import MalformedFile, check_file, import_orders, valid_orders
+
+    path = tmp_path / "orders.jsonl"
+    write(tmp_path, f.sales_order("K-1", barcodes=("B1",)), f.sales_order("K-2", barcodes=("B2",)))
+    check = check_file(path)
+    write(tmp_path, f.sales_order("K-1", barcodes=("B1",)), f.sales_order("K-2", barcodes=("B2",), event_status="cancelled"))
+    engine = make_engine(sqlite_url)
+    with pytest.raises(MalformedFile, match="changed while it was being imported"):
+        import_orders(engine, valid_orders(path, check), actor="test", now=datetime(2026, 11, 26, tzinfo=UTC), chunk_size=1)
+    engine.dispose()
+    assert rows(sqlite_url)["ticket_order"] == 0  # K-1's chunk was written, then rolled back with the rest
