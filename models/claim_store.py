@@ -545,6 +545,13 @@ def apply_batch(
     return total
 
 
+def apply_batch_in(conn: Connection, *, claim_ids: Sequence[int], trigger: str, actor: str, now: datetime, note: str | None = None,
+                   data: Mapping[str, Any] | None = None, hold_notifications: bool = False) -> BatchResult:
+    """`apply_batch` for one chunk inside the caller's transaction (`engine.begin()`), for a step that
+    writes other rows with it (a claim filed and its voucher issued, atomically)."""
+    return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), hold_notifications)
+
+
 @dataclass(slots=True)
 class StateOnly:
     """What a factless trigger (no guard, effects from the clock only) needs of a claim."""

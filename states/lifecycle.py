@@ -354,7 +354,6 @@ NOTIFICATIONS: Mapping[tuple[str, str], str] = {
     (T.START_PAYOUT, S.NEEDS_BANK_DETAILS): "bank_details_needed",
     (T.REFUSE_SCANNED, S.REJECTED): "decision_rejected",
     (T.PAYOUT_SUCCEEDED, S.PAID): "refund_sent",
-    (T.EXPIRE_VOUCHER, S.APPROVED): "voucher_expired",
 }
 
 
