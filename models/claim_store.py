@@ -48,8 +48,8 @@ from states.lifecycle import (
     effects,
     fire,
 )
-from states.regimes import RegimeRuling, RegimeSpan, rule_for
 from states.policy import EVENT_REASONS, DocumentEvidence, OrganizerPolicy, Reason, TicketPrice, check_reason_for_event, documents_last_day
+from states.regimes import RegimeRuling, RegimeSpan, rule_for
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__

@@ -28,7 +28,6 @@ from transitions import Machine, MachineError
 from transitions.core import Condition, EventData, Transition
 
 from states import calendar
-from states.regimes import RegimeRuling
 from states.policy import (
     DOCUMENTED_REASONS,
     EVENT_REASONS,
@@ -43,6 +42,7 @@ from states.policy import (
     documents_deadline,
     quote_refund,
 )
+from states.regimes import RegimeRuling
 
 
 class ClaimState(StrEnum):

@@ -16,8 +16,8 @@ from prefect import task
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from models.db import get_engine
 from models.claim_store import event_t, id_in, order_t, organizer_t, regime_rulings, ticket_t, venue_t
+from models.db import get_engine
 from models.tables import EventChange
 from states.policy import OrganizerPolicy
 from states.regimes import RegimeRuling
