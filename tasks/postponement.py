@@ -209,3 +209,35 @@ def postponement_chunks(change_id: int, chunk_size: int) -> list[list[int]]:
 def notify_chunk(change_id: int, order_ids: list[int], now: datetime, started_by: str, recipients_total: int) -> int:
     return notify_postponement_chunk(get_engine(), change_id=change_id, order_ids=order_ids, now=now, started_by=started_by,
                                      recipients_total=recipients_total)
+
+
+@task(name="event-of-change")
+def event_of_change(change_id: int) -> int:
+    with get_engine().connect() as conn:
+        return _change(conn, change_id).event_id
+
+
+@task(name="start-progress")
+def start_progress(description: str) -> str:
+    """A progress artifact the flow's chunks move forward (Prefect UI: the run's Artifacts tab)."""
+    from prefect.artifacts import create_progress_artifact
+
+    return str(create_progress_artifact(progress=0.0, description=description))
+
+
+@task(name="report-progress")
+def report_progress(artifact_id: str, done: int, total: int) -> float:
+    from prefect.artifacts import update_progress_artifact
+
+    percent = round(100.0 * done / total, 1) if total else 100.0
+    update_progress_artifact(artifact_id=artifact_id, progress=percent)  # type: ignore[arg-type]  # accepts the id's text
+    return percent
+
+
+@task(name="publish-postponement-summary")
+def publish_summary(change_id: int, summary: dict[str, Any]) -> None:
+    """The run's summary as a table artifact, one key per change (the newest run of a change replaces it)."""
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(table=[{"what": k, "value": str(v)} for k, v in summary.items()], key=f"event-postponement-{change_id}",
+                          description=f"Postponement {change_id}: buyers told and vouchers issued")
