@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
+from api.regimes import router as regimes_router
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
 from models.db import get_engine
@@ -277,3 +278,7 @@ def refuse_documents(claim_id: Annotated[int, Path(gt=0, lt=2**31)], body: False
     result = refuse_false_documents(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, note=body.note,
                                     document_ids=body.document_ids, expected_version=body.expected_version)
     return DecisionPublic(**result.__dict__)
+
+
+# Postponements, Decree 442 regimes and vouchers (issue 13): api/regimes.py.
+app.include_router(regimes_router)

@@ -11,6 +11,7 @@ from cli import (
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline
+    regime_commands,  # noqa: F401  events postpone / history / vouchers, regimes add / end / list, vouchers show / redeem / expire
     secret_commands,  # noqa: F401  secrets generate, rotate
 )
 from cli.app import app
