@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +16,7 @@ import typer
 from sqlalchemy import select
 
 from cli.app import app
+from cli.db_commands import bench_app
 from cli.errors import fail
 from cli.event_commands import events_app
 from tasks.intake import IntakeError
@@ -220,3 +221,78 @@ def vouchers_expire(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -
 
     moved = expire_vouchers(_engine(db), now=_now(), actor=_actor())
     typer.echo(f"{len(moved)} expired voucher(s) turned into refunds")
+
+
+# --- `vozvrat bench vouchers` ----------------------------------------------------------------------
+
+def run_vouchers_bench(*, tickets: int, url: str | None = None, chunk_size: int = 1000) -> dict[str, Any]:
+    """A stadium of a cancelled event under a lifted regime: every ticket exchanged for a voucher
+    (claim filed, `issue_voucher` through the machine, voucher row, email) by the chunked path the
+    event-postponement flow runs. Setup is not timed."""
+    import os
+    import platform
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from sqlalchemy import func, insert
+
+    from models.claim_store import audit_t, claim_t, outbox_t, voucher_t
+    from models.db import make_engine
+    from models.migrate import upgrade
+    from models.tables import Event, Order, Organizer, Regime, Ticket, Venue
+    from tasks.vouchers import issue_vouchers_chunk, ticket_chunks
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    if url is None:
+        url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='vozvrat-bench-')) / 'bench.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Bench", email="bench@example.ru",
+                                                              policy={"vouchers_offered": True})).inserted_primary_key[0]
+        venue = conn.execute(insert(Venue.__table__).values(name="Стадион", timezone="Europe/Moscow", region="bench")).inserted_primary_key[0]
+        regime = conn.execute(insert(Regime.__table__).values(region="bench", starts_on=date(2026, 10, 1), ends_on=date(2026, 11, 1),
+                                                              note="")).inserted_primary_key[0]
+        event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title="Стадионный концерт", status="cancelled",
+                                                            starts_at=datetime(2026, 10, 20, 16, 0, tzinfo=UTC), regime_id=regime)).inserted_primary_key[0]
+        conn.execute(insert(Order.__table__), [
+            {"number": f"B{i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"b{i}@example.ru", "buyer_phone": "", "channel": "site",
+             "payment_method": "card", "acquirer_payment_id": f"pay-{i}", "created_at": now - timedelta(days=60)} for i in range(tickets)
+        ])
+        conn.execute(insert(Ticket.__table__), [
+            {"order_id": i + 1, "event_id": event, "price_paid": 350000 + i % 100, "nominal": 400000, "service_fee": 0, "delivery_fee": 0,
+             "promo": False, "barcode": f"S{i}", "barcode_status": "valid"} for i in range(tickets)
+        ])
+    chunks = ticket_chunks(engine, event_id=event, size=chunk_size)
+    t0 = time.perf_counter()
+    issued = sum(issue_vouchers_chunk(engine, event_id=event, ticket_ids=c, actor="bench", now=now, recipients_total=tickets).issued for c in chunks)
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    again = sum(issue_vouchers_chunk(engine, event_id=event, ticket_ids=c, actor="bench", now=now, recipients_total=tickets).issued for c in chunks)
+    rerun = time.perf_counter() - t1
+    with engine.connect() as conn:
+        counts = {name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                  for name, table in (("vouchers", voucher_t), ("claims", claim_t), ("audit_rows", audit_t), ("outbox_rows", outbox_t))}
+        held = conn.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.status == "held")).scalar_one()
+    engine.dispose()
+    return {
+        "bench": "vouchers", "backend": engine.dialect.name, "tickets": tickets, "chunk_size": chunk_size, "issued": issued,
+        "vouchers_per_s": round(issued / seconds, 1), "seconds": round(seconds, 3), "rerun_issued": again, "rerun_seconds": round(rerun, 3),
+        **counts, "held_emails": held,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+
+@bench_app.command("vouchers")
+def bench_vouchers(
+    tickets: int = typer.Option(60000, "--tickets", min=1, help="Tickets of the cancelled stadium event"),
+    url: str | None = typer.Option(None, "--url", help="Database URL (an empty database); default a fresh SQLite file in a temp folder"),
+    chunk_size: int = typer.Option(1000, "--chunk-size", min=1, max=50000),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON line"),
+) -> None:
+    """Exchange every ticket of a regime-cancelled stadium event for a voucher, chunk by chunk; then again (nothing twice)."""
+    result = run_vouchers_bench(tickets=tickets, url=url, chunk_size=chunk_size)
+    if not as_json:
+        typer.echo(f"{tickets} tickets: {result['vouchers_per_s']} vouchers/s", err=True)
+    typer.echo(json.dumps(result, ensure_ascii=False))
