@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import Buyerish, OrganizerOrStaff, Staff, requires
-from api.errors import MAX_ID, Text, errors
+from api.errors import MAX_ID, ErrorResponse, Text, errors
 from models.db import get_engine
 from tasks.auth import Principal
 from tasks.postponement import event_history, notify_postponement, record_postponement
@@ -38,6 +38,13 @@ Now = Annotated[datetime, Depends(clock)]
 EventId = Annotated[int, Path(gt=0, le=MAX_ID, description="Мероприятие (id).")]
 VoucherNumber = Annotated[str, Path(min_length=6, max_length=40, pattern=r"^[A-Za-z0-9-]+$", description="Номер ваучера.")]
 ServiceOrStaff = Annotated[Principal, Depends(requires("service", "staff"))]
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """api.errors.errors, plus the 401 / 403 (api/auth.py) and 422 every route here may answer."""
+    out = errors(*sorted({401, 422, *codes}))
+    out[403] = {"model": ErrorResponse, "description": "Недостаточно прав для этого действия."}
+    return out
 
 
 def _own(principal: Principal) -> int | None:
@@ -73,7 +80,7 @@ class Redemption(Strict):
     event_id: int = Field(gt=0, le=MAX_ID)
 
 
-@router.post("/events/{event_id}/postponement", status_code=201, responses=errors(404, 409, 422, 503))
+@router.post("/events/{event_id}/postponement", status_code=201, responses=responses(404, 409, 422, 503))
 def postpone_event(event_id: EventId, body: PostponementCreate, principal: OrganizerOrStaff, now: Now) -> dict[str, Any]:
     """Postpone the event (again, possibly): tickets stay valid for the new date; every buyer is told
     the new date, their options and the rule that applies (Art. 52.1, or Decree 442 under a regime)."""
@@ -84,34 +91,34 @@ def postpone_event(event_id: EventId, body: PostponementCreate, principal: Organ
     return done.to_json() | {"notices_written": told}
 
 
-@router.get("/events/{event_id}/changes", responses=errors(404, 503))
+@router.get("/events/{event_id}/changes", responses=responses(404, 503))
 def event_changes(event_id: EventId, principal: OrganizerOrStaff) -> list[dict[str, Any]]:
     return event_history(get_engine(), event_id=event_id, organizer_id=_own(principal))
 
 
-@router.post("/events/{event_id}/vouchers", responses=errors(404, 409, 422, 503))
+@router.post("/events/{event_id}/vouchers", responses=responses(404, 409, 422, 503))
 def exchange_event_tickets(event_id: EventId, principal: OrganizerOrStaff, now: Now) -> dict[str, Any]:
     """Decree 442: every ticket of the event not refunded yet is exchanged for a voucher (the organizer's
     policy must offer vouchers). For a stadium, the flow event-postponement does this with progress."""
     return issue_event_vouchers(get_engine(), event_id=event_id, actor=principal.audit, now=now, organizer_id=_own(principal))
 
 
-@router.post("/regimes", status_code=201, responses=errors(409, 422, 503))
+@router.post("/regimes", status_code=201, responses=responses(409, 422, 503))
 def declare_regime(body: RegimeCreate, principal: Staff, now: Now) -> dict[str, Any]:
     return add_regime(get_engine(), region=body.region, starts_on=body.starts_on, ends_on=body.ends_on, actor=principal.audit, now=now).to_json()
 
 
-@router.post("/regimes/{regime_id}/end", responses=errors(404, 422, 503))
+@router.post("/regimes/{regime_id}/end", responses=responses(404, 422, 503))
 def finish_regime(regime_id: Annotated[int, Path(gt=0, le=MAX_ID)], body: RegimeEnd, principal: Staff, now: Now) -> dict[str, Any]:
     return end_regime(get_engine(), regime_id=regime_id, ends_on=body.ends_on, actor=principal.audit, now=now).to_json()
 
 
-@router.get("/regimes", responses=errors(503))
+@router.get("/regimes", responses=responses(503))
 def regimes(principal: Staff, region: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
     return [r.to_json() for r in list_regimes(get_engine(), region=region)]
 
 
-@router.post("/vouchers", status_code=201, responses=errors(404, 409, 422, 503))
+@router.post("/vouchers", status_code=201, responses=responses(404, 409, 422, 503))
 def request_voucher(body: VoucherRequest, principal: Buyerish, now: Now) -> dict[str, Any]:
     """A voucher instead of money for one ticket of an event cancelled or postponed under a regime,
     when the organizer offers vouchers; the email with its number is queued with it."""
@@ -119,12 +126,12 @@ def request_voucher(body: VoucherRequest, principal: Buyerish, now: Now) -> dict
     return take_voucher(get_engine(), ticket_id=body.ticket_id, actor=principal.audit, now=now, order_number=order).to_json()
 
 
-@router.get("/vouchers/{number}", responses=errors(404, 503))
+@router.get("/vouchers/{number}", responses=responses(404, 503))
 def voucher(number: VoucherNumber, principal: ServiceOrStaff) -> dict[str, Any]:
     return read_voucher(get_engine(), number).to_json()
 
 
-@router.post("/vouchers/{number}/redemption", responses=errors(404, 409, 422, 503))
+@router.post("/vouchers/{number}/redemption", responses=responses(404, 409, 422, 503))
 def redeem(number: VoucherNumber, body: Redemption, principal: ServiceOrStaff, now: Now) -> dict[str, Any]:
     """The holder used the voucher for another event of the same organizer (the sales system reports it)."""
     return redeem_voucher(get_engine(), number=number, event_id=body.event_id, actor=principal.audit, now=now).to_json()
