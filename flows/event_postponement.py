@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from prefect import flow
 
 from tasks.postponement import event_of_change, notify_chunk, postponement_chunks, publish_summary, report_progress, start_progress
-from tasks.vouchers import issue_chunk, voucher_chunks
+from tasks.vouchers import event_takes_vouchers, issue_chunk, voucher_chunks
 
 
 @flow(name="event-postponement", log_prints=True, retries=2, retry_delay_seconds=30)
@@ -22,7 +22,7 @@ def event_postponement(change_id: int, issue_vouchers: bool = False, chunk_size:
     now = now or datetime.now(UTC)
     event_id = event_of_change(change_id)
     orders = postponement_chunks(change_id, chunk_size)
-    tickets = voucher_chunks(event_id, chunk_size) if issue_vouchers else []
+    tickets = voucher_chunks(event_id, chunk_size) if issue_vouchers and event_takes_vouchers(event_id, now) else []
     total_orders, total_tickets = sum(map(len, orders)), sum(map(len, tickets))
     progress = start_progress(f"Postponement {change_id}: {total_orders} orders to tell, {total_tickets} tickets to exchange")
     steps, done = len(orders) + len(tickets), 0

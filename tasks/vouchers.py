@@ -360,3 +360,10 @@ def issue_chunk(event_id: int, ticket_ids: list[int], actor: str, now: datetime,
 def expire_unused_vouchers(now: datetime) -> list[int]:
     """sla-watch: vouchers not used by their expiry become refunds (see `expire_vouchers`)."""
     return expire_vouchers(get_engine(), now=now)
+
+
+@task(name="check-event-takes-vouchers")
+def event_takes_vouchers(event_id: int, now: datetime) -> bool:
+    """The flow's first step when it exchanges tickets: refuse at once (no retries) if the rules or the policy say no."""
+    check_event_takes_vouchers(get_engine(), event_id=event_id, now=now)
+    return True

@@ -4,11 +4,13 @@ refused because the organizer keeps tickets valid, and sla-watch warns before th
 out for an event whose fate is not published yet. The clock is a parameter of sla-watch, never waited for."""
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.deployments import run_deployment
 from sqlalchemy import select
 
@@ -86,3 +88,42 @@ def test_regime_postponement_voucher_refusal_and_publication_warning(stack):
     assert f"мероприятие № {unpublished}" in warned[0]["Subject"] and "№ 442" in body_text(warned[0])
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run.id).state.is_completed()
+
+
+def test_the_event_postponement_flow_tells_every_buyer_and_issues_vouchers_in_chunks_once(stack):
+    engine = get_engine()
+    now = datetime.now(UTC)
+    today = now.astimezone(MSK).date()
+    original = datetime.combine(today - timedelta(days=5), datetime.min.time(), tzinfo=MSK).replace(hour=19)
+    with engine.begin() as conn:
+        org = f.organizer(conn, email="stadium@example.ru", policy={"vouchers_offered": True, "regime_postponed_refunds": False})
+        regime = f.regime(conn, region="flow-e2e", starts_on=today - timedelta(days=30))
+        venue = f.venue(conn, region="flow-e2e")
+        event = f.event(conn, starts_at=original, organizer_id=org, venue_id=venue, title="Стадион", regime_id=regime)
+        for i in range(5):
+            f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=original - timedelta(days=60), buyer_email=f"fan{i}@example.ru"))
+    from tasks.postponement import record_postponement
+
+    change = record_postponement(engine, event_id=event, new_starts_at=original + timedelta(days=300), claims_until=None, actor="staff:ops", now=now)
+    params = {"change_id": change.change_id, "issue_vouchers": True, "chunk_size": 2, "now": now.isoformat()}
+    first = run_deployment("event-postponement/event-postponement", parameters=params, timeout=240, as_subflow=False)
+    assert first.state.is_completed(), first.state
+    second = run_deployment("event-postponement/event-postponement", parameters=params, timeout=240, as_subflow=False)
+    assert second.state.is_completed(), second.state
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id, second.id])))
+
+    def summary(run) -> dict:
+        (table,) = [a for a in artifacts if a.flow_run_id == run.id and a.key == f"event-postponement-{change.change_id}"]
+        data = json.loads(table.data) if isinstance(table.data, str) else table.data
+        return {row["what"]: row["value"] for row in data}
+
+    assert (summary(first)["notices_written"], summary(first)["vouchers_issued"], summary(first)["chunks"]) == ("5", "5", "6")
+    assert (summary(second)["notices_written"], summary(second)["vouchers_issued"]) == ("0", "0")  # re-run: nothing twice
+    progress = [a for a in artifacts if a.flow_run_id == first.id and a.type == "progress"]
+    assert len(progress) == 1 and float(progress[0].data) == 100.0
+    with engine.connect() as conn:
+        assert len(conn.execute(select(Voucher.number).where(Voucher.event_id == event)).all()) == 5
+    told = wait_for("five fans told", lambda: {m["To"] for m in mail_in(stack.mail_dir) if "«Стадион» перенесено" in m["Subject"]} == {
+        f"fan{i}@example.ru" for i in range(5)})
+    assert told
