@@ -1,7 +1,7 @@
 """sla-watch's Decree 442 alerts (tasks/sla.py), the clock passed in: the 14-day publication and the 180-day refund."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest

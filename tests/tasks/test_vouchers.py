@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from models.claim_store import audit_t, claim_t, outbox_t, voucher_t
 from models.tables import RunAction
 from tasks.intake import file_buyer_claim
-from tasks.regimes import RegimeInputError, add_regime
+from tasks.regimes import RegimeInputError
 from tasks.vouchers import expire_vouchers, issue_event_vouchers, redeem_voucher, take_voucher
 from tests import factories as f
 
