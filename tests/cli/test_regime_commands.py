@@ -92,3 +92,12 @@ def test_postpone_in_the_venues_time_then_exchange_for_vouchers_and_redeem(world
     assert json.loads(run("vouchers", "show", number, "--db", db).output)["redeemed_event_id"] == world["other"]
     assert run("vouchers", "expire", "--db", db).output.strip() == "0 expired voucher(s) turned into refunds"
     assert date.fromisoformat(json.loads(redeemed.output)["valid_until"]) > TODAY
+
+
+def test_bench_vouchers_prints_one_json_line_and_issues_nothing_twice(tmp_path):
+    result = run("bench", "vouchers", "--tickets", "30", "--chunk-size", "7", "--url", f"sqlite:///{tmp_path / 'bench.db'}", "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()
+    data = json.loads(line)
+    assert (data["issued"], data["rerun_issued"], data["vouchers"], data["claims"], data["audit_rows"]) == (30, 0, 30, 30, 60)
+    assert data["held_emails"] == 0 and data["outbox_rows"] == 30  # 30 recipients: under the mass-send threshold
