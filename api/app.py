@@ -19,6 +19,7 @@ from api import inbound, operator
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
 from api.health import HealthReport, check_health
 from api.ops import router as ops_router
+from api.regimes import router as regimes_router
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
 from models.db import get_engine
@@ -293,3 +294,7 @@ def refuse_documents(claim_id: Annotated[int, Path(gt=0, lt=2**31)], body: False
     result = refuse_false_documents(get_engine(), claim_id=claim_id, organizer_id=organizer_id, now=now, note=body.note,
                                     document_ids=body.document_ids, expected_version=body.expected_version)
     return DecisionPublic(**result.__dict__)
+
+
+# Postponements, Decree 442 regimes and vouchers (issue 13): api/regimes.py.
+app.include_router(regimes_router)

@@ -3,7 +3,9 @@
 Scenario: a voluntary claim paid automatically to the card; an illness claim that waits, receives
 documents, is approved through the API and resumes; an "other" claim refused with the fallback
 offer; an overdue claim escalated by the SLA watch (the clock is moved, nobody waits); a box-office
-(cash) claim paid by bank transfer through a 1C file. The summary is checked against the SMTP sink.
+(cash) claim paid by bank transfer through a 1C file; a high-alert regime (Decree 442) ends, a
+festival is postponed by a year, one buyer takes a voucher and one is refused. The summary is
+checked against the SMTP sink.
 """
 from __future__ import annotations
 
@@ -194,6 +196,9 @@ def _scenario(stack: Stack, t0: float, links: list[str]) -> int:
     run_deployment("payout-run/payout-run", parameters={"now": now.isoformat()}, timeout=120, as_subflow=False)
     export_file = stack.root / "payouts-1c.txt"
     exported = export_bank_transfers(engine, out=export_file, now=now)
+
+    console.print("6. a high-alert regime ends; a festival is postponed by a year → buyers told, a voucher, a refusal (Decree 442)")
+    regime_story(api, engine, now)
     run_deployment("outbox-dispatch/outbox-dispatch", parameters={"now": later.isoformat()}, timeout=120, as_subflow=False)
     with engine.connect() as conn:
         sent = conn.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")).scalar_one()
@@ -225,6 +230,46 @@ def _scenario(stack: Stack, t0: float, links: list[str]) -> int:
         console.print(f"[red]mismatch: {sent} sent, {len(received)} received[/red]")
         return 1
     return 0
+
+
+def regime_story(api, engine, now: datetime) -> None:
+    """Decree 442 in a few calls: the organizer keeps tickets valid and offers vouchers."""
+    from sqlalchemy import insert
+
+    from models.claim_views import read_claim
+    from models.tables import Event, Order, Organizer, Ticket, Venue
+    from tasks.accounts import create_user, issue_api_token
+    from tasks.auth import create_service_key
+    from tasks.intake import issue_organizer_token
+
+    first = (now - timedelta(days=20)).astimezone(MSK).replace(hour=19, minute=0, second=0, microsecond=0)
+    with engine.begin() as conn:
+        org = conn.execute(insert(Organizer.__table__).values(name="Фестиваль «Парк»", email="park@example.ru",
+                                                              policy={"regime_postponed_refunds": False, "vouchers_offered": True})).inserted_primary_key[0]
+        park = conn.execute(insert(Venue.__table__).values(name="Парк «Сокольники»", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
+        event = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=park, title="Летний фестиваль", starts_at=first)).inserted_primary_key[0]
+        tickets = []
+        for login, name in (("olga", "Орлова Ольга"), ("pavel", "Попов Павел")):
+            order = conn.execute(insert(Order.__table__).values(number=f"DEMO-{login}", buyer_name=name, buyer_email=f"{login}@example.ru",
+                                                                channel="site", payment_method="card", created_at=first - timedelta(days=60))).inserted_primary_key[0]
+            tickets.append(conn.execute(insert(Ticket.__table__).values(order_id=order, event_id=event, price_paid=550000, nominal=550000,
+                                                                        barcode=f"PARK{order:08d}")).inserted_primary_key[0])
+    duty = create_user(engine, login="duty@operator.ru", password=None, kind="staff", role="supervisor", now=now)
+    staff = {"Authorization": f"Bearer {issue_api_token(engine, duty.id, name='demo', now=now)}"}
+    organizer = {"Authorization": f"Bearer {issue_organizer_token(engine, org)}"}
+    site = {"Authorization": f"Bearer {create_service_key(engine, 'demo-site', now=now)}"}
+    regime = api.post("/regimes", json={"region": "77", "starts_on": (first.date() - timedelta(days=20)).isoformat()}, headers=staff).json()
+    api.post(f"/regimes/{regime['id']}/end", json={"ends_on": (now - timedelta(days=2)).date().isoformat()}, headers=staff).raise_for_status()
+    moved = api.post(f"/events/{event}/postponement", json={"new_starts_at": (first + timedelta(days=365)).isoformat()}, headers=organizer)
+    moved.raise_for_status()
+    console.print(f"   {moved.json()['notices_written']} buyers told; rule: {moved.json()['regime_rule']['text_ru']}", soft_wrap=True)
+    voucher = api.post("/vouchers", json={"ticket_id": tickets[0]}, headers=site)
+    voucher.raise_for_status()
+    console.print(f"   voucher {voucher.json()['number']} for {voucher.json()['value'] / 100:.2f} ₽, valid until {voucher.json()['valid_until']}")
+    claim = api.post("/claims", json={"ticket_id": tickets[1], "reason": "postponed"})
+    claim.raise_for_status()
+    wait_for("the postponed claim refused", lambda: read_claim(claim.json()["id"], engine=engine).state == "rejected")
+    console.print(f"   claim {claim.json()['number']} refused: {claim.json()['quote']['refusal_message_ru']}", soft_wrap=True)
 
 
 def _waiting_in(get_client, flow_run_id: str, claim_state: str) -> bool:

@@ -14,6 +14,7 @@ from cli import (
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline
+    regime_commands,  # noqa: F401  events postpone / history / vouchers, regimes add / end / list, vouchers show / redeem / expire
     sales_commands,  # noqa: F401  sales import, bench sales-import
     secret_commands,  # noqa: F401  secrets generate, rotate
     service_key_commands,  # noqa: F401  service-keys create, list, revoke

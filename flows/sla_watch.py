@@ -1,5 +1,6 @@
 """sla-watch: every 15 minutes, escalate claims past their decision or payout deadline, and refuse
-claims whose documents window closed without documents (their runs resumed, so they end)."""
+claims whose documents window closed without documents (their runs resumed, so they end); warn
+before Decree 442 deadlines pass (publication, 180-day refund) and turn expired vouchers into refunds."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -15,7 +16,9 @@ from tasks.sla import (
     publish_breaches,
     resume_expired_claim_runs,
     show_escalations_on_runs,
+    warn_regime_deadlines,
 )
+from tasks.vouchers import expire_unused_vouchers
 
 
 @flow(name="sla-watch", log_prints=True)
@@ -27,6 +30,8 @@ def sla_watch(now: datetime | None = None) -> int:
     show_escalations_on_runs(report, now)
     publish_breaches(now)
     expired = expire_overdue_documents(now)
+    warn_regime_deadlines(now)
+    expire_unused_vouchers(now)
     dispatch_outbox(now)
     resume_expired_claim_runs(expired, now)
     return len(report.escalated)

@@ -33,6 +33,7 @@ from models.tables import (
     Regime,
     Ticket,
     Venue,
+    Voucher,
 )
 from states.lifecycle import (
     FACTLESS_TRIGGERS,
@@ -48,6 +49,7 @@ from states.lifecycle import (
     fire,
 )
 from states.policy import EVENT_REASONS, DocumentEvidence, OrganizerPolicy, Reason, TicketPrice, check_reason_for_event, documents_last_day
+from states.regimes import RegimeRuling, RegimeSpan, rule_for
 
 claim_t = Claim.__table__
 ticket_t = Ticket.__table__
@@ -59,6 +61,7 @@ regime_t = Regime.__table__
 document_t = Document.__table__
 audit_t = ClaimTransition.__table__
 outbox_t = OutboxMessage.__table__
+voucher_t = Voucher.__table__
 
 TICKET_EFFECTS = {"ticket_barcode_status"}
 
@@ -163,7 +166,8 @@ _FACTS_COLUMNS = (
     order_t.c.buyer_name, order_t.c.payment_method, order_t.c.acquirer_payment_id,
 )
 # Read once per event, not once per seat.
-_EVENT_COLUMNS = (event_t.c.id, event_t.c.starts_at, event_t.c.status, event_t.c.regime_id, event_t.c.organizer_id, venue_t.c.timezone)
+_EVENT_COLUMNS = (event_t.c.id, event_t.c.starts_at, event_t.c.status, event_t.c.regime_id, event_t.c.organizer_id, venue_t.c.timezone,
+                  event_t.c.original_starts_at, event_t.c.new_starts_at)
 _REASONS = {r.value: r for r in Reason}
 _STATES = {s.value: s for s in ClaimState}
 
@@ -214,13 +218,32 @@ def _documents_for(conn: Connection, claim_ids: Sequence[int]) -> dict[int, tupl
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _regime_active(conn: Connection, regime_ids: set[int], now: datetime) -> dict[int, bool]:
-    if not regime_ids:
+def regime_rulings(conn: Connection, events: Iterable[Any], now: datetime) -> dict[int, RegimeRuling | None]:
+    """Decree 442 (states/regimes.py): which rule applies to each event (rows with id, regime_id, status,
+    starts_at, original_starts_at, new_starts_at, timezone), judged on `now`'s day in the venue's zone."""
+    events = list(events)
+    regime_ids = {e.regime_id for e in events if e.regime_id}
+    spans: dict[int, RegimeSpan] = {}
+    if regime_ids:
+        for r in conn.execute(select(regime_t.c.id, regime_t.c.region, regime_t.c.starts_on, regime_t.c.ends_on).where(regime_t.c.id.in_(regime_ids))):
+            spans[r.id] = RegimeSpan(r.id, r.region, r.starts_on, r.ends_on)
+    out: dict[int, RegimeRuling | None] = {}
+    for e in events:
+        span = spans.get(e.regime_id) if e.regime_id else None
+        if span is None:
+            out[e.id] = None
+            continue
+        zone = _zone(e.timezone)
+        original = (e.original_starts_at or e.starts_at).astimezone(zone).date()
+        new_day = e.new_starts_at.astimezone(zone).date() if e.status == "postponed" and e.new_starts_at else None
+        out[e.id] = rule_for(regime=span, event_status=e.status, original_day=original, new_day=new_day, today=now.astimezone(zone).date())
+    return out
+
+
+def _vouchers_valid_until(conn: Connection, claim_ids: Sequence[int]) -> dict[int, Any]:
+    if not claim_ids:
         return {}
-    today = now.date()
-    rows = conn.execute(select(regime_t.c.id, regime_t.c.starts_on, regime_t.c.ends_on).where(regime_t.c.id.in_(regime_ids)))
-    # Decree 442 applies to events cancelled during the regime or after it (the 180-day rule counts from its end).
-    return {r.id: r.starts_on <= today for r in rows}
+    return dict(conn.execute(select(voucher_t.c.claim_id, voucher_t.c.valid_until).where(id_in(conn, voucher_t.c.claim_id, claim_ids))).all())
 
 
 def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for_update: bool = False) -> dict[int, tuple[Any, ClaimFacts]]:
@@ -235,7 +258,8 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
     docs = _documents_for(conn, documented)
     bought = _order_dates(conn, documented)  # Decree 1491: only documented claims ask when the order was made
     events = _events(conn, {r.event_id for r in rows})
-    regimes = _regime_active(conn, {e.regime_id for e in events.values() if e.regime_id}, now)
+    rulings = regime_rulings(conn, events.values(), now)
+    vouchers = _vouchers_valid_until(conn, [r.id for r in rows if r.state == ClaimState.VOUCHER_ISSUED.value])
     policies = _policies(conn, {e.organizer_id for e in events.values()})
     starts = {e.id: e.starts_at.astimezone(_zone(e.timezone)) for e in events.values()}
     out: dict[int, tuple[Any, ClaimFacts]] = {}
@@ -254,7 +278,9 @@ def load_facts(conn: Connection, claim_ids: Sequence[int], now: datetime, *, for
                 acquirer_payment_id=r.acquirer_payment_id,
                 has_bank_details=bool(r.has_bank_details),
                 event_status=event.status,
-                high_alert_regime=bool(event.regime_id and regimes.get(event.regime_id)),
+                high_alert_regime=rulings[r.event_id] is not None,
+                regime=rulings[r.event_id],
+                voucher_valid_until=vouchers.get(r.id),
                 policy=policies[event.organizer_id],
                 order_created_at=bought.get(r.id),
                 buyer_name=r.buyer_name,
@@ -519,13 +545,14 @@ def apply_batch(
     return total
 
 
-def apply_batch_in(conn: Connection, *, claim_ids: Sequence[int], trigger: str, actor: str, now: datetime,
-                   note: str | None = None, data: Mapping[str, Any] | None = None) -> BatchResult:
-    """`apply_batch` inside the caller's transaction: a step that must commit with other writes (the
-    sales feed voids a ticket and closes its claims in one transaction)."""
+def apply_batch_in(conn: Connection, *, claim_ids: Sequence[int], trigger: str, actor: str, now: datetime, note: str | None = None,
+                   data: Mapping[str, Any] | None = None, hold_notifications: bool = False) -> BatchResult:
+    """`apply_batch` for one chunk inside the caller's transaction (`engine.begin()`), for a step that
+    writes other rows with it (a claim filed and its voucher issued, atomically; the sales feed voids a
+    ticket and closes its claims in one transaction)."""
     if not claim_ids:
         return BatchResult()
-    return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), False)
+    return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), hold_notifications)
 
 
 @dataclass(slots=True)
@@ -625,14 +652,26 @@ def claim_number(ticket_id: int, seq: int) -> str:
     return f"VZ-{ticket_id:07d}-{seq}"
 
 
-def _quote_with_json(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy):
+@dataclass(frozen=True)
+class _EventForRuling:
+    id: int
+    regime_id: int | None
+    status: str
+    starts_at: datetime
+    original_starts_at: datetime | None
+    new_starts_at: datetime | None
+    timezone: str
+
+
+def _quote_with_json(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy,
+                     regime: RegimeRuling | None = None):
     # Keyed by the venue's zone too (see states.lifecycle.cached_quote).
-    return _quote_json_cached(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy)
+    return _quote_json_cached(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy, regime)
 
 
 @lru_cache(maxsize=4096)
-def _quote_json_cached(reason, event_start, zone, filed_at, ticket, policy):
-    quote = cached_quote(reason, event_start, filed_at, ticket, policy)
+def _quote_json_cached(reason, event_start, zone, filed_at, ticket, policy, regime):
+    quote = cached_quote(reason, event_start, filed_at, ticket, policy, regime)
     return quote, quote.to_json()  # shared dict, only ever serialised
 
 
@@ -656,7 +695,7 @@ def claim_rows(
         select(
             ticket_t.c.id, ticket_t.c.event_id, ticket_t.c.price_paid, ticket_t.c.nominal, ticket_t.c.service_fee,
             ticket_t.c.delivery_fee, ticket_t.c.promo, event_t.c.starts_at, event_t.c.status.label("event_status"), event_t.c.claims_until,
-            venue_t.c.timezone, organizer_t.c.policy,
+            venue_t.c.timezone, organizer_t.c.policy, event_t.c.regime_id, event_t.c.original_starts_at, event_t.c.new_starts_at,
         )
         .select_from(ticket_t)
         .join(event_t, event_t.c.id == ticket_t.c.event_id)
@@ -676,6 +715,9 @@ def claim_rows(
     )
     rows = []
     checked: set[int] = set()
+    event_rows = {t.event_id: _EventForRuling(t.event_id, t.regime_id, t.event_status, t.starts_at, t.original_starts_at, t.new_starts_at, t.timezone)
+                  for t in tickets}
+    rulings = regime_rulings(conn, event_rows.values(), now)
     for t in tickets:
         event_start = t.starts_at.astimezone(_zone(t.timezone))
         if t.event_id not in checked:  # once per event: status and last day are the event's
@@ -685,6 +727,7 @@ def claim_rows(
         quote, quote_json = _quote_with_json(
             reason, event_start, now,
             _ticket_price(t.price_paid, t.nominal, t.service_fee, t.delivery_fee, t.promo), _thaw_policy(t.policy),
+            rulings[t.event_id],
         )
         rows.append(
             {

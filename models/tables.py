@@ -56,6 +56,10 @@ class Regime(SQLModel, table=True):
     starts_on: date
     ends_on: date | None = None
     note: str = ""
+    # Who declared and who ended it (tasks.auth.Principal.audit, or cli:<user>), and when.
+    created_by: str | None = Field(default=None, sa_type=String(200))
+    created_at: datetime | None = _ts()
+    ended_by: str | None = Field(default=None, sa_type=String(200))
 
 
 class Venue(SQLModel, table=True):
@@ -81,6 +85,50 @@ class Event(SQLModel, table=True):
     new_starts_at: datetime | None = _ts()
     claims_until: date | None = None  # a postponed event's last day for refund claims
     regime_id: int | None = Field(default=None, foreign_key="regime.id")
+    # The date the event was first announced for: set at its first postponement, kept through later
+    # ones (Decree 442's 18 months count from it). `starts_at` is the date the tickets are valid for.
+    original_starts_at: datetime | None = _ts()
+
+
+class EventChange(SQLModel, table=True):
+    """An event's history: each postponement (or cancellation) with its dates, who made it and when."""
+
+    __tablename__ = "event_change"
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="event.id", index=True)
+    kind: str = Field(sa_type=String(20))  # postponed | cancelled
+    original_starts_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    previous_starts_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    new_starts_at: datetime | None = _ts()  # None: postponed, new date to be announced
+    claims_until: date | None = None
+    regime_id: int | None = Field(default=None, foreign_key="regime.id")
+    rule: str | None = Field(default=None, sa_type=String(60))  # states.regimes.Rule, when a regime applies
+    changed_by: str = Field(sa_type=String(200))  # Principal.audit
+    changed_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    note: str = ""
+
+
+class Voucher(SQLModel, table=True):
+    """Decree 442: a voucher instead of a refund, issued by its claim's `issue_voucher` step."""
+
+    __tablename__ = "voucher"
+    __table_args__ = (Index("ix_voucher_status_valid_until", "status", "valid_until"),)
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(sa_type=String(40), unique=True)  # shown to the holder
+    claim_id: int = Field(foreign_key="claim.id", unique=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    event_id: int = Field(foreign_key="event.id", index=True)
+    organizer_id: int = Field(foreign_key="organizer.id", index=True)
+    holder_email: str
+    holder_name: str
+    value: int = Field(sa_type=BigInteger)  # the price paid, kopecks
+    issued_on: date
+    valid_until: date
+    status: str = Field(default="issued", sa_type=String(20))  # issued | redeemed | expired
+    redeemed_event_id: int | None = Field(default=None, foreign_key="event.id")
+    redeemed_at: datetime | None = _ts()
+    redeemed_by: str | None = Field(default=None, sa_type=String(200))
+    rule: str = ""  # the Decree 442 rule it was issued under (Russian)
 
 
 class Order(SQLModel, table=True):
@@ -156,6 +204,8 @@ class Claim(SQLModel, table=True):
     decidable_on: date | None = None
     decision_due: date | None = None
     payout_due: date | None = None
+    # Decree 442: the 180-day refund deadline after the regime's end (sla-watch warns 30 and 7 days before).
+    regime_refund_due: date | None = Field(default=None, index=True)
     deadline_provisional: bool = False
     extended: bool = False
     extension_reason: str | None = None

@@ -42,6 +42,7 @@ from states.policy import (
     documents_deadline,
     quote_refund,
 )
+from states.regimes import RegimeRuling
 
 
 class ClaimState(StrEnum):
@@ -89,8 +90,11 @@ class Trigger(StrEnum):
     REFUSE_SCANNED = "refuse_scanned"
     # The sales feed reported the ticket refunded elsewhere (box office, organizer): its barcode is void.
     CLOSE_REFUNDED_ELSEWHERE = "close_refunded_elsewhere"
-    # `issue_voucher` (filed -> voucher_issued, Decree 442) and `close` (final -> closed) have no driver
-    # yet: their rows wait for the issue that needs them. The states stay (stored rows and indexes name them).
+    # Decree 442 vouchers (tasks/vouchers.py): instead of money, a voucher; used, or expired into the refund.
+    ISSUE_VOUCHER = "issue_voucher"
+    REDEEM_VOUCHER = "redeem_voucher"
+    EXPIRE_VOUCHER = "expire_voucher"
+    # `close` (final -> closed) has no driver yet: its row waits for the issue that needs it.
 
 
 @dataclass(slots=True)  # not frozen: a batch builds thousands, and frozen __init__ costs 3x
@@ -107,7 +111,9 @@ class ClaimFacts:
     acquirer_payment_id: str | None = None
     has_bank_details: bool = False
     event_status: str = "scheduled"  # scheduled | cancelled | postponed | replaced
-    high_alert_regime: bool = False  # Decree 442; read by no guard until vouchers have a driver
+    high_alert_regime: bool = False  # Decree 442: the event's change falls under a regime (see `regime`)
+    regime: RegimeRuling | None = None  # which Decree 442 rule applies (states/regimes.py), None outside a regime
+    voucher_valid_until: date | None = None  # a voucher_issued claim's voucher (tasks/vouchers.py)
     policy: OrganizerPolicy = LEGAL_POLICY
     order_created_at: datetime | None = None
     buyer_name: str = ""
@@ -138,21 +144,22 @@ def guard(code: str, message_ru: str) -> Callable[[Callable[[ClaimFacts, datetim
     return register
 
 
-def cached_quote(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy):
+def cached_quote(reason: Reason, event_start: datetime, filed_at: datetime, ticket: TicketPrice, policy: OrganizerPolicy,
+                 regime: RegimeRuling | None = None):
     """quote_refund, memoised: a mass cancellation quotes thousands of seats of a few price categories
     at one moment. Every argument is immutable, so the cache cannot go stale."""
     # The venue's zone is part of the key: the same instant in Moscow and in Kaliningrad compares
     # equal as a datetime but falls on different calendar days, so d differs.
-    return _cached_quote(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy)
+    return _cached_quote(reason, event_start, str(event_start.tzinfo), filed_at, ticket, policy, regime)
 
 
 @lru_cache(maxsize=8192)
-def _cached_quote(reason, event_start, zone, filed_at, ticket, policy):
-    return quote_refund(reason=reason, event_start=event_start, filed_at=filed_at, ticket=ticket, policy=policy)
+def _cached_quote(reason, event_start, zone, filed_at, ticket, policy, regime):
+    return quote_refund(reason=reason, event_start=event_start, filed_at=filed_at, ticket=ticket, policy=policy, regime=regime)
 
 
 def _quote(c: ClaimFacts):
-    return cached_quote(c.reason, c.event_start, c.filed_at, c.ticket, c.policy)
+    return cached_quote(c.reason, c.event_start, c.filed_at, c.ticket, c.policy, c.regime)
 
 
 def _documented_refusals(c: ClaimFacts):
@@ -267,6 +274,30 @@ def has_bank_details(c: ClaimFacts, now: datetime) -> bool:
     return c.has_bank_details
 
 
+@guard("NOT_EVENT_REASON", "Заявка подана не из-за отмены, замены или переноса мероприятия.")
+def event_reason(c: ClaimFacts, now: datetime) -> bool:
+    return c.reason in EVENT_REASONS
+
+
+@guard("VOUCHER_NOT_OFFERED", "Организатор не предлагает ваучеры по этому мероприятию.")
+def voucher_allowed(c: ClaimFacts, now: datetime) -> bool:
+    """Decree 442: a voucher instead of money for an event cancelled (or treated as such) or postponed
+    under a high-alert regime, when the organizer's policy offers vouchers (data, not code)."""
+    return c.reason in EVENT_REASONS and c.regime is not None and c.policy.vouchers_offered
+
+
+@guard("VOUCHER_EXPIRED", "Срок действия ваучера истёк.")
+def voucher_valid(c: ClaimFacts, now: datetime) -> bool:
+    """A voucher is used up to its last valid day inclusive (venue's zone)."""
+    return c.voucher_valid_until is not None and now.astimezone(c.event_start.tzinfo).date() <= c.voucher_valid_until
+
+
+@guard("VOUCHER_STILL_VALID", "Ваучер ещё действует.")
+def voucher_expired(c: ClaimFacts, now: datetime) -> bool:
+    """Decree 442: a voucher not used by its expiry becomes a refund under the same deadline."""
+    return c.voucher_valid_until is not None and now.astimezone(c.event_start.tzinfo).date() > c.voucher_valid_until
+
+
 def _row(trigger: Trigger, source, dest, *conditions: str, unless: tuple[str, ...] = ()) -> dict[str, Any]:
     sources = [source] if isinstance(source, ClaimState) else list(source)
     return {
@@ -287,6 +318,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row(T.ASSESS, S.FILED, S.REJECTED, "ticket_scanned"),
     _row(T.ASSESS, S.FILED, S.APPROVED, "paid_without_decision", "quote_eligible"),
     _row(T.ASSESS, S.FILED, S.REJECTED, "voluntary_reason"),
+    # An event claim the rules refuse (Decree 442: postponed <= 18 months, tickets kept valid).
+    _row(T.ASSESS, S.FILED, S.REJECTED, "event_reason"),
     _row(T.ASSESS, S.FILED, S.REJECTED, "documented_reason", "documented_refusal"),
     _row(T.ASSESS, S.FILED, S.AWAITING_DOCUMENTS, "documented_reason", "documents_outstanding"),
     _row(T.ASSESS, S.FILED, S.AWAITING_ORGANIZER, "organizer_decides"),
@@ -315,6 +348,10 @@ TRANSITIONS: list[dict[str, Any]] = [
     # payout starts again as a bank transfer, so the buyer is asked for bank details.
     _row(T.START_PAYOUT, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS),
     _row(T.FLAG_PAYOUT_OVERDUE, (S.APPROVED, S.PAYOUT_PENDING, S.PAYOUT_FAILED, S.NEEDS_BANK_DETAILS), None, "payout_overdue"),
+    # Decree 442 vouchers: instead of money (before any money moved), then used or expired into the refund.
+    _row(T.ISSUE_VOUCHER, (S.FILED, S.APPROVED), S.VOUCHER_ISSUED, "voucher_allowed"),
+    _row(T.REDEEM_VOUCHER, S.VOUCHER_ISSUED, S.CLOSED, "voucher_valid"),
+    _row(T.EXPIRE_VOUCHER, S.VOUCHER_ISSUED, S.APPROVED, "voucher_expired"),
 ]
 
 # Buyer-facing email sent when a step lands in a state (template names in tasks/templates/email/).
@@ -496,7 +533,8 @@ FACTLESS_TRIGGERS: frozenset[str] = frozenset(
     name
     for name, event in MACHINE.events.items()
     if not any(t.conditions for t in MACHINE.get_transitions(trigger=name))
-    and name not in (Trigger.APPROVE, Trigger.EXTEND_REVIEW, Trigger.SUBMIT_DOCUMENTS, Trigger.ASSESS, Trigger.EXPIRE_DOCUMENTS)
+    and name not in (Trigger.APPROVE, Trigger.EXTEND_REVIEW, Trigger.SUBMIT_DOCUMENTS, Trigger.ASSESS, Trigger.EXPIRE_DOCUMENTS,
+                     Trigger.EXPIRE_VOUCHER)
 )
 
 
@@ -551,6 +589,15 @@ def decidable_day(trigger: str, facts: ClaimFacts, now: datetime) -> date:
     return _venue_day(facts.filed_at, facts)
 
 
+def regime_refund_due(facts: ClaimFacts) -> date | None:
+    """Decree 442: the 180-day refund deadline of a claim whose event is treated as cancelled (None:
+    no regime, tickets stay valid, or the regime has not ended yet)."""
+    regime = getattr(facts, "regime", None)
+    if regime is None or not regime.treated_as_cancelled:
+        return None
+    return regime.refund_due
+
+
 def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Columns a step sets on the claim (and `ticket_barcode_status` on its ticket). Pure."""
     data = data or {}
@@ -567,8 +614,16 @@ def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Map
     if dest in (S.APPROVED, S.REJECTED):
         out |= {"decided_at": now, "decision_due": None}
     if dest == S.APPROVED:
-        due = calendar.payout_deadline(now.astimezone(facts.event_start.tzinfo).date())
+        today = now.astimezone(facts.event_start.tzinfo).date()
+        due = calendar.payout_deadline(today)
         out |= {"payout_due": due.due, "deadline_provisional": due.provisional}
+        regime_due = regime_refund_due(facts)
+        if regime_due is not None:
+            # Decree 442: within 180 days of the regime's end; once that day has passed (a voucher
+            # expired late), the usual 10 working days, and sla-watch flags the claim as late.
+            out |= {"regime_refund_due": regime_due}
+            if regime_due >= today:
+                out |= {"payout_due": regime_due, "deadline_provisional": False}
     if dest == S.ESCALATED:
         out |= {"escalated_at": now}
     if trigger == T.FLAG_PAYOUT_OVERDUE:
@@ -581,6 +636,10 @@ def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Map
         out |= {"decision_due": None}
     if trigger == T.CLOSE_REFUNDED_ELSEWHERE:
         out |= {"decision_due": None, "payout_due": None, "refusal_code": REFUNDED_ELSEWHERE[0], "refusal_message": REFUNDED_ELSEWHERE[1]}
+    if dest == S.VOUCHER_ISSUED:
+        out |= {"payout_due": None}  # no money owed while the voucher is valid
+    if dest == S.CLOSED and trigger == T.REDEEM_VOUCHER:
+        out |= {"regime_refund_due": None}
     if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS, T.REFUSE_SCANNED):
         out["refusal_code"], out["refusal_message"] = intake_refusal(facts, now)
     for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount"):

@@ -19,6 +19,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from states.money import format_rub
+from states.regimes import DECREE_442_RU, SOURCE_DECREE_442, RegimeRuling
 
 __all__ = [
     "Reason",
@@ -214,14 +215,22 @@ class OrganizerPolicy:
     refuse_promo: bool = False
     refund_service_fee_on_cancellation: bool = False
     refund_delivery_on_cancellation: bool = False
+    # Decree 442 (states/regimes.py): an event postponed by at most 18 months under a high-alert
+    # regime keeps its tickets valid; the organizer may refuse refunds (False) and/or exchange
+    # tickets for vouchers. A voucher is valid `voucher_valid_days` from its issue.
+    regime_postponed_refunds: bool = True
+    vouchers_offered: bool = False
+    voucher_valid_days: int = 365
 
     def __post_init__(self) -> None:
         tiers = self._normalised_tiers(self.voluntary_percents)
         object.__setattr__(self, "voluntary_percents", tiers)
         for flag in ("refuse_promo", "refund_service_fee_on_cancellation",
-                     "refund_delivery_on_cancellation"):
+                     "refund_delivery_on_cancellation", "regime_postponed_refunds", "vouchers_offered"):
             if not isinstance(getattr(self, flag), bool):
                 raise PolicyError(f"organizer policy: {flag} must be true or false")
+        if not _is_int(self.voucher_valid_days) or not 1 <= self.voucher_valid_days <= 3660:
+            raise PolicyError("organizer policy: voucher_valid_days must be a whole number of days from 1 to 3660")
         self._check_legal_minimums(tiers)
 
     @staticmethod
@@ -287,7 +296,8 @@ class OrganizerPolicy:
         if not isinstance(data, Mapping):
             raise PolicyError("organizer policy must be a mapping")
         known = {"voluntary_percents", "refuse_promo", "refund_service_fee_on_cancellation",
-                 "refund_delivery_on_cancellation"}
+                 "refund_delivery_on_cancellation", "regime_postponed_refunds", "vouchers_offered",
+                 "voucher_valid_days"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"organizer policy: unknown keys {', '.join(map(str, unknown))}")
@@ -315,6 +325,9 @@ class OrganizerPolicy:
             "refuse_promo": self.refuse_promo,
             "refund_service_fee_on_cancellation": self.refund_service_fee_on_cancellation,
             "refund_delivery_on_cancellation": self.refund_delivery_on_cancellation,
+            "regime_postponed_refunds": self.regime_postponed_refunds,
+            "vouchers_offered": self.vouchers_offered,
+            "voucher_valid_days": self.voucher_valid_days,
         }
 
 
@@ -375,6 +388,8 @@ class Quote:
     refusal_message_ru: str | None = None
     # illness/death/other: the quote is what is paid IF the organizer approves.
     decided_by_organizer: bool = False
+    # The rule in Russian when it is not Art. 52.1's plain wording (Decree 442 names its own rule).
+    rule_ru: str | None = None
 
     @property
     def deadline_rule(self) -> str | None:
@@ -400,6 +415,7 @@ class Quote:
             "refusal_message_ru": self.refusal_message_ru,
             "decided_by_organizer": self.decided_by_organizer,
             "deadline_rule": self.deadline_rule,
+            "rule_ru": self.rule_ru,
         }
 
 
@@ -446,6 +462,7 @@ def quote_refund(
     filed_at: datetime,
     ticket: TicketPrice,
     policy: OrganizerPolicy = LEGAL_POLICY,
+    regime: RegimeRuling | None = None,
 ) -> Quote:
     """Quote a refund for one ticket. Every quote names its rule and source.
 
@@ -457,6 +474,10 @@ def quote_refund(
     * other: 100 % is the most the buyer may get; the organizer decides freely.
     * cancelled / replaced / postponed (Art. 52.1): 100 % of the base, plus service fee and
       delivery when the operator's policy says so.
+    * the same under a high-alert regime (`regime`, Decree 442, states/regimes.py): treated as
+      cancelled -> 100 %, paid within 180 days of the regime's end; postponed by at most 18 months ->
+      100 % only if the organizer accepts refunds, else REGIME_TICKETS_VALID (with the voucher
+      option when the organizer offers vouchers).
     """
     try:
         reason = Reason(reason)
@@ -471,6 +492,9 @@ def quote_refund(
     if reason is Reason.VOLUNTARY:
         return _quote_voluntary(event_start=event_start, filed_at=filed_at, ticket=ticket,
                                 policy=policy)
+
+    if reason in EVENT_REASONS and regime is not None:
+        return _quote_decree_442(reason=reason, ticket=ticket, policy=policy, regime=regime)
 
     if reason in EVENT_REASONS:
         fee = ticket.service_fee if policy.refund_service_fee_on_cancellation else 0
@@ -514,6 +538,39 @@ def quote_refund(
         service_fee_refund=0, delivery_refund=0, amount=base, days_before=d,
         rule=f"Decree 1491: {what}, documented -> 100 % of the ticket price if approved",
         source=SOURCE_DECREE_1491, decided_by_organizer=True,
+    )
+
+
+REGIME_TICKETS_VALID_RU = (
+    "Мероприятие перенесено в период режима повышенной готовности не более чем на 18 месяцев, и организатор "
+    "сохранил билеты действительными на новую дату без возврата денег ({rule})."
+)
+REGIME_VOUCHER_OFFER_RU = " Вместо возврата организатор предлагает обменять билет на ваучер на ту же сумму."
+
+
+def _quote_decree_442(*, reason: Reason, ticket: TicketPrice, policy: OrganizerPolicy, regime: RegimeRuling) -> Quote:
+    """Decree 442 (states/regimes.py): treated as cancelled -> 100 % within 180 days of the regime's
+    end; postponed by at most 18 months -> tickets stay valid, money only if the organizer accepts refunds."""
+    base = ticket.base
+    if regime.tickets_stay_valid and not policy.regime_postponed_refunds:
+        message = REGIME_TICKETS_VALID_RU.format(rule=DECREE_442_RU)
+        if policy.vouchers_offered:
+            message += REGIME_VOUCHER_OFFER_RU
+        return Quote(
+            reason=reason, eligible=False, percent=0, base=base, ticket_refund=0, service_fee_refund=0,
+            delivery_refund=0, amount=0, days_before=None,
+            rule=f"{regime.text}; organizer policy: refunds refused, tickets stay valid",
+            source=f"{SOURCE_DECREE_442}; organizer policy", refusal_code="REGIME_TICKETS_VALID",
+            refusal_message_ru=message, rule_ru=regime.text_ru,
+        )
+    fee = ticket.service_fee if policy.refund_service_fee_on_cancellation else 0
+    delivery = ticket.delivery_fee if policy.refund_delivery_on_cancellation else 0
+    accepted = "" if regime.treated_as_cancelled else "; organizer policy: refunds accepted"
+    return Quote(
+        reason=reason, eligible=True, percent=100, base=base, ticket_refund=base, service_fee_refund=fee,
+        delivery_refund=delivery, amount=base + fee + delivery, days_before=None,
+        rule=f"{regime.text}{accepted} -> 100 % of the ticket price",
+        source=SOURCE_DECREE_442, rule_ru=regime.text_ru,
     )
 
 

@@ -47,6 +47,12 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     # claims by email (tasks/inbound_mail.py): the confirmation to the order's email, the reply when nothing was filed
     "inbound_confirm": frozenset({"letter_ref", "order_number", "event_title", "tickets", "reason", "files", "code", "confirm_url", "expires_at"}),
     "inbound_refused": frozenset({"letter_ref", "outcome", "refunds_address"}),
+    # Decree 442 and postponements (issue 13): `claim_number` is the order's number for an event notice.
+    "event_postponed": frozenset({"claim_number", "order_number", "event_title", "original_date", "rule_ru"}),
+    "voucher_issued": frozenset({"claim_number", "event_title", "voucher_number", "value_kopecks", "valid_until"}),
+    "voucher_redeemed": frozenset({"claim_number", "voucher_number", "value_kopecks", "event_title"}),
+    "voucher_expired": frozenset({"claim_number", "event_title", "voucher_number", "refund_kopecks"}),
+    "regime_deadline_notice": frozenset({"claim_number", "event_title", "deadline", "kind", "alert", "days", "rule_ru"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
@@ -69,6 +75,12 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "claim_closed": frozenset({"buyer_name"}),
     "inbound_confirm": frozenset({"buyer_name", "why", "code_url"}),
     "inbound_refused": frozenset({"buyer_name", "max_mb", "refused_files"}),
+    "event_postponed": frozenset({"buyer_name", "previous_date", "new_date", "new_time", "claims_until", "refunds_accepted",
+                                  "vouchers_offered", "treated_as_cancelled", "refund_due", "tickets"}),
+    "voucher_issued": frozenset({"buyer_name", "rule_ru"}),
+    "voucher_redeemed": frozenset({"buyer_name"}),
+    "voucher_expired": frozenset({"buyer_name", "payout_deadline", "rule_ru"}),
+    "regime_deadline_notice": frozenset({"event_date", "organizer_name", "who"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
 
@@ -198,6 +210,8 @@ def basis_ru(quote: Mapping[str, Any]) -> str:
     illness and death, the operator's rules for «Прочее» and promo tickets.
     """
     reason = str(quote.get("reason", ""))
+    if quote.get("rule_ru"):  # Decree 442 names its own rule (states/regimes.py)
+        return str(quote["rule_ru"])
     if reason == "voluntary":
         if quote.get("refusal_code") == "PROMO_REFUSED":
             return "правила организатора: билеты, купленные по акции, не возвращаются по собственной инициативе"

@@ -16,15 +16,26 @@ from zoneinfo import ZoneInfo
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from models.claim_store import apply_batch, claim_t, event_t, id_in, organizer_t, venue_t
+from models.claim_store import apply_batch, claim_t, event_t, id_in, organizer_t, regime_t, venue_t
 from models.db import get_engine
 from models.settings import get_settings
 from states.calendar import is_working_day
 from states.lifecycle import DECISION_STATES, PAYOUT_STATES, ClaimState, Trigger
+from states.regimes import (
+    DECREE_442_RU,
+    PUBLICATION_DAYS,
+    PUBLICATION_WARNING_DAYS,
+    REFUND_DAYS,
+    REFUND_WARNING_DAYS,
+    Alert,
+    RegimeSpan,
+    deadline_alert,
+    publication_last_day,
+)
 from tasks.claim_card import tag_escalated_runs
 from tasks.intake import ClaimInput, request_run_resume
 from tasks.outbox import enqueue_email
@@ -271,3 +282,98 @@ def resume_expired_claim_runs(report: ExpiryReport, now: datetime) -> int:
     resumed = end_expired_runs(get_engine(), report, now=now)
     get_run_logger().info("sla-watch: %s of %s expired claims' runs resumed", resumed, len(report.refused))
     return resumed
+
+
+# --- Decree 442: the 14-day publication and the 180-day refund deadlines (states/regimes.py) --------
+
+@dataclass
+class RegimeAlertReport:
+    publication: list[dict] = field(default_factory=list)  # {event_id, title, deadline, alert, days}
+    refunds: list[dict] = field(default_factory=list)  # {claim_id, number, deadline, alert, days}
+    queued: int = 0
+
+    def __str__(self) -> str:
+        return f"{len(self.publication)} publication and {len(self.refunds)} refund deadline alerts, {self.queued} notices queued"
+
+
+def _events_to_publish(conn, now: datetime):
+    """Events whose date fell in an ended regime of their region and whose fate is not published yet
+    (still scheduled, or postponed without a new date), while their notice period runs or just ran out.
+    Regimes whose publication day is more than REFUND_DAYS behind are not looked at any more."""
+    oldest = (now - timedelta(days=PUBLICATION_DAYS + REFUND_DAYS)).date()
+    regimes = conn.execute(select(regime_t).where(regime_t.c.ends_on.is_not(None), regime_t.c.ends_on >= oldest)).all()
+    for regime in regimes:
+        first = datetime.combine(regime.starts_on, datetime.min.time(), tzinfo=UTC) - timedelta(days=1)
+        last = datetime.combine(regime.ends_on, datetime.min.time(), tzinfo=UTC) + timedelta(days=2)
+        dated = func.coalesce(event_t.c.original_starts_at, event_t.c.starts_at)
+        rows = conn.execute(
+            select(event_t.c.id, event_t.c.title, dated.label("original"), venue_t.c.timezone, organizer_t.c.email, organizer_t.c.name)
+            .join(venue_t, venue_t.c.id == event_t.c.venue_id).join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
+            .where(venue_t.c.region == regime.region, dated >= first, dated < last,
+                   or_(event_t.c.status == "scheduled", and_(event_t.c.status == "postponed", event_t.c.new_starts_at.is_(None))))
+            .order_by(event_t.c.id)
+        ).all()
+        for r in rows:
+            zone = ZoneInfo(r.timezone)
+            if RegimeSpan(regime.id, regime.region, regime.starts_on, regime.ends_on).in_force_on(r.original.astimezone(zone).date()):
+                yield regime, r, zone
+
+
+def regime_deadline_alerts(engine: Engine, *, now: datetime, ops_email: str) -> RegimeAlertReport:
+    """Warn the organizer and ops before a Decree 442 deadline passes, and escalate after (each level once):
+    the 14-day publication of a cancellation or postponement after the regime's end (warnings 7 and 1
+    days before), and each claim's 180-day refund (warnings 30 and 7 days before)."""
+    report = RegimeAlertReport()
+    with Session(engine) as session:
+        conn = session.connection()
+        notices: list[tuple[str, str, str, dict]] = []  # (dedup key, recipient, who, payload)
+        for regime, ev, zone in _events_to_publish(conn, now):
+            due = publication_last_day(regime.ends_on)
+            alert = deadline_alert(due, now.astimezone(zone).date(), warning_days=PUBLICATION_WARNING_DAYS)
+            if alert is None:
+                continue
+            level, days = alert
+            report.publication.append({"event_id": ev.id, "title": ev.title, "deadline": due.isoformat(), "alert": level.value, "days": days})
+            payload = {"claim_number": f"мероприятие № {ev.id}", "event_title": ev.title, "event_date": ev.original.astimezone(zone).date().isoformat(),
+                       "deadline": due.isoformat(), "kind": "publication", "alert": level.value, "days": days, "organizer_name": ev.name,
+                       "rule_ru": f"{DECREE_442_RU}: организатор публикует отмену или перенос мероприятия в течение 14 дней после окончания "
+                                  f"режима повышенной готовности (режим в регионе {regime.region} окончен {regime.ends_on:%d.%m.%Y})"}
+            mark = level.value if level == Alert.OVERDUE else f"{level.value}:{days}"
+            key = f"regime:{regime.id}:event:{ev.id}:publication:{mark}"
+            notices += [(f"{key}:organizer", ev.email, "organizer", payload), (f"{key}:ops", ops_email, "ops", payload)]
+        rows = conn.execute(
+            select(claim_t.c.id, claim_t.c.number, claim_t.c.regime_refund_due, event_t.c.title, venue_t.c.timezone, organizer_t.c.email,
+                   organizer_t.c.name)
+            .join(event_t, event_t.c.id == claim_t.c.event_id).join(venue_t, venue_t.c.id == event_t.c.venue_id)
+            .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
+            .where(claim_t.c.state.in_([s.value for s in PAYOUT_STATES]), claim_t.c.regime_refund_due.is_not(None),
+                   claim_t.c.regime_refund_due <= (now + timedelta(days=max(REFUND_WARNING_DAYS) + 1)).date())
+            .order_by(claim_t.c.id)
+        ).all()
+        for r in rows:
+            alert = deadline_alert(r.regime_refund_due, now.astimezone(ZoneInfo(r.timezone)).date(), warning_days=REFUND_WARNING_DAYS)
+            if alert is None:
+                continue
+            level, days = alert
+            report.refunds.append({"claim_id": r.id, "number": r.number, "deadline": r.regime_refund_due.isoformat(), "alert": level.value, "days": days})
+            payload = {"claim_number": r.number, "event_title": r.title, "deadline": r.regime_refund_due.isoformat(), "kind": "refund",
+                       "alert": level.value, "days": days, "organizer_name": r.name,
+                       "rule_ru": f"{DECREE_442_RU}: деньги за отменённое мероприятие возвращаются в течение 180 дней после окончания "
+                                  "режима повышенной готовности"}
+            mark = level.value if level == Alert.OVERDUE else f"{level.value}:{days}"
+            key = f"claim:{r.id}:regime_refund:{mark}"
+            notices += [(f"{key}:organizer", r.email, "organizer", payload), (f"{key}:ops", ops_email, "ops", payload)]
+        for dedup_key, recipient, who, payload in notices:
+            claim_id = int(dedup_key.split(":")[1]) if dedup_key.startswith("claim:") else None
+            report.queued += enqueue_email(session, dedup_key=dedup_key, claim_id=claim_id, template="regime_deadline_notice",
+                                           recipient=recipient, payload=payload | {"who": who}, now=now)
+        session.commit()
+    return report
+
+
+@task(name="warn-regime-deadlines", retries=2, retry_delay_seconds=5)
+def warn_regime_deadlines(now: datetime) -> RegimeAlertReport:
+    """sla-watch: Decree 442 publication and refund deadlines (see `regime_deadline_alerts`)."""
+    report = regime_deadline_alerts(get_engine(), now=now, ops_email=get_settings().supervisor_email)
+    get_run_logger().info("sla-watch: %s", report)
+    return report

@@ -33,6 +33,7 @@ from states.policy import (
     documents_deadline,
     quote_refund,
 )
+from states.regimes import RegimeSpan, rule_for
 from tests import factories
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -43,7 +44,7 @@ claim_t, audit_t = Claim.__table__, ClaimTransition.__table__
 TRIGGERS = [
     "assess", "submit_documents", "expire_documents", "approve", "reject", "extend_review", "escalate", "withdraw",
     "start_payout", "refuse_scanned", "bank_details_received", "payout_succeeded", "payout_failed", "retry_payout",
-    "flag_payout_overdue", "close_refunded_elsewhere", "issue_voucher", "close",
+    "flag_payout_overdue", "close_refunded_elsewhere", "issue_voucher", "redeem_voucher", "expire_voucher", "close",
 ]
 INVALID = "invalid"
 
@@ -67,12 +68,13 @@ def rules_say(trigger: str, f: ClaimFacts, now: datetime):
             return moved("rejected")
         if f.reason is Reason.VOLUNTARY or f.reason in (Reason.CANCELLED, Reason.POSTPONED, Reason.REPLACED):
             try:
-                q = quote_refund(reason=f.reason, event_start=f.event_start, filed_at=f.filed_at, ticket=f.ticket, policy=f.policy)
+                q = quote_refund(reason=f.reason, event_start=f.event_start, filed_at=f.filed_at, ticket=f.ticket, policy=f.policy,
+                                 regime=f.regime)
             except PolicyError:
                 q = None
             if q is not None and q.eligible and q.amount > 0:
                 return moved("approved")  # Art. 52.1: no one needs to decide
-            return moved("rejected") if f.reason is Reason.VOLUNTARY else refused()
+            return moved("rejected")  # too late, nothing to pay, or Decree 442 keeps the tickets valid
         if f.reason in (Reason.ILLNESS, Reason.DEATH):
             if check_documented_claim(reason=f.reason, event_start=f.event_start, filed_at=f.filed_at,
                                       order_created_at=f.order_created_at or f.filed_at, buyer_name=f.buyer_name,
@@ -119,6 +121,15 @@ def rules_say(trigger: str, f: ClaimFacts, now: datetime):
         return moved("payout_pending")
     if trigger == "flag_payout_overdue" and s in ("approved", "payout_pending", "payout_failed", "needs_bank_details"):
         return moved(s) if f.payout_due is not None and today > f.payout_due else refused("PAYOUT_NOT_OVERDUE")
+    if trigger == "issue_voucher" and s in ("filed", "approved"):
+        # Decree 442: a voucher instead of money, for an event reason under a regime, if the organizer offers vouchers.
+        offered = f.reason in (Reason.CANCELLED, Reason.POSTPONED, Reason.REPLACED) and f.regime is not None and f.policy.vouchers_offered
+        return moved("voucher_issued") if offered else refused("VOUCHER_NOT_OFFERED")
+    if trigger in ("redeem_voucher", "expire_voucher") and s == "voucher_issued":
+        expired = f.voucher_valid_until is None or today > f.voucher_valid_until
+        if trigger == "redeem_voucher":
+            return moved("closed") if f.voucher_valid_until is not None and not expired else refused("VOUCHER_EXPIRED")
+        return moved("approved") if f.voucher_valid_until is not None and expired else refused("VOUCHER_STILL_VALID")
     return INVALID
 
 
@@ -172,6 +183,13 @@ def _probe(state: ClaimState) -> ClaimFacts:
 SOURCES = {t: [s for s in ClaimState if rules_say(t, _probe(s), EVENT) != INVALID] for t in TRIGGERS}
 
 
+_REGIME = RegimeSpan(1, "77", date(2026, 1, 1), date(2026, 2, 1))
+# Decree 442 rulings a claim may carry: none (no regime), tickets kept valid, treated as cancelled.
+RULINGS = [None] + [rule_for(regime=_REGIME, event_status=status, original_day=date(2026, 1, 15), new_day=new_day, today=date(2026, 2, 5))
+                    for status, new_day in (("postponed", date(2027, 1, 15)), ("postponed", date(2028, 1, 15)), ("cancelled", None))]
+POLICIES = [LEGAL_POLICY, OrganizerPolicy(refuse_promo=True), OrganizerPolicy(regime_postponed_refunds=False, vouchers_offered=True)]
+
+
 @st.composite
 def claim_facts(draw, state):
     price = draw(st.integers(0, 1_000_000))
@@ -187,7 +205,9 @@ def claim_facts(draw, state):
         has_bank_details=draw(st.booleans()),
         event_status=draw(st.sampled_from(["scheduled", "cancelled", "postponed", "replaced"])),
         high_alert_regime=draw(st.booleans()),
-        policy=draw(st.sampled_from([LEGAL_POLICY, OrganizerPolicy(refuse_promo=True)])),
+        regime=draw(st.sampled_from(RULINGS)),
+        voucher_valid_until=draw(st.none() | days),
+        policy=draw(st.sampled_from(POLICIES)),
         order_created_at=draw(st.none() | aware(LO, HI, UTC)),
         buyer_name="Иванов Иван Иванович",
         name_mismatch_explanation=draw(st.sampled_from([None, "Билет куплен на имя мужа"])),

@@ -50,6 +50,17 @@ SAMPLE = {
     "kind": "decision",
     "deadline": "2026-12-09",
     "organizer_name": "ООО «Концерт»",
+    # issue 13: postponements, Decree 442, vouchers
+    "order_number": "В-2026-000042",
+    "original_date": "2026-12-05",
+    "new_date": "2027-06-05",
+    "claims_until": "2027-05-01",
+    "rule_ru": "постановление Правительства РФ от 06.04.2020 № 442: мероприятие перенесено не более чем на 18 месяцев",
+    "voucher_number": "VCH-ABCD-EFGH-JKLM",
+    "value_kopecks": 175000,
+    "valid_until": "2027-12-05",
+    "alert": "warning",
+    "days": 7,
 }
 
 

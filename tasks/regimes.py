@@ -1,0 +1,160 @@
+"""High-alert regimes as data (Decree 442): declare, end, list; which regime an event's change falls
+under; and the one way this area tells buyers anything (`send_to_buyers`).
+
+The rules themselves are pure, in states/regimes.py. Plain functions: the API (api/regimes.py), the
+CLI (cli/regime_commands.py) and the tasks of sla-watch and the event-postponement flow call them.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from models.claim_store import claim_t, event_t, load_facts, regime_t, venue_t
+from models.tables import OutboxMessage
+from states.lifecycle import PAYOUT_STATES, regime_refund_due
+from states.regimes import RegimeError, RegimeSpan, applicable_regime
+from tasks.emails import TEMPLATES, UnknownTemplate
+from tasks.intake import IntakeError
+
+outbox_t = OutboxMessage.__table__
+
+#: A send to more buyers than this is stored `held`: a second person approves it before anything leaves
+#: (DESIGN, Security). The guarded mass send of issue 10 replaces the body of `send_to_buyers` at merge.
+DEFAULT_MASS_SEND_THRESHOLD = 100
+
+
+class RegimeInputError(IntakeError):
+    """Bad input for a regime, a postponement or a voucher: `field`, a Russian message, a code, an HTTP status."""
+
+
+@dataclass(frozen=True)
+class RegimeView:
+    id: int
+    region: str
+    starts_on: date
+    ends_on: date | None
+    created_by: str | None
+    ended_by: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["starts_on"] = self.starts_on.isoformat()
+        out["ends_on"] = self.ends_on.isoformat() if self.ends_on else None
+        return out
+
+
+def _view(row: Any) -> RegimeView:
+    return RegimeView(row.id, row.region, row.starts_on, row.ends_on, row.created_by, row.ended_by)
+
+
+_COLUMNS = (regime_t.c.id, regime_t.c.region, regime_t.c.starts_on, regime_t.c.ends_on, regime_t.c.created_by, regime_t.c.ended_by)
+
+
+def add_regime(engine: Engine, *, region: str, starts_on: date, ends_on: date | None = None, actor: str, now: datetime) -> RegimeView:
+    """Declare a regime in a region (Decree 442 applies to events there while it is in force)."""
+    region = region.strip()
+    if not region:
+        raise RegimeInputError("region", "Укажите регион.")
+    try:
+        RegimeSpan(None, region, starts_on, ends_on)
+    except RegimeError:
+        raise RegimeInputError("ends_on", "Дата окончания режима раньше даты начала.") from None
+    with engine.begin() as conn:
+        overlapping = [RegimeSpan(r.id, r.region, r.starts_on, r.ends_on)
+                       for r in conn.execute(select(*_COLUMNS).where(regime_t.c.region == region))]
+        for other in overlapping:
+            if other.starts_on <= (ends_on or date.max) and starts_on <= (other.ends_on or date.max):
+                raise RegimeInputError("starts_on", f"В регионе {region} уже действует режим № {other.id} в эти даты.", code="overlap", status=409)
+        regime_id = conn.execute(insert(regime_t).values(region=region, starts_on=starts_on, ends_on=ends_on, note="", created_by=actor,
+                                                         created_at=now)).inserted_primary_key[0]
+        row = conn.execute(select(*_COLUMNS).where(regime_t.c.id == regime_id)).one()
+    return _view(row)
+
+
+def end_regime(engine: Engine, *, regime_id: int, ends_on: date, actor: str, now: datetime) -> RegimeView:
+    """The regime ends on `ends_on` (inclusive): from here its 14-day publication and 180-day refund
+    deadlines are known; each open claim whose event is treated as cancelled gets its refund deadline."""
+    with engine.begin() as conn:
+        row = conn.execute(select(*_COLUMNS).where(regime_t.c.id == regime_id)).one_or_none()
+        if row is None:
+            raise RegimeInputError("regime_id", "Режим не найден.", code="not_found", status=404)
+        if ends_on < row.starts_on:
+            raise RegimeInputError("ends_on", "Дата окончания режима раньше даты начала.")
+        conn.execute(update(regime_t).where(regime_t.c.id == regime_id).values(ends_on=ends_on, ended_by=actor))
+        claim_ids = list(conn.execute(
+            select(claim_t.c.id).join(event_t, event_t.c.id == claim_t.c.event_id)
+            .where(event_t.c.regime_id == regime_id, claim_t.c.state.in_([s.value for s in PAYOUT_STATES]))
+        ).scalars())
+        for claim_id, (_, facts) in load_facts(conn, claim_ids, now).items():
+            due = regime_refund_due(facts)
+            if due is not None:
+                conn.execute(update(claim_t).where(claim_t.c.id == claim_id).values(regime_refund_due=due))
+        row = conn.execute(select(*_COLUMNS).where(regime_t.c.id == regime_id)).one()
+    return _view(row)
+
+
+def list_regimes(engine: Engine, *, region: str | None = None) -> list[RegimeView]:
+    query = select(*_COLUMNS).order_by(regime_t.c.starts_on, regime_t.c.id)
+    if region:
+        query = query.where(regime_t.c.region == region)
+    with engine.connect() as conn:
+        return [_view(r) for r in conn.execute(query)]
+
+
+def regime_for_event(conn: Connection, *, event_id: int, original_day: date, changed_on: date) -> RegimeSpan | None:
+    """The regime an event's change falls under, through its venue's region (states.regimes.applicable_regime)."""
+    region = conn.execute(
+        select(venue_t.c.region).join(event_t, event_t.c.venue_id == venue_t.c.id).where(event_t.c.id == event_id)
+    ).scalar_one()
+    if not region:
+        return None
+    spans = [RegimeSpan(r.id, r.region, r.starts_on, r.ends_on)
+             for r in conn.execute(select(*_COLUMNS[:4]).where(regime_t.c.region == region))]
+    return applicable_regime(spans, region=region, original_day=original_day, changed_on=changed_on)
+
+
+# --- telling buyers ------------------------------------------------------------------------------
+
+def mass_send_threshold() -> int:
+    try:
+        return max(int(os.environ.get("VOZVRAT_MASS_SEND_THRESHOLD", DEFAULT_MASS_SEND_THRESHOLD)), 0)
+    except ValueError:
+        return DEFAULT_MASS_SEND_THRESHOLD
+
+
+Message = tuple[int | None, str, dict[str, Any], str]  # (claim id | None, recipient, payload, dedup key)
+
+
+def _insert(conn: Connection):
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(outbox_t)
+
+
+def send_to_buyers(conn: Connection, *, template: str, messages: Sequence[Message], started_by: str, now: datetime,
+                   recipients_total: int | None = None) -> int:
+    """Every buyer notification of this area goes through here, in the caller's transaction.
+
+    Outbox rows, one per message, deduplicated by key (a repeated chunk writes nothing twice). A send
+    to more than VOZVRAT_MASS_SEND_THRESHOLD recipients in all (`recipients_total`, for a send written
+    chunk by chunk) is stored `held` until a second person approves it. At merge this becomes
+    tasks.mass_sends.queue_mass_send (issue 10). Returns the number of rows written.
+    """
+    if template not in TEMPLATES:
+        raise UnknownTemplate(f"no email template {template!r}")
+    if not messages:
+        return 0
+    total = recipients_total if recipients_total is not None else len({recipient for _, recipient, _, _ in messages})
+    status = "held" if total > mass_send_threshold() else "pending"
+    rows = [
+        {"kind": "email", "dedup_key": dedup, "claim_id": claim_id, "template": template, "recipient": recipient,
+         "payload": payload, "status": status, "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for claim_id, recipient, payload, dedup in messages
+    ]
+    stmt = _insert(conn).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(outbox_t.c.id)
+    return len(conn.execute(stmt, rows).all())
