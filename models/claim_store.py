@@ -519,6 +519,22 @@ def apply_batch(
     return total
 
 
+def apply_chunk(
+    conn: Connection,
+    *,
+    claim_ids: Sequence[int],
+    trigger: str,
+    actor: str,
+    now: datetime,
+    note: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    hold_notifications: bool = False,
+) -> BatchResult:
+    """`apply_batch` for one chunk inside the caller's transaction (a mass cancellation files, assesses
+    and starts the payouts of a chunk in ONE transaction, so a chunk is all done or not at all)."""
+    return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), hold_notifications)
+
+
 @dataclass(slots=True)
 class StateOnly:
     """What a factless trigger (no guard, effects from the clock only) needs of a claim."""
