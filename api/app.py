@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
+from api.events import router as events_router
 from api.health import HealthReport, check_health
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
@@ -51,6 +52,7 @@ Now = Annotated[datetime, Depends(clock)]
 # (api/errors.py). Handlers registered here; the specific ones below take precedence for their types.
 install_error_handlers(app)
 install_openapi(app)
+app.include_router(events_router)  # issue 12: /events/{id}/cancellation, /mass-sends…
 
 
 RUSSIAN_VALIDATION = {

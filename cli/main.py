@@ -8,6 +8,8 @@ from cli import (
     bank_commands,  # noqa: F401  check-bank
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
     event_commands,  # noqa: F401  events cancel / replace / postpone
+    events_commands,  # noqa: F401  events cancel / replace / follow-ups (issue 12)
+    mass_send_commands,  # noqa: F401  mass-sends list / show / approve / reject
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline

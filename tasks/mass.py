@@ -40,6 +40,7 @@ from states.event_status import MASS_ACTIONS, mass_status_step
 from states.lifecycle import OPEN_STATES, ClaimState
 from states.policy import Reason
 from tasks.acquirer import AcquirerPort
+from tasks.auth import Principal
 from tasks.mass_sends import hold_event_mail
 from tasks.payouts import export_bank_transfers, open_payouts, submit_card_refunds_concurrently
 
@@ -128,6 +129,27 @@ def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by
             conn.execute(update(mass_t).where(mass_t.c.event_id == event_id).values(**values))
         row = conn.execute(select(mass_t).where(mass_t.c.event_id == event_id)).mappings().one()
     return MassRun(row["id"], event_id, row["action"], row["reason"], row["started_by"])
+
+
+def check_start(engine: Engine, *, event_id: int, action: str, reason: str, principal: Principal) -> None:
+    """Before a run is created (API, CLI): the event exists, the caller may act on it (its organizer,
+    or a staff supervisor), the action applies to its status and a reason is given. Raises MassRefused."""
+    if not " ".join((reason or "").split()):
+        raise MassRefused("REASON_MISSING", "Укажите причину отмены или замены мероприятия.", 422)
+    with engine.connect() as conn:
+        event = conn.execute(select(event_t.c.status, event_t.c.organizer_id).where(event_t.c.id == event_id)).first()
+        existing = conn.execute(select(mass_t.c.action).where(mass_t.c.event_id == event_id)).scalar_one_or_none()
+    allowed = principal.is_staff("supervisor") or (principal.kind == "organizer" and event is not None and principal.organizer_id == event.organizer_id)
+    if event is None or not (allowed or principal.kind == "staff"):
+        raise MassRefused("EVENT_NOT_FOUND", f"Мероприятие № {event_id} не найдено.", 404)
+    if not allowed:
+        raise MassRefused("FORBIDDEN", "Отменить или заменить мероприятие может его организатор или старший смены (supervisor).", 403)
+    if existing is not None and existing != action:
+        raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{existing}».")
+    step = mass_status_step(event.status, action)
+    if step.refusal:
+        code, message = step.refusal
+        raise MassRefused(code, message, 422 if code == "UNKNOWN_ACTION" else 409)
 
 
 def plan_chunks(engine: Engine, *, mass_id: int, event_id: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -387,5 +409,5 @@ def ticket_count(engine: Engine, event_id: int) -> int:
         return conn.execute(select(func.count()).select_from(ticket_t).where(ticket_t.c.event_id == event_id)).scalar_one()
 
 
-__all__ = ["MassRefused", "MassRun", "ChunkResult", "MassSummary", "begin", "plan_chunks", "move_chunk", "finish", "progress",
+__all__ = ["MassRefused", "MassRun", "check_start", "ChunkResult", "MassSummary", "begin", "plan_chunks", "move_chunk", "finish", "progress",
            "follow_ups", "ticket_count"]

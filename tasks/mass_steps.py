@@ -105,3 +105,38 @@ def publish_summary(summary: dict) -> None:
         create_markdown_artifact("\n".join(["### Заявки, выпавшие из пакета", *follow, "",
                                             f"Список по одной: `vozvrat events follow-ups {event_id}`"]),
                                  key=artifact_key(event_id) + "-follow-ups")
+
+
+DEPLOYMENT = "mass-cancellation/mass-cancellation"
+START_TIMEOUT_S = 20.0
+
+
+class RunNotStarted(RuntimeError):
+    """The Prefect server did not create the run (down, or the deployment is not served)."""
+
+
+async def start_run(*, event_id: int, action: str, reason: str, started_by: str, chunk_size: int | None = None) -> tuple[str, str]:
+    """Create a run of the mass-cancellation deployment now; returns (flow run id, its Prefect UI URL).
+
+    One call to the Prefect server (not one per ticket), bounded by START_TIMEOUT_S. The flow itself
+    is idempotent by ticket, so a second run for the same event does the rest and nothing twice.
+    """
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    parameters: dict = {"event_id": event_id, "action": action, "reason": reason, "started_by": started_by}
+    if chunk_size:
+        parameters["chunk_size"] = chunk_size
+
+    async def create() -> str:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(DEPLOYMENT)
+            run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=["mass", f"event-{event_id}"])
+            return str(run.id)
+
+    try:
+        run_id = await asyncio.wait_for(create(), START_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Prefect is one answer
+        raise RunNotStarted(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return run_id, f"{get_settings().prefect_ui_url.rstrip('/')}/runs/flow-run/{run_id}"
