@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import OrganizerOrStaff, requires
-from api.errors import MAX_ID, errors
+from api.errors import MAX_ID, ErrorResponse
 from models.db import get_engine
 from tasks.auth import Principal
 from tasks.mass import MassRefused, check_start
@@ -26,6 +26,20 @@ router = APIRouter()
 EventId = Annotated[int, Path(gt=0, le=MAX_ID, description="Мероприятие (id).")]
 MassSendId = Annotated[int, Path(gt=0, le=MAX_ID, description="Массовая рассылка (id).")]
 Supervisor = Annotated[Principal, Depends(requires("staff", roles=("supervisor",)))]
+
+
+_DESCRIPTIONS = {
+    401: "Нет ключа или он не распознан.",
+    403: "Недостаточно прав: нужен организатор мероприятия или старший смены (supervisor).",
+    404: "Мероприятие или рассылка не найдены.",
+    409: "Конфликт: действие не применяется к текущему статусу, или одобрить рассылку должен другой сотрудник.",
+    422: "Неверные данные: ошибка по каждому полю, сообщения на русском.",
+    503: "Оркестратор (Prefect) или база данных недоступны; ничего не запущено.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict]:
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
 def clock() -> datetime:
