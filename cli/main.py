@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cli import (
     bank_commands,  # noqa: F401  check-bank
+    bench_mass,  # noqa: F401  bench mass-cancel
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
     event_commands,  # noqa: F401  events cancel / replace / postpone
     events_commands,  # noqa: F401  events cancel / replace / follow-ups (issue 12)

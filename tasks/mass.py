@@ -23,6 +23,7 @@ cancellation (issue 13) moves its chunks the same way.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -208,12 +209,15 @@ def move_chunk(
     reason: Reason | None = None,
     concurrency: int = 16,
     hold_notifications: bool = True,
+    timings: dict[str, float] | None = None,
     **refund_options: Any,
 ) -> ChunkResult:
     """One chunk of tickets: claims filed, approved and paid (see the module docstring). `reason` is
     the claim reason (default: the run's action's, cancelled or replaced); `refund_options` go to
-    tasks.payouts.submit_card_refunds_concurrently (attempts, backoff_base, sleep)."""
+    tasks.payouts.submit_card_refunds_concurrently (attempts, backoff_base, sleep); `timings`, when
+    given, adds the seconds spent on the claims ("claims") and on the card refunds ("refunds")."""
     now = _utc(now)
+    started = time.perf_counter()
     reason = Reason(reason or run.claim_reason)
     result = ChunkResult(first_ticket_id, last_ticket_id)
     with engine.connect() as conn:
@@ -263,9 +267,13 @@ def move_chunk(
 
     claim_ids = [c.id for c in _chunk_claims_engine(engine, run.event_id, reason, first_ticket_id, last_ticket_id)]
     open_payouts(engine, now=now, claim_ids=claim_ids)
+    paying = time.perf_counter()
     refunds = submit_card_refunds_concurrently(engine, acquirer, now=now, claim_ids=claim_ids, concurrency=concurrency,
                                                hold_notifications=hold_notifications, **refund_options)
     result.refunds = {k: getattr(refunds, k) for k in refunds._COUNTS}
+    if timings is not None:
+        timings["claims"] = timings.get("claims", 0.0) + paying - started
+        timings["refunds"] = timings.get("refunds", 0.0) + time.perf_counter() - paying
     _summarise_claims(engine, run, reason, result, now=now)
     result.tickets = len(ticket_ids)
     with engine.begin() as conn:

@@ -123,38 +123,12 @@ def claim_in_payout(conn: Connection, *, payment_method: str = "card", acquirer_
     return claim_id
 
 
-def mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: int = 0, bso: int = 0, scanned: int = 0,
-               price_paid: int = 350000, service_fee: int = 35000, organizer_id: int | None = None, title: str = "Стадионный концерт",
-               seed: int | None = None) -> dict:
-    """An event with many tickets, each in its own order: `card` paid by card (payment ids fit for the
-    acquirer stand-in), `cash` and `bso` at the box office, the first `scanned` card tickets already
-    scanned at the entrance. Returns {"event_id", "tickets", "payments": {payment id: kopecks paid}}."""
-    import uuid
 
-    from sqlalchemy import func, select
+def mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: int = 0, bso: int = 0, scanned: int = 0, **kw) -> dict:
+    """An event with many tickets of mixed payment channels (cli.bench_mass.seed_mass_event, shared with
+    the benchmark and the demo). Returns {"event_id", "tickets", "payments": {payment id: kopecks paid}}."""
+    from cli.bench_mass import seed_mass_event
 
-    order_t, ticket_t = Order.__table__, Ticket.__table__
-    base = (seed if seed is not None else next(_seq)) * 10_000_000
-    event_id = event(conn, starts_at=starts_at, organizer_id=organizer_id, title=title)
-    methods = ["card"] * card + ["cash"] * cash + ["bso"] * bso
-    payments = {}
-    orders = []
-    for i, method in enumerate(methods):
-        payment_id = str(uuid.UUID(int=base + i)) if method == "card" else None
-        if payment_id:
-            payments[payment_id] = price_paid + service_fee
-        orders.append({"number": f"M-{base + i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"m{base + i}@example.ru",
-                       "buyer_phone": "", "channel": "site" if method == "card" else "box_office", "payment_method": method,
-                       "acquirer_payment_id": payment_id, "created_at": starts_at - timedelta(days=60)})
-    last_order = conn.execute(select(func.coalesce(func.max(order_t.c.id), 0))).scalar_one()
-    last_ticket = conn.execute(select(func.coalesce(func.max(ticket_t.c.id), 0))).scalar_one()
-    for start in range(0, len(orders), 5000):
-        conn.execute(insert(order_t), orders[start : start + 5000])
-    order_ids = [r[0] for r in conn.execute(select(order_t.c.id).where(order_t.c.id > last_order).order_by(order_t.c.id))]
-    tickets = [{"order_id": oid, "event_id": event_id, "price_paid": price_paid, "nominal": price_paid, "service_fee": service_fee,
-                "delivery_fee": 0, "promo": False, "barcode": f"MS{base + i}", "barcode_status": "scanned" if i < scanned else "valid"}
-               for i, oid in enumerate(order_ids)]
-    for start in range(0, len(tickets), 5000):
-        conn.execute(insert(ticket_t), tickets[start : start + 5000])
-    ticket_ids = [r[0] for r in conn.execute(select(ticket_t.c.id).where(ticket_t.c.id > last_ticket).order_by(ticket_t.c.id))]
-    return {"event_id": event_id, "tickets": ticket_ids, "payments": payments}
+    if "seed" not in kw:
+        kw["seed"] = next(_seq)
+    return seed_mass_event(conn, starts_at=starts_at, card=card, cash=cash, bso=bso, scanned=scanned, **kw)
