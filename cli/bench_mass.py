@@ -90,7 +90,9 @@ def _dispatcher(url: str, smtp_port: int, now: datetime) -> int:
     sent = 0
     try:
         while True:
-            report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=now, mail_from=MAIL_FROM, limit=5000, rate_per_s=0))
+            # The real clock on each pass: leases are taken until now + 5 min (see tasks/outbox.py).
+            report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=max(now, datetime.now(UTC)), mail_from=MAIL_FROM,
+                                                 limit=5000, rate_per_s=0))
             sent += report.sent
             if not report.sent:
                 return sent

@@ -250,12 +250,15 @@ def _mass_cancellation(stack: Stack, engine, now: datetime) -> dict:
     for v in held:
         approve_mass_send(engine, v.id, principal=boris.principal, now=now)
     console.print(f"   [bold]approved by a second staff supervisor, {boris.principal.audit}[/bold]: the mail is released")
-    _send_all_mail(engine, now)
+    _send_all_mail(engine)
     return {"event_id": data["event_id"], "tickets": tickets, "url": url}
 
 
-def _send_all_mail(engine, now: datetime) -> None:
-    """Deliver what waits in the outbox with a few dispatchers at once (as several outbox-dispatch workers would)."""
+def _send_all_mail(engine) -> None:
+    """Deliver what waits in the outbox with a few dispatchers at once (as several outbox-dispatch workers would).
+
+    Each pass reads the real clock: a lease is taken until now + 5 min, and a lease computed from a
+    stale `now` would already be expired for the served outbox-dispatch, which would send the row again."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -266,7 +269,7 @@ def _send_all_mail(engine, now: datetime) -> None:
     settings = get_settings()
 
     def dispatcher(_: int) -> None:
-        while asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
+        while asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings.from_settings(settings), now=datetime.now(UTC), mail_from=settings.mail_from,
                                           limit=2000, rate_per_s=settings.mail_rate_per_s)).sent:
             pass
 
