@@ -117,9 +117,16 @@ def _acquirer_baseline(stack, *, calls: int, concurrency: int, shop_id: str, sec
     def worker(n: int) -> None:
         client = clients[n]
         for payment_id in ids[n::concurrency]:
-            r = client.post(url, headers={"Idempotence-Key": str(uuid.uuid4())},
-                            json={"payment_id": payment_id, "amount": {"value": "100.00", "currency": "RUB"}, "description": "baseline"})
-            r.raise_for_status()
+            key = str(uuid.uuid4())
+            for attempt in range(3):  # as the product does: a lost connection is asked again with the same key
+                try:
+                    r = client.post(url, headers={"Idempotence-Key": key},
+                                    json={"payment_id": payment_id, "amount": {"value": "100.00", "currency": "RUB"}, "description": "baseline"})
+                    r.raise_for_status()
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:

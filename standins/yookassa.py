@@ -135,7 +135,7 @@ class YooKassaStandIn:
         self._stopping = threading.Event()
         self._state = _State()
         self._replay_ledger()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _Server((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -515,6 +515,12 @@ class YooKassaStandIn:
                 self._dispatch("POST")
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    # A mass cancellation opens VOZVRAT_ACQUIRER_CONCURRENCY connections at once: socketserver's
+    # default listen backlog of 5 refuses some of them on a busy machine.
+    request_queue_size = 128
 
 
 class _DropConnection(Exception):
