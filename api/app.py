@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import inbound, operator
 from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
+from api.events import router as events_router
 from api.health import HealthReport, check_health
 from api.ops import router as ops_router
 from api.regimes import router as regimes_router
@@ -59,6 +60,7 @@ install_openapi(app)
 app.include_router(operator.router)  # the operator's sales feed (api/operator.py)
 app.include_router(inbound.router)  # claims by email: the buyer's confirmation (api/inbound.py)
 app.include_router(ops_router)
+app.include_router(events_router)  # issue 12: /events/{id}/cancellation, /mass-sends…
 
 
 RUSSIAN_VALIDATION = {

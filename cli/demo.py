@@ -4,8 +4,10 @@ Scenario: a voluntary claim paid automatically to the card; an illness claim tha
 documents, is approved through the API and resumes; an "other" claim refused with the fallback
 offer; an overdue claim escalated by the SLA watch (the clock is moved, nobody waits); a box-office
 (cash) claim paid by bank transfer through a 1C file; a high-alert regime (Decree 442) ends, a
-festival is postponed by a year, one buyer takes a voucher and one is refused. The summary is
-checked against the SMTP sink.
+festival is postponed by a year, one buyer takes a voucher and one is refused; a stadium event of
+2,000 tickets cancelled in one `mass-cancellation` run (progress and summary artifacts in the Prefect
+UI), its mass mail held until a second staff supervisor approves it. The summary is checked against
+the SMTP sink.
 """
 from __future__ import annotations
 
@@ -199,10 +201,12 @@ def _scenario(stack: Stack, t0: float, links: list[str]) -> int:
 
     console.print("6. a high-alert regime ends; a festival is postponed by a year → buyers told, a voucher, a refusal (Decree 442)")
     regime_story(api, engine, now)
+    mass = _mass_cancellation(stack, engine, now)
     run_deployment("outbox-dispatch/outbox-dispatch", parameters={"now": later.isoformat()}, timeout=120, as_subflow=False)
     with engine.connect() as conn:
         sent = conn.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")).scalar_one()
-        rows = conn.execute(select(Claim.number, Claim.reason, Claim.state, Claim.amount, Claim.flow_run_id).order_by(Claim.id)).all()
+        rows = conn.execute(select(Claim.number, Claim.reason, Claim.state, Claim.amount, Claim.flow_run_id)
+                            .where(Claim.event_id != mass["event_id"]).order_by(Claim.id)).all()
         escalated = conn.execute(select(func.count()).select_from(Claim).where(Claim.state == "escalated")).scalar_one()
         templates = Counter(dict(conn.execute(select(OutboxMessage.template, func.count()).where(OutboxMessage.status == "sent")
                                               .group_by(OutboxMessage.template)).all()))
@@ -218,6 +222,7 @@ def _scenario(stack: Stack, t0: float, links: list[str]) -> int:
     links.append("Flow runs in the Prefect UI (named after the claims):")
     links.extend(f"  {r.number}: {stack.prefect_ui_url}/runs/flow-run/{r.flow_run_id}" for r in rows)
     links.append(f"  sla-watch: {stack.prefect_ui_url}/runs/flow-run/{sla_run.id}")
+    links.append(f"  mass-cancellation of event {mass['event_id']} ({mass['tickets']} tickets): {mass['url']}")
     mail = Table(title=f"Emails: {sent} sent from the outbox, {len(received)} received by the SMTP sink")
     mail.add_column("template")
     mail.add_column("sent", justify="right")
@@ -270,6 +275,78 @@ def regime_story(api, engine, now: datetime) -> None:
     claim.raise_for_status()
     wait_for("the postponed claim refused", lambda: read_claim(claim.json()["id"], engine=engine).state == "rejected")
     console.print(f"   claim {claim.json()['number']} refused: {claim.json()['quote']['refusal_message_ru']}", soft_wrap=True)
+
+
+MASS_TICKETS = {"card": 1700, "cash": 200, "bso": 100}
+
+
+def _mass_cancellation(stack: Stack, engine, now: datetime) -> dict:
+    """7. A stadium event cancelled: one flow run for 2,000 tickets, the mail waits for a second person."""
+    import asyncio
+
+    from prefect import get_client
+
+    from cli.bench_mass import seed_mass_event
+    from tasks.accounts import create_user
+    from tasks.mass import progress
+    from tasks.mass_sends import approve_mass_send, list_mass_sends
+    from tasks.mass_steps import start_run
+
+    tickets = sum(MASS_TICKETS.values())
+    console.print(f"7. a stadium concert cancelled: {tickets} tickets (card, cash, BSO) in one mass-cancellation run")
+    with engine.begin() as conn:
+        data = seed_mass_event(conn, starts_at=now + timedelta(days=20), title="Стадион: концерт отменён", seed=42, **MASS_TICKETS)
+    stack.register_payments(data["payments"])
+    anna = create_user(engine, login="anna@demo.example.ru", password="demo password 1", kind="staff", role="supervisor", now=now,
+                       display_name="Анна (старший смены)")
+    boris = create_user(engine, login="boris@demo.example.ru", password="demo password 2", kind="staff", role="supervisor", now=now,
+                        display_name="Борис (старший смены)")
+    run_id, url = asyncio.run(start_run(event_id=data["event_id"], action="cancelled", reason="Концерт отменён по решению организатора",
+                                        started_by=anna.principal.audit))
+    console.print(f"   started by {anna.principal.audit}: {url}", soft_wrap=True)
+
+    def finished() -> str | None:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+        name = state.type.value if state else None
+        return name if name in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    final = wait_for("the mass cancellation run", finished, timeout=240)
+    summary = (progress(engine, data["event_id"]) or {}).get("summary") or {}
+    console.print(f"   run {final}: {summary.get('claims')} claims, states {summary.get('states')}")
+    for code, entry in sorted((summary.get("failures") or {}).items()):
+        console.print(f"   left the batch: {code} × {entry['count']} — {entry['message_ru']}")
+    held = [v for v in list_mass_sends(engine, status="held") if v.event_id == data["event_id"]]
+    console.print(f"   the buyers' mail waits: {', '.join(f'№ {v.id} {v.template} ({v.recipient_count})' for v in held)}; "
+                  f"{anna.principal.audit} may not approve her own send")
+    for v in held:
+        approve_mass_send(engine, v.id, principal=boris.principal, now=now)
+    console.print(f"   [bold]approved by a second staff supervisor, {boris.principal.audit}[/bold]: the mail is released")
+    _send_all_mail(engine)
+    return {"event_id": data["event_id"], "tickets": tickets, "url": url}
+
+
+def _send_all_mail(engine) -> None:
+    """Deliver what waits in the outbox with a few dispatchers at once (as several outbox-dispatch workers would).
+
+    Each pass reads the real clock: a lease is taken until now + 5 min, and a lease computed from a
+    stale `now` would already be expired for the served outbox-dispatch, which would send the row again."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.settings import get_settings
+    from tasks.outbox import dispatch_emails
+    from tasks.smtp import SmtpSettings
+
+    settings = get_settings()
+
+    def dispatcher(_: int) -> None:
+        while asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings.from_settings(settings), now=datetime.now(UTC), mail_from=settings.mail_from,
+                                          limit=2000, rate_per_s=settings.mail_rate_per_s)).sent:
+            pass
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(dispatcher, range(4)))
 
 
 def _waiting_in(get_client, flow_run_id: str, claim_state: str) -> bool:

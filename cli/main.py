@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from cli import (
     bank_commands,  # noqa: F401  check-bank
+    bench_mass,  # noqa: F401  bench mass-cancel
     db_commands,  # noqa: F401  db upgrade, bench transitions / ack-latency / intake, diagram
     deploy_commands,  # noqa: F401  deploy pool, automations, apply, worker
     event_commands,  # noqa: F401  events cancel / replace / postpone
+    events_commands,  # noqa: F401  events cancel / replace / follow-ups (issue 12)
     inbound_commands,  # noqa: F401  inbound list, drain, retry (claims by email)
+    mass_send_commands,  # noqa: F401  mass-sends list / show / approve / reject
     ops_commands,  # noqa: F401  ops automations
     organizer_commands,  # noqa: F401  organizers token
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details

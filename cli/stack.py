@@ -172,6 +172,14 @@ class Stack:
         r.raise_for_status()
 
 
+    def register_payments(self, payments: dict[str, int]) -> None:
+        """Many buyers' payments (payment id -> kopecks paid) in one call: a stadium's sales."""
+        items = [{"id": pid, "amount": {"value": f"{k // 100}.{k % 100:02d}", "currency": "RUB"}} for pid, k in payments.items()]
+        for start in range(0, len(items), 20_000):
+            r = httpx.post(f"http://127.0.0.1:{self.acquirer_port}/_standin/payments", json={"payments": items[start : start + 20_000]},
+                           timeout=120)
+            r.raise_for_status()
+
     def start_prefect_server(self) -> None:
         """(Re)start the Prefect server on its port, with its database kept (an outage ends)."""
         self._spawn("prefect-server", [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)])

@@ -549,7 +549,8 @@ def apply_batch_in(conn: Connection, *, claim_ids: Sequence[int], trigger: str, 
                    data: Mapping[str, Any] | None = None, hold_notifications: bool = False) -> BatchResult:
     """`apply_batch` for one chunk inside the caller's transaction (`engine.begin()`), for a step that
     writes other rows with it (a claim filed and its voucher issued, atomically; the sales feed voids a
-    ticket and closes its claims in one transaction)."""
+    ticket and closes its claims in one transaction; a mass cancellation files, assesses and starts the
+    payouts of a chunk in ONE transaction, so a chunk is all done or not at all)."""
     if not claim_ids:
         return BatchResult()
     return _apply_chunk(conn, list(claim_ids), trigger, actor, now, note, dict(data or {}), hold_notifications)

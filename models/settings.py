@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     # Kill switch: when false nothing leaves the outbox (messages wait, nothing is lost).
     outbound_email_enabled: bool = True
 
+    # Mass paths (issue 12). A send to more than this many recipients waits `held` for a second staff
+    # user's approval (tasks/mass_sends.py); mail leaves at most this many messages per second per
+    # dispatcher (0: no limit); card refunds go to the acquirer this many at a time; a mass
+    # cancellation moves this many tickets per chunk (one transaction, one task run).
+    mass_send_threshold: int = 100
+    mail_rate_per_s: float = 200.0
+    acquirer_concurrency: int = 16
+    mass_chunk_size: int = 2000
+
     # Acquirer (YooKassa API or the local stand-in speaking its protocol).
     acquirer_api_url: str = "http://127.0.0.1:8765/v3"
     acquirer_shop_id: str = "100500"

@@ -262,6 +262,7 @@ class OutboxMessage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
         Index("ix_outbox_due", "status", "kind", "next_attempt_at"),
+        Index("ix_outbox_mass_send_status", "mass_send_id", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
     kind: str  # email | payout
@@ -281,6 +282,8 @@ class OutboxMessage(SQLModel, table=True):
     leased_until: datetime | None = _ts()
     # Fixed the first time the row is leased: a resend carries the same Message-ID.
     message_id: str | None = Field(default=None, sa_type=String(200))
+    # A row of a send to many recipients (tasks/mass_sends.py): held until a second person approves it.
+    mass_send_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("mass_send.id"), nullable=True))
 
 
 
@@ -412,3 +415,69 @@ class InboundClaim(SQLModel, table=True):
     confirmed_at: datetime | None = _ts()
     claim_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     refusal_message: str | None = None
+# --- mass paths (issue 12): an event cancelled or replaced, and the mail it causes -----------------
+
+class MassSend(SQLModel, table=True):
+    """A send to more than VOZVRAT_MASS_SEND_THRESHOLD recipients: its outbox rows wait `held` until a
+    second staff user, not the one who started it, approves it (tasks/mass_sends.py)."""
+
+    __tablename__ = "mass_send"
+    id: int | None = Field(default=None, primary_key=True)
+    template: str = Field(sa_type=String(100))
+    event_id: int | None = Field(default=None, foreign_key="event.id")
+    started_by: str = Field(sa_type=String(400))  # Principal.audit of who caused the send
+    recipient_count: int = 0
+    status: str = Field(default="held", sa_type=String(20), index=True)  # held | approved | rejected | sending | done
+    approved_by: str | None = Field(default=None, sa_type=String(400))
+    rejected_by: str | None = Field(default=None, sa_type=String(400))
+    note: str | None = None
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    approved_at: datetime | None = _ts()
+    rejected_at: datetime | None = _ts()
+    done_at: datetime | None = _ts()
+
+
+class MailAudit(SQLModel, table=True):
+    """Every message that left: one row per dispatched batch, with its outbox ids and Message-IDs."""
+
+    __tablename__ = "mail_audit"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    actor: str = Field(sa_type=String(200))  # the dispatcher (host:pid:random)
+    mass_send_id: int | None = Field(default=None, foreign_key="mass_send.id", index=True)
+    count: int = 0
+    outbox_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    message_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class MassCancellation(SQLModel, table=True):
+    """One event's mass cancellation (or replacement): its progress in chunks and its summary."""
+
+    __tablename__ = "mass_cancellation"
+    __table_args__ = (UniqueConstraint("event_id", name="uq_mass_cancellation_event"),)
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="event.id")
+    action: str = Field(sa_type=String(20))  # cancelled | replaced
+    reason: str
+    started_by: str = Field(sa_type=String(400))
+    status: str = Field(default="running", sa_type=String(20))  # running | done
+    flow_run_id: str | None = Field(default=None, sa_type=String(64))
+    chunks_total: int = 0
+    chunks_done: int = 0
+    summary: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    finished_at: datetime | None = _ts()
+
+
+class MassChunk(SQLModel, table=True):
+    """A chunk of a mass cancellation that committed: a resumed run skips it."""
+
+    __tablename__ = "mass_chunk"
+    __table_args__ = (UniqueConstraint("mass_cancellation_id", "first_ticket_id", name="uq_mass_chunk_first_ticket"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mass_cancellation_id: int = Field(foreign_key="mass_cancellation.id")
+    first_ticket_id: int
+    last_ticket_id: int
+    done_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    counts: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

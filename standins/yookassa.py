@@ -13,7 +13,8 @@ to a stand-in). What it does, as YooKassa does:
 - Errors have YooKassa's shape: {"type": "error", "id", "code", "description", "parameter"?}.
 
 Payments are registered explicitly with what the buyer paid: POST /_standin/payments {"id"?: 36 chars,
-"amount": {"value", "currency"}} (the embedded stack: `Stack.register_payment`). An unknown payment is a
+"amount": {"value", "currency"}} (the embedded stack: `Stack.register_payment`), or many at once with
+{"payments": [{"id", "amount"}, ...]} (a stadium's sales, one ledger write). An unknown payment is a
 400 `invalid_request` on `payment_id`, as YooKassa answers: the stand-in never invents a payment.
 
 Admin endpoints (no auth; the stand-in listens on localhost):
@@ -32,7 +33,8 @@ Admin endpoints (no auth; the stand-in listens on localhost):
 
 Durability: every change is appended to a JSON-lines ledger file and fsynced before the answer leaves;
 on start the file is replayed (payments, refunds, idempotency keys), so "refunded exactly once" holds
-across stand-in restarts.
+across stand-in restarts. Concurrent requests share fsyncs (group commit): each answer waits until an
+fsync covering its own line has finished, so sixteen refunds in flight cost one disk flush, not sixteen.
 
 Run: python -m standins.yookassa --port 8765 --ledger var/acquirer-ledger.json
      [--shop-id 100500 --secret-key test_standin_secret]  (defaults: VOZVRAT_ACQUIRER_* settings)
@@ -125,11 +127,15 @@ class YooKassaStandIn:
         self.shop_id, self.secret_key = shop_id, secret_key
         self.ledger_path = Path(ledger_path)
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._written = 0  # ledger lines written (and flushed to the OS)
+        self._synced = 0  # ledger lines known to be on disk
+        self._ledger_file: Any = None
         self._faults: deque[_Fault] = deque()
         self._stopping = threading.Event()
         self._state = _State()
         self._replay_ledger()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _Server((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -157,19 +163,37 @@ class YooKassaStandIn:
         self._stopping.set()  # wakes handlers holding a "timeout" fault
         self._server.shutdown()
         self._server.server_close()
+        if self._ledger_file is not None:
+            self._ledger_file.close()
         if self._thread:
             self._thread.join(timeout=5)
 
     # ---- durable ledger --------------------------------------------------------------------------
 
-    def _append(self, record: dict[str, Any]) -> None:
-        self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-        with open(self.ledger_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+    def _append(self, record: dict[str, Any]) -> int:
+        """Write a ledger line (under the caller's lock) and apply it; returns its number. The caller
+        makes it durable with `_durable(number)` before answering, outside the lock."""
+        if self._ledger_file is None:
+            self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+            self._ledger_file = open(self.ledger_path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the server
+        self._ledger_file.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._ledger_file.flush()
+        self._written += 1
         self._apply(record)
+        return self._written
+
+    def _durable(self, line: int) -> None:
+        """Return once ledger line `line` is on disk; one fsync serves every line written before it."""
+        if line <= 0:
+            return
+        with self._sync_lock:
+            if self._synced >= line:
+                return
+            with self._lock:
+                target = self._written
+                fileno = self._ledger_file.fileno()
+            os.fsync(fileno)
+            self._synced = target
 
     def _apply(self, record: dict[str, Any]) -> None:
         s = self._state
@@ -192,7 +216,30 @@ class YooKassaStandIn:
 
     # ---- domain ----------------------------------------------------------------------------------
 
+    def add_payments(self, items: list[dict[str, Any]]) -> int:
+        """Register many payments ({"id", "amount"}) with one durable write; returns how many are known."""
+        line = 0
+        with self._lock:
+            for item in items:
+                payment_id, amount = item.get("id"), _kopecks(item.get("amount"))
+                if not isinstance(payment_id, str) or len(payment_id) != 36:
+                    raise _HttpError(400, "invalid_request", "Payment id must be 36 characters", "id")
+                known = self._state.payments.get(payment_id)
+                if known is not None:
+                    if known["amount"] != _money(amount):
+                        raise _HttpError(400, "invalid_request", "Payment with this id already exists with another amount", "id")
+                    continue
+                payment = {"id": payment_id, "status": "succeeded", "paid": True, "amount": _money(amount), "created_at": _now()}
+                line = self._append({"event": "payment", "payment": payment})
+        self._durable(line)
+        return len(items)
+
     def add_payment(self, *, amount_kopecks: int, payment_id: str | None = None) -> dict[str, Any]:
+        payment = self._add_payment(amount_kopecks=amount_kopecks, payment_id=payment_id)
+        self._durable(self._written)
+        return payment
+
+    def _add_payment(self, *, amount_kopecks: int, payment_id: str | None = None) -> dict[str, Any]:
         with self._lock:
             payment_id = payment_id or str(uuid.uuid4())
             if len(payment_id) != 36:
@@ -281,7 +328,8 @@ class YooKassaStandIn:
                 }
             elif fault and fault.kind == "pending":
                 refund["status"] = "pending"
-            self._append({"event": "refund", "refund": refund, "idempotency_key": key, "body_sha256": digest})
+            line = self._append({"event": "refund", "refund": refund, "idempotency_key": key, "body_sha256": digest})
+        self._durable(line)
         if fault and fault.kind in ("error_500", "timeout"):
             self._raise_fault(fault)  # apply=True: made, but the answer is lost
         return refund
@@ -344,7 +392,8 @@ class YooKassaStandIn:
                     }
                 self._append({"event": "settle", "refund": refund})
                 settled.append(refund)
-            return settled
+        self._durable(self._written)
+        return settled
 
     def ledger(self) -> dict[str, Any]:
         with self._lock:
@@ -444,6 +493,8 @@ class YooKassaStandIn:
                 if method != "POST":
                     raise _HttpError(404, "not_found", "Unknown admin path")
                 body = self._json_body()
+                if path == "/_standin/payments" and "payments" in body:
+                    return 200, {"count": standin.add_payments(list(body["payments"] or []))}
                 if path == "/_standin/payments":
                     return 200, standin.add_payment(
                         amount_kopecks=_kopecks(body.get("amount")), payment_id=body.get("id")
@@ -464,6 +515,12 @@ class YooKassaStandIn:
                 self._dispatch("POST")
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    # A mass cancellation opens VOZVRAT_ACQUIRER_CONCURRENCY connections at once: socketserver's
+    # default listen backlog of 5 refuses some of them on a busy machine.
+    request_queue_size = 128
 
 
 class _DropConnection(Exception):

@@ -11,16 +11,24 @@ Each row's status is committed on its own right after its send, so a dispatcher 
 SMTP "250" and that commit causes at most one duplicate, of that one message, sent again after the
 lease expires with the same Message-ID (fixed on the row the first time it is leased). While the
 SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
-The kill switch (``enabled=False``) sends nothing and leases nothing.
+The kill switch (``enabled=False``) sends nothing and leases nothing; thrown while a dispatcher
+sends (``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the
+``still_enabled`` check given), it stops before the next message and gives the rest back.
+
+Mass mail (tasks/mass_sends.py): rows `held` under a mass send are not due until a second person
+approves it; sending is paced (``rate_per_s``, VOZVRAT_MAIL_RATE_PER_S) and every batch sent leaves a
+`mail_audit` row with its outbox ids and Message-IDs (per mass send), which ops can query.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -29,12 +37,13 @@ from enum import Enum
 from typing import Any
 
 import jinja2
-from sqlalchemy import bindparam, func, or_, update
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
-from models.tables import OutboxMessage
+from models.tables import MailAudit, OutboxMessage
 from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
+from tasks.mass_sends import refresh_progress
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
 BACKOFF_BASE = timedelta(minutes=1)
@@ -45,6 +54,34 @@ LEASE = timedelta(minutes=5)
 LEASE_BATCH = 50
 
 outbox_t = OutboxMessage.__table__
+mail_audit_t = MailAudit.__table__
+_FALSE = frozenset({"0", "false", "no", "off", "f", "n"})
+
+
+def email_enabled_now() -> bool:
+    """The kill switch as the environment says it at this moment (not the cached settings), so a
+    switch thrown for a running dispatcher stops it before its next message."""
+    return os.environ.get("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "true").strip().lower() not in _FALSE
+
+
+class Pacer:
+    """At most `rate_per_s` sends per second (0 or None: no limit): each send waits for its slot.
+    The clock and the sleep are injected, so a test checks the pacing without waiting."""
+
+    def __init__(self, rate_per_s: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.interval = 1.0 / rate_per_s if rate_per_s else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_at: float | None = None
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if self.next_at is not None and self.next_at > now:
+            await self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = now + self.interval
 
 
 @dataclass
@@ -150,6 +187,7 @@ class LeasedEmail:
     payload: dict
     attempts: int
     message_id: str
+    mass_send_id: int | None = None
 
 
 def lease_due_emails(
@@ -178,7 +216,7 @@ def lease_due_emails(
         .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id))
         .values(lease_owner=owner, leased_until=now + lease)
         .returning(outbox_t.c.id, outbox_t.c.dedup_key, outbox_t.c.template, outbox_t.c.recipient, outbox_t.c.payload,
-                   outbox_t.c.attempts, outbox_t.c.message_id)
+                   outbox_t.c.attempts, outbox_t.c.message_id, outbox_t.c.mass_send_id)
     )
     rows = sorted(conn.execute(statement).all(), key=lambda r: r.id)
     fresh = [{"row_id": r.id, "mid": message_id_for(r.dedup_key, mail_from)} for r in rows if r.message_id is None]
@@ -190,7 +228,7 @@ def lease_due_emails(
         )
     ids = {f["row_id"]: f["mid"] for f in fresh}
     return [
-        LeasedEmail(r.id, r.dedup_key, r.template, r.recipient, r.payload or {}, r.attempts, r.message_id or ids[r.id])
+        LeasedEmail(r.id, r.dedup_key, r.template, r.recipient, r.payload or {}, r.attempts, r.message_id or ids[r.id], r.mass_send_id)
         for r in rows
     ]
 
@@ -240,6 +278,9 @@ async def dispatch_emails(
     owner: str | None = None,
     batch: int = LEASE_BATCH,
     lease: timedelta = LEASE,
+    rate_per_s: float | None = None,
+    still_enabled: Callable[[], bool] | None = email_enabled_now,
+    pacer: Pacer | None = None,
 ) -> DispatchReport:
     """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s when given).
 
@@ -262,11 +303,13 @@ async def dispatch_emails(
         if engine.dialect.name == "postgresql":
             autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
         return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, owner=owner,
-                               batch=batch, lease=lease, autocommit=autocommit, report=report)
+                               batch=batch, lease=lease, autocommit=autocommit, report=report,
+                               pacer=pacer or Pacer(rate_per_s), still_enabled=still_enabled or (lambda: True))
 
 
 async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
-                    owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport) -> DispatchReport:
+                    owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport,
+                    pacer: Pacer, still_enabled: Callable[[], bool]) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
@@ -281,26 +324,50 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
                 break
             remaining -= len(leased)
             done, in_flight = 0, False
+            sent: list[LeasedEmail] = []
             try:
                 for email in leased:
                     if time.monotonic() - started > budget:
                         return report
+                    if not still_enabled():  # the kill switch, thrown while we send: stop now
+                        report.held_by_kill_switch = True
+                        return report
+                    await pacer.wait()
                     in_flight = True
                     outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
                     _record(engine, email, owner=owner, outcome=outcome, error=error, now=now, autocommit=autocommit)
                     done, in_flight = done + 1, False
                     if outcome == "sent":
                         report.sent += 1
+                        sent.append(email)
                     elif outcome == "retry":
                         report.retried += 1
                         smtp_down = smtp_down or error
                     else:
                         report.failed += 1
             finally:
+                _audit_sent(engine, sent, owner=owner, now=now)
                 # Rows not tried (the lease running out, or an error) are due again at once, not when the
                 # lease expires; a row in flight when an error struck stays leased, as it may have been sent.
                 _release(engine, leased[done + in_flight:], owner=owner)
     return report
+
+
+def _audit_sent(engine: Engine, sent: Sequence[LeasedEmail], *, owner: str, now: datetime) -> None:
+    """One mail_audit row per mass send (or per plain batch) with the outbox ids and Message-IDs that
+    left; a mass send's status follows (sending, done)."""
+    if not sent:
+        return
+    groups: dict[int | None, list[LeasedEmail]] = defaultdict(list)
+    for email in sent:
+        groups[email.mass_send_id].append(email)
+    with engine.begin() as conn:
+        conn.execute(insert(mail_audit_t), [
+            dict(at=now, actor=owner, mass_send_id=key, count=len(group), outbox_ids=[e.id for e in group],
+                 message_ids=[e.message_id for e in group])
+            for key, group in groups.items()
+        ])
+        refresh_progress(conn, [k for k in groups if k is not None], now=now)
 
 
 async def _deliver(

@@ -29,20 +29,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, true, update
+from sqlalchemy import String, and_, bindparam, case, cast, exists, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
-from models.claim_store import ConflictError, TransitionRefused, apply_trigger, id_in
+from models.claim_store import ConflictError, TransitionRefused, apply_batch_in, apply_trigger, id_in
 from models.crypto import DecryptionError, decrypt_text, encrypt_text
 from models.db import UtcDateTime
 from models.payouts import (
@@ -82,6 +84,7 @@ __all__ = [
     "retry_payout_by_ops",
     "submit_bank_details",
     "submit_card_refunds",
+    "submit_card_refunds_concurrently",
     "transient_retry_delay",
     "write_export_file",
 ]
@@ -451,9 +454,16 @@ def _send(engine: Engine, p: _CardPayout, acquirer: AcquirerPort, *, now: dateti
     report.asked += 1
     try:
         result = acquirer.create_refund(refund_request(p))
-    except AcquirerError as exc:
+    except Exception as exc:  # noqa: BLE001 - one payout's surprise must not strand the batch
+        _record_error(engine, p, exc, now=now, report=report)
+        return
+    _settle(engine, p, result, now=now, report=report)
+
+
+def _record_error(engine: Engine, p: _CardPayout, exc: BaseException, *, now: datetime, report: RefundReport) -> None:
+    if isinstance(exc, AcquirerError):
         if exc.http_status in (401, 403):
-            raise  # our credentials: every payout would fail the same way; stop the run, keep the rows
+            raise exc  # our credentials: every payout would fail the same way; stop the run, keep the rows
         if exc.retryable:
             _fail_for_now(engine, p, str(exc), now=now, report=report, transient=True)
         elif exc.card_refused:
@@ -461,10 +471,93 @@ def _send(engine: Engine, p: _CardPayout, acquirer: AcquirerPort, *, now: dateti
         else:  # e.g. our key reused with another body: a person must look
             _fail_for_now(engine, p, str(exc), now=now, report=report, transient=False)
         return
-    except Exception as exc:  # noqa: BLE001 - one payout's surprise must not strand the batch
-        _fail_for_now(engine, p, _error_text(exc), now=now, report=report, transient=False)
-        return
-    _settle(engine, p, result, now=now, report=report)
+    _fail_for_now(engine, p, _error_text(exc), now=now, report=report, transient=False)
+
+
+# --- card refunds at scale (a mass cancellation) --------------------------------------------------
+
+#: A rate-limited (429) or failing (5xx, network) refund is asked again at once with the SAME key
+#: after 0.5, 1, 2, 4 s before the payout is left to the sweep (payout_failed, retried later).
+CALL_ATTEMPTS = 5
+CALL_BACKOFF_BASE_S = 0.5
+CALL_BACKOFF_CAP_S = 8.0
+
+
+def call_backoff(attempt: int, base: float = CALL_BACKOFF_BASE_S) -> float:
+    """Seconds to wait before call attempt `attempt + 1` (attempt counts from 1)."""
+    return min(base * 2 ** (attempt - 1), CALL_BACKOFF_CAP_S)
+
+
+def create_refund_with_retries(acquirer: AcquirerPort, req: RefundRequest, *, attempts: int = CALL_ATTEMPTS,
+                               backoff_base: float = CALL_BACKOFF_BASE_S, sleep=time.sleep) -> RefundResult:
+    """One refund, asked again with the same idempotency key while the acquirer answers 429, 5xx or
+    nothing (the acquirer replays a refund it made, so asking again never pays twice)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return acquirer.create_refund(req)
+        except AcquirerError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            sleep(call_backoff(attempt, backoff_base))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def submit_card_refunds_concurrently(
+    engine: Engine, acquirer: AcquirerPort, *, now: datetime, claim_ids: Iterable[int], concurrency: int = 16,
+    actor: str = "acquirer", hold_notifications: bool = False, attempts: int = CALL_ATTEMPTS,
+    backoff_base: float = CALL_BACKOFF_BASE_S, sleep=time.sleep, stale_after: timedelta = STALE_SUBMITTED,
+) -> RefundReport:
+    """The due card payouts of `claim_ids`, sent `concurrency` at a time, each with its own key and
+    retried with backoff on 429/5xx; the successes are recorded together (payout rows, then ONE batch
+    `payout_succeeded` through the machine, its «Деньги отправлены» emails held with the mass send
+    when `hold_notifications`), every other answer one by one as `submit_card_refunds` does."""
+    now = _utc(now)
+    ids = list(claim_ids)
+    report = RefundReport()
+    if not ids:
+        return report
+    payouts = _take_due_card_payouts(engine, now=now, limit=len(ids) + 1, stale_before=now - stale_after, claim_ids=ids)
+    if not payouts:
+        return report
+
+    def call(p: _CardPayout) -> RefundResult | BaseException:
+        try:
+            return create_refund_with_retries(acquirer, refund_request(p), attempts=attempts, backoff_base=backoff_base, sleep=sleep)
+        except Exception as exc:  # noqa: BLE001 - recorded on the payout below
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="refund") as pool:
+        answers = list(pool.map(call, payouts))
+    report.asked += len(payouts)
+    succeeded = [(p, a) for p, a in zip(payouts, answers, strict=True) if isinstance(a, RefundResult) and a.status == "succeeded"]
+    if succeeded:
+        _record_successes(engine, succeeded, now=now, actor=actor, hold=hold_notifications, report=report)
+    for p, answer in zip(payouts, answers, strict=True):
+        if isinstance(answer, RefundResult):
+            if answer.status != "succeeded":
+                _settle(engine, p, answer, now=now, report=report)
+            continue
+        try:
+            _record_error(engine, p, answer, now=now, report=report)
+        except ConflictError as exc:
+            report.deferred += 1
+            report.anomalies.append(f"claim {p.claim_number}: {exc}")
+    return report
+
+
+def _record_successes(engine: Engine, done: list[tuple[_CardPayout, RefundResult]], *, now: datetime, actor: str, hold: bool,
+                      report: RefundReport) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(payout_t).where(payout_t.c.id == bindparam("pid"), payout_t.c.status == SUBMITTED)
+            .values(status=SUCCEEDED, acquirer_refund_id=bindparam("rid"), updated_at=now, last_error=None),
+            [{"pid": p.id, "rid": r.refund_id} for p, r in done],
+        )
+        result = apply_batch_in(conn, claim_ids=[p.claim_id for p, _ in done], trigger="payout_succeeded", actor=actor, now=now,
+                             note="card refund made by the acquirer", hold_notifications=hold)
+    report.succeeded += len(done)
+    for claim_id, why in list(result.refused.items()) + [(c, "conflict") for c in result.conflicts] + list(result.invalid.items()):
+        report.anomalies.append(f"claim {claim_id}: payout_succeeded not applied ({why})")
 
 
 def _settle(engine: Engine, p: _CardPayout, result: RefundResult, *, now: datetime, report: RefundReport) -> None:
@@ -701,15 +794,17 @@ def _new_batch_id(now: datetime) -> str:
     return f"1C-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def mark_export_batch(engine: Engine, *, now: datetime, limit: int = 10_000) -> ExportBatch:
-    """Mark pending bank transfers `exported` under a new batch id and commit (step 1 of the export)."""
+def mark_export_batch(engine: Engine, *, now: datetime, limit: int = 10_000, event_id: int | None = None) -> ExportBatch:
+    """Mark pending bank transfers `exported` under a new batch id and commit (step 1 of the export);
+    with `event_id`, only that event's (a mass cancellation exports its own)."""
     now = _utc(now)
     with engine.begin() as conn:
         query = (
             select(payout_t.c.id, claim_t.c.number, claim_t.c.bank_details)
             .select_from(payout_t)
             .join(claim_t, claim_t.c.id == payout_t.c.claim_id)
-            .where(payout_t.c.channel == BANK_TRANSFER, payout_t.c.status == PENDING)
+            .where(payout_t.c.channel == BANK_TRANSFER, payout_t.c.status == PENDING,
+                   true() if event_id is None else claim_t.c.event_id == event_id)
             .order_by(payout_t.c.id)
             .limit(limit)
         )
@@ -809,12 +904,12 @@ def write_export_file(engine: Engine, *, batch: str, out: Path, payer: Payer | N
     return len(orders)
 
 
-def export_bank_transfers(engine: Engine, *, out: Path, now: datetime, payer: Payer | None = None) -> int:
+def export_bank_transfers(engine: Engine, *, out: Path, now: datetime, payer: Payer | None = None, event_id: int | None = None) -> int:
     """Pending bank transfers -> one 1C file at `out`; 0 and no file when there is nothing to export.
 
     Marks (and commits) first, writes second: see the module docstring.
     """
-    marked = mark_export_batch(engine, now=now)
+    marked = mark_export_batch(engine, now=now, event_id=event_id)
     if not marked.batch:
         return 0
     return write_export_file(engine, batch=marked.batch, out=out, payer=payer)

@@ -181,7 +181,7 @@ def notify_postponement_chunk(engine: Engine, *, change_id: int, order_ids: list
             for o in orders
         ]
         return send_to_buyers(conn, template=NOTICE_TEMPLATE, messages=messages, started_by=started_by, now=now,
-                              recipients_total=recipients_total)
+                              recipients_total=recipients_total, event_id=change.event_id)
 
 
 def notify_postponement(engine: Engine, *, change_id: int, now: datetime, started_by: str, chunk_size: int = 1000) -> int:

@@ -6,7 +6,6 @@ CLI (cli/regime_commands.py) and the tasks of sla-watch and the event-postponeme
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -20,14 +19,11 @@ from models.claim_store import claim_t, event_t, load_facts, regime_t, venue_t
 from models.tables import OutboxMessage
 from states.lifecycle import PAYOUT_STATES, regime_refund_due
 from states.regimes import RegimeError, RegimeSpan, applicable_regime
-from tasks.emails import TEMPLATES, UnknownTemplate
 from tasks.intake import IntakeError
+from tasks.mass_sends import queue_messages
 
 outbox_t = OutboxMessage.__table__
 
-#: A send to more buyers than this is stored `held`: a second person approves it before anything leaves
-#: (DESIGN, Security). The guarded mass send of issue 10 replaces the body of `send_to_buyers` at merge.
-DEFAULT_MASS_SEND_THRESHOLD = 100
 
 
 class RegimeInputError(IntakeError):
@@ -122,13 +118,6 @@ def regime_for_event(conn: Connection, *, event_id: int, original_day: date, cha
 
 # --- telling buyers ------------------------------------------------------------------------------
 
-def mass_send_threshold() -> int:
-    try:
-        return max(int(os.environ.get("VOZVRAT_MASS_SEND_THRESHOLD", DEFAULT_MASS_SEND_THRESHOLD)), 0)
-    except ValueError:
-        return DEFAULT_MASS_SEND_THRESHOLD
-
-
 Message = tuple[int | None, str, dict[str, Any], str]  # (claim id | None, recipient, payload, dedup key)
 
 
@@ -137,24 +126,11 @@ def _insert(conn: Connection):
 
 
 def send_to_buyers(conn: Connection, *, template: str, messages: Sequence[Message], started_by: str, now: datetime,
-                   recipients_total: int | None = None) -> int:
-    """Every buyer notification of this area goes through here, in the caller's transaction.
-
-    Outbox rows, one per message, deduplicated by key (a repeated chunk writes nothing twice). A send
-    to more than VOZVRAT_MASS_SEND_THRESHOLD recipients in all (`recipients_total`, for a send written
-    chunk by chunk) is stored `held` until a second person approves it. At merge this becomes
-    tasks.mass_sends.queue_mass_send (issue 10). Returns the number of rows written.
-    """
-    if template not in TEMPLATES:
-        raise UnknownTemplate(f"no email template {template!r}")
-    if not messages:
-        return 0
-    total = recipients_total if recipients_total is not None else len({recipient for _, recipient, _, _ in messages})
-    status = "held" if total > mass_send_threshold() else "pending"
-    rows = [
-        {"kind": "email", "dedup_key": dedup, "claim_id": claim_id, "template": template, "recipient": recipient,
-         "payload": payload, "status": status, "attempts": 0, "next_attempt_at": now, "created_at": now}
-        for claim_id, recipient, payload, dedup in messages
-    ]
-    stmt = _insert(conn).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(outbox_t.c.id)
-    return len(conn.execute(stmt, rows).all())
+                   recipients_total: int | None = None, event_id: int | None = None) -> int:
+    """Every buyer notification of this area goes through here, in the caller's transaction: the guarded
+    mass send (tasks/mass_sends.queue_messages). Outbox rows, one per message, deduplicated by key (a
+    repeated chunk writes nothing twice). A send to more than VOZVRAT_MASS_SEND_THRESHOLD recipients in
+    all (`recipients_total`, for a send written chunk by chunk) waits `held` under one mass_send record
+    until a second staff member approves it. Returns the number of rows written."""
+    return queue_messages(conn, template=template, messages=messages, started_by=started_by, now=now, event_id=event_id,
+                          recipients_total=recipients_total).written

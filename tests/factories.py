@@ -141,3 +141,12 @@ def sales_order(number: str = "K-1000001", *, barcodes: tuple[str, ...] = ("BC-1
                     "amount": (price + service_fee) * len(barcodes)},
         "tickets": tickets,
     }
+
+def mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: int = 0, bso: int = 0, scanned: int = 0, **kw) -> dict:
+    """An event with many tickets of mixed payment channels (cli.bench_mass.seed_mass_event, shared with
+    the benchmark and the demo). Returns {"event_id", "tickets", "payments": {payment id: kopecks paid}}."""
+    from cli.bench_mass import seed_mass_event
+
+    if "seed" not in kw:
+        kw["seed"] = next(_seq)
+    return seed_mass_event(conn, starts_at=starts_at, card=card, cash=cash, bso=bso, scanned=scanned, **kw)

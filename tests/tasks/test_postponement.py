@@ -5,7 +5,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from models.claim_store import event_t, outbox_t
 from models.tables import EventChange
@@ -67,11 +67,18 @@ def test_every_buyer_is_told_once_with_the_new_date_and_options(engine):
 
 
 def test_a_send_to_more_buyers_than_the_threshold_is_held(engine, monkeypatch):
+    from models.settings import get_settings
+
     monkeypatch.setenv("VOZVRAT_MASS_SEND_THRESHOLD", "2")
+    get_settings.cache_clear()
+    monkeypatch.setattr("tasks.mass_sends.threshold", lambda: 2)
     event, _ = _event(engine, tickets=3)
     change = record_postponement(engine, event_id=event, new_starts_at=ORIGINAL + timedelta(days=60), claims_until=None, actor="x", now=NOW)
     notify_postponement(engine, change_id=change.change_id, now=NOW, started_by="x", chunk_size=1)  # chunks of 1, 3 in all
     assert {n["status"] for n in _notices(engine)} == {"held"}
+    with engine.connect() as conn:  # the three chunks wait under ONE send for the approver, with its full count
+        sends = conn.execute(text("SELECT template, recipient_count, status FROM mass_send")).all()
+    assert [tuple(r) for r in sends] == [("event_postponed", 3, "held")]
     with engine.begin() as conn:  # a small send stays pending
         assert send_to_buyers(conn, template="event_postponed", now=NOW, started_by="x", messages=[
             (None, "one@example.ru", {"claim_number": "A", "order_number": "A", "event_title": "t", "original_date": "2026-04-10", "rule_ru": "r"},

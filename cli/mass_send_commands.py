@@ -1,0 +1,135 @@
+"""`vozvrat mass-sends …`: a send to many recipients waits for a second staff supervisor (tasks/mass_sends.py).
+
+The staff member says who they are with `--as LOGIN` and their password (a hidden prompt, or
+`--password-file` for scripts), checked by tasks.accounts.authenticate; the audit records
+`staff:<role>:<login>`, never a name typed on the command line.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.app import app
+from cli.errors import fail
+
+mass_sends_app = typer.Typer(help="Mass sends: see, approve or reject mail to many recipients (two-person rule).", no_args_is_help=True)
+app.add_typer(mass_sends_app, name="mass-sends")
+
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+AS_HELP = "Your staff login (email); the password is asked (hidden) unless --password-file is given"
+PASSWORD_FILE_HELP = "A file whose first line is your password (for scripts; keep it 0600)"
+
+
+def engine_for(db: str | None):
+    from models.db import make_engine
+    from models.settings import get_settings
+
+    return make_engine(db or get_settings().database_url)
+
+
+def signed_in(engine, login: str | None, password_file: Path | None):
+    """The Principal of the staff member or organizer user running the command, or exit 2."""
+    from tasks.accounts import authenticate
+
+    if not login:
+        fail("say who you are: --as LOGIN")
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            fail(f"cannot read --password-file {password_file}: {exc.strerror or exc}")
+        password = lines[0] if lines else ""
+    else:
+        password = typer.prompt(f"password for {login}", hide_input=True, err=True)
+    user = authenticate(engine, login, password)
+    if user is None:
+        fail(f"wrong login or password for {login}")
+    return user.principal
+
+
+def _show_view(console: Console, view) -> None:
+    console.print(f"[bold]mass send № {view.id}[/bold]: template {view.template}, {view.recipient_count} recipient(s), "
+                  f"status {view.status} ({view.to_json()['status_ru']})")
+    console.print(f"started by {view.started_by} at {view.created_at:%Y-%m-%d %H:%M} UTC"
+                  + (f"; event № {view.event_id}" if view.event_id else ""))
+    if view.approved_by:
+        console.print(f"approved by {view.approved_by} at {view.approved_at:%Y-%m-%d %H:%M} UTC; sent {view.sent}, waiting {view.waiting}")
+    if view.rejected_by:
+        console.print(f"rejected by {view.rejected_by}: {view.note or ''}")
+
+
+@mass_sends_app.command("list")
+def list_sends(status: str = typer.Option(None, "--status", help="held | approved | rejected | sending | done"),
+               db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Mass sends, newest first."""
+    from tasks.mass_sends import STATUSES, list_mass_sends
+
+    if status is not None and status not in STATUSES:
+        fail(f"--status is one of {', '.join(STATUSES)}, not {status!r}")
+    views = list_mass_sends(engine_for(db), status=status)
+    table = Table(title="Mass sends")
+    for col in ("id", "template", "event", "recipients", "status", "started by", "approved by", "sent"):
+        table.add_column(col)
+    for v in views:
+        table.add_row(str(v.id), v.template, str(v.event_id or ""), str(v.recipient_count), v.status, v.started_by,
+                      v.approved_by or v.rejected_by or "", str(v.sent))
+    Console().print(table)
+
+
+@mass_sends_app.command("show")
+def show(mass_send_id: int = typer.Argument(..., help="The mass send's number"), db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """The template, a rendered sample and the recipient count: what an approver must see."""
+    from tasks.mass_sends import get_mass_send, render_sample
+
+    engine = engine_for(db)
+    view = get_mass_send(engine, mass_send_id)
+    if view is None:
+        fail(f"no mass send {mass_send_id}")
+    console = Console()
+    _show_view(console, view)
+    sample = render_sample(engine, mass_send_id)
+    if sample is not None:
+        console.rule(f"sample: to {sample.recipient}")
+        console.print(f"Subject: {sample.subject}\n")
+        console.print(sample.text, markup=False, highlight=False)
+        console.rule()
+
+
+def _decide(mass_send_id: int, login: str | None, password_file: Path | None, db: str | None, *, approve: bool, note: str | None) -> None:
+    from tasks.mass_sends import MassSendRefused, approve_mass_send, reject_mass_send
+
+    engine = engine_for(db)
+    principal = signed_in(engine, login, password_file)
+    now = datetime.now(UTC)
+    try:
+        if approve:
+            view = approve_mass_send(engine, mass_send_id, principal=principal, now=now)
+        else:
+            view = reject_mass_send(engine, mass_send_id, principal=principal, now=now, note=note)
+    except MassSendRefused as exc:
+        fail(exc.message_ru)
+    verb = "approved: the messages are queued for sending" if approve else "rejected: nothing will be sent"
+    typer.echo(f"mass send {view.id} ({view.template}, {view.recipient_count} recipient(s)) {verb} by {principal.audit}")
+
+
+@mass_sends_app.command("approve")
+def approve(mass_send_id: int = typer.Argument(..., help="The mass send's number"),
+            login: str = typer.Option(None, "--as", help=AS_HELP),
+            password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+            db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Let a held mass send go (a staff supervisor who did not start it)."""
+    _decide(mass_send_id, login, password_file, db, approve=True, note=None)
+
+
+@mass_sends_app.command("reject")
+def reject(mass_send_id: int = typer.Argument(..., help="The mass send's number"),
+           login: str = typer.Option(None, "--as", help=AS_HELP),
+           password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+           note: str = typer.Option(None, "--note", help="Why (kept on the record)"),
+           db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Stop a held mass send for good: its messages never leave."""
+    _decide(mass_send_id, login, password_file, db, approve=False, note=note)

@@ -1,0 +1,142 @@
+"""The mass-cancellation flow's steps as Prefect tasks (flows/mass_cancellation.py puts them in order).
+
+Each chunk is its own task run, idempotent by ticket (tasks/mass.py): a retry, a resumed run or a
+run on another worker finds what is done and does the rest. Nothing is cached: a re-run must look at
+the database again. The progress and summary artifacts are keyed by event, so ops find the latest
+of an event's runs under one name in the Prefect UI.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from models.db import get_engine
+from models.settings import get_settings
+from states.money import format_rub
+from tasks import mass
+from tasks.acquirer import YooKassaAcquirer
+
+_IO = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+CHANNEL_RU = {"card": "карта (эквайер)", "cash": "наличные (перевод по реквизитам)", "bso": "БСО (перевод по реквизитам)"}
+
+
+def artifact_key(event_id: int) -> str:
+    return f"mass-cancellation-event-{event_id}"
+
+
+@task(name="begin-mass-cancellation", **_IO)
+def begin(event_id: int, action: str, reason: str, started_by: str, now: datetime) -> dict:
+    """The event's status set (guarded) and its mass record opened or found."""
+    run_id = flow_run.get_id()
+    run = mass.begin(get_engine(), event_id=event_id, action=action, reason=reason, started_by=started_by, now=now,
+                     flow_run_id=str(run_id) if run_id else None)
+    return asdict(run)
+
+
+@task(name="plan-chunks", **_IO)
+def plan_chunks(run: dict, chunk_size: int | None = None) -> list[tuple[int, int]]:
+    size = chunk_size or get_settings().mass_chunk_size
+    chunks = mass.plan_chunks(get_engine(), mass_id=run["id"], event_id=run["event_id"], chunk_size=size)
+    get_run_logger().info("event %s: %d chunk(s) of up to %d tickets", run["event_id"], len(chunks), size)
+    return chunks
+
+
+@task(name="start-progress", cache_policy=NO_CACHE)
+def start_progress(event_id: int, chunks: int) -> UUID:
+    return create_progress_artifact(0.0, key=artifact_key(event_id) + "-progress",
+                                    description=f"Мероприятие № {event_id}: {chunks} частей по билетам")
+
+
+@task(name="report-progress", cache_policy=NO_CACHE)
+def report_progress(artifact_id: UUID, done: int, total: int) -> None:
+    update_progress_artifact(artifact_id, 100.0 * done / max(total, 1), description=f"готово частей: {done} из {total}")
+
+
+@task(name="move-chunk", task_run_name="move-chunk-{first_ticket_id}-{last_ticket_id}", **_IO)
+def move_chunk(run: dict, first_ticket_id: int, last_ticket_id: int, now: datetime, reason: str | None = None) -> dict:
+    """One chunk: claims filed, approved, payouts opened and card refunds sent (tasks/mass.py)."""
+    settings = get_settings()
+    result = mass.move_chunk(
+        get_engine(), YooKassaAcquirer.from_settings(), run=mass.MassRun(**run), first_ticket_id=first_ticket_id,
+        last_ticket_id=last_ticket_id, now=now, reason=reason, concurrency=settings.acquirer_concurrency,
+    )
+    get_run_logger().info("chunk %s-%s: %s", first_ticket_id, last_ticket_id,
+                          "done by an earlier run" if result.skipped else f"{result.filed} filed, states {result.states}")
+    return result.to_json()
+
+
+@task(name="finish-mass-cancellation", **_IO)
+def finish(run: dict, now: datetime) -> dict:
+    export_dir = Path(get_settings().data_dir) / "exports"
+    return mass.finish(get_engine(), run=mass.MassRun(**run), now=now, export_dir=export_dir).to_json()
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary(summary: dict) -> None:
+    """A table for the Prefect UI: tickets, claims, amounts by payment channel, failures with reasons."""
+    event_id = summary["event_id"]
+    rows: list[dict] = [
+        {"что": "билетов", "значение": summary["tickets"]},
+        {"что": "заявок", "значение": summary["claims"]},
+    ]
+    rows += [{"что": f"заявок «{state}»", "значение": n} for state, n in sorted(summary["states"].items())]
+    rows += [{"что": f"к возврату: {CHANNEL_RU.get(ch, ch)}", "значение": f"{format_rub(k)} ₽"} for ch, k in sorted(summary["amounts"].items())]
+    refunds = summary["refunds"]
+    rows.append({"что": "возвраты на карты", "значение": f"запрошено {refunds.get('asked', 0)}, успешно {refunds.get('succeeded', 0)}, "
+                                                     f"не прошло {refunds.get('failed', 0)}"})
+    for code, entry in sorted(summary["failures"].items()):
+        rows.append({"что": f"выпали из пакета: {code} ({entry['count']})",
+                     "значение": f"{entry['message_ru']} Примеры: {', '.join(entry['examples'][:5])}"})
+    if summary["mass_sends"]:
+        rows.append({"что": "массовые рассылки ждут второго сотрудника",
+                     "значение": ", ".join(f"№ {i}" for i in summary["mass_sends"]) + " (vozvrat mass-sends show ID)"})
+    if summary.get("export_batch_file"):
+        rows.append({"что": "выгрузка 1С", "значение": f"{summary['exported']} п/п: {summary['export_batch_file']}"})
+    create_table_artifact(rows, key=artifact_key(event_id), description=f"Мероприятие № {event_id}: {summary['action']}, {summary['reason']}")
+    follow = [f"- `{code}`: {e['count']} — {e['message_ru']}" for code, e in sorted(summary["failures"].items())]
+    if follow:
+        create_markdown_artifact("\n".join(["### Заявки, выпавшие из пакета", *follow, "",
+                                            f"Список по одной: `vozvrat events follow-ups {event_id}`"]),
+                                 key=artifact_key(event_id) + "-follow-ups")
+
+
+DEPLOYMENT = "mass-cancellation/mass-cancellation"
+START_TIMEOUT_S = 20.0
+
+
+class RunNotStarted(RuntimeError):
+    """The Prefect server did not create the run (down, or the deployment is not served)."""
+
+
+async def start_run(*, event_id: int, action: str, reason: str, started_by: str, chunk_size: int | None = None) -> tuple[str, str]:
+    """Create a run of the mass-cancellation deployment now; returns (flow run id, its Prefect UI URL).
+
+    One call to the Prefect server (not one per ticket), bounded by START_TIMEOUT_S. The flow itself
+    is idempotent by ticket, so a second run for the same event does the rest and nothing twice.
+    """
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    parameters: dict = {"event_id": event_id, "action": action, "reason": reason, "started_by": started_by}
+    if chunk_size:
+        parameters["chunk_size"] = chunk_size
+
+    async def create() -> str:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(DEPLOYMENT)
+            run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=["mass", f"event-{event_id}"])
+            return str(run.id)
+
+    try:
+        run_id = await asyncio.wait_for(create(), START_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Prefect is one answer
+        raise RunNotStarted(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return run_id, f"{get_settings().prefect_ui_url.rstrip('/')}/runs/flow-run/{run_id}"

@@ -1,0 +1,96 @@
+"""POST /events/{id}/cancellation and /mass-sends: who may, what is refused (field-level, in Russian),
+and the two-person rule, before any Prefect run is created."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import app
+from api.events import clock
+from models.db import get_engine
+from models.settings import get_settings
+from tasks.accounts import create_user, issue_api_token
+from tasks.intake import issue_organizer_token
+from tasks.mass_sends import queue_mass_send
+from tests import factories as f
+
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def client(db_url, monkeypatch):
+    monkeypatch.setenv("VOZVRAT_DATABASE_URL", db_url)
+    monkeypatch.setenv("VOZVRAT_MASS_SEND_THRESHOLD", "3")
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    app.dependency_overrides[clock] = lambda: NOW
+    with TestClient(app) as c:
+        yield c
+    app.dependency_overrides.clear()
+    get_engine().dispose()
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+def staff(login: str, role: str = "supervisor") -> dict:
+    user = create_user(get_engine(), login=login, password="correct horse battery", kind="staff", role=role, now=NOW)
+    return {"Authorization": f"Bearer {issue_api_token(get_engine(), user.id, name='t', now=NOW)}"}
+
+
+@pytest.fixture
+def event():
+    with get_engine().begin() as conn:
+        org = f.organizer(conn)
+        other = f.organizer(conn, name="Другой организатор")
+        event_id = f.event(conn, starts_at=NOW + timedelta(days=10), organizer_id=org)
+    return {"id": event_id, "own": {"Authorization": f"Bearer {issue_organizer_token(get_engine(), org)}"},
+            "other": {"Authorization": f"Bearer {issue_organizer_token(get_engine(), other)}"}}
+
+
+def test_who_may_cancel_an_event(client, event):
+    url = f"/events/{event['id']}/cancellation"
+    assert client.post(url, json={"reason": "Отмена"}).status_code == 401
+    r = client.post(url, json={"reason": "Отмена"}, headers=event["other"])  # another organizer's event: as if it did not exist
+    assert r.status_code == 404 and r.json()["detail"][0]["msg"] == f"Мероприятие № {event['id']} не найдено."
+    r = client.post(url, json={"reason": "Отмена"}, headers=staff("sam@example.ru", role="support"))
+    assert r.status_code == 403 and "supervisor" in r.json()["detail"][0]["msg"]
+
+
+def test_bad_input_is_refused_field_by_field(client, event):
+    url = f"/events/{event['id']}/cancellation"
+    r = client.post(url, json={"action": "postponed", "reason": "Отмена"}, headers=event["own"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "action"]
+    r = client.post(url, json={}, headers=event["own"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "reason"]
+    r = client.post("/events/0/cancellation", json={"reason": "Отмена"}, headers=event["own"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "event_id"]
+
+
+def test_a_finished_status_is_not_cancelled_again(client, event):
+    from sqlalchemy import update
+
+    from models.tables import Event
+
+    with get_engine().begin() as conn:
+        conn.execute(update(Event.__table__).where(Event.__table__.c.id == event["id"]).values(status="replaced"))
+    r = client.post(f"/events/{event['id']}/cancellation", json={"reason": "Отмена"}, headers=event["own"])
+    assert r.status_code == 409 and "replaced" in r.json()["detail"][0]["msg"]
+
+
+def test_a_mass_send_is_approved_only_by_another_supervisor(client):
+    anna, boris = staff("anna@example.ru"), staff("boris@example.ru")
+    payload = {"claim_number": "VZ-1", "event_title": "Концерт", "refund_kopecks": 100, "payout_deadline": "2026-12-20", "buyer_name": "А"}
+    with get_engine().begin() as conn:
+        mass_send_id = queue_mass_send(conn, template="decision_approved", started_by="staff:supervisor:anna@example.ru", now=NOW,
+                                       messages=[(None, f"b{i}@example.ru", payload, f"k{i}") for i in range(5)])
+    assert client.get("/mass-sends", headers=staff("sam@example.ru", role="support")).status_code == 403
+    shown = client.get(f"/mass-sends/{mass_send_id}", headers=anna).json()
+    assert (shown["status"], shown["recipient_count"], shown["sample_recipient"]) == ("held", 5, "b0@example.ru")
+    r = client.post(f"/mass-sends/{mass_send_id}/approve", headers=anna)
+    assert r.status_code == 409 and r.json()["detail"][0]["type"] == "same_person"
+    r = client.post(f"/mass-sends/{mass_send_id}/approve", headers=boris)
+    assert r.status_code == 200 and r.json()["approved_by"] == "staff:supervisor:boris@example.ru"
+    assert client.post(f"/mass-sends/{mass_send_id}/reject", headers=boris).status_code == 409  # no longer held
+    assert client.get("/mass-sends/999", headers=boris).status_code == 404
