@@ -43,6 +43,8 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     "review_extended": frozenset({"claim_number", "event_title", "new_deadline", "extension_reason"}),
     "escalation_notice": frozenset({"claim_number", "event_title", "deadline", "overdue_working_days"}),
     "claim_withdrawn": frozenset({"claim_number", "event_title"}),
+    # a buyer's sign-in code (tasks/buyer_auth.py): for an order, not a claim
+    "buyer_code": frozenset({"order_number", "code", "valid_minutes"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
@@ -61,8 +63,13 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
     # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)
     "claim_withdrawn": frozenset({"buyer_name", "reason"}),
+    "buyer_code": frozenset({"buyer_name"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
+#: The emails a buyer gets about a claim: each carries `status_url`, the signed link to the claim's
+#: «Где мои деньги» page (put in by the outbox when it sends, tasks/buyer_links.py).
+BUYER_CLAIM_TEMPLATES: frozenset[str] = TEMPLATES - {"escalation_notice", "buyer_code"}
+OPTIONAL_CONTEXT = {name: keys | {"status_url"} if name in BUYER_CLAIM_TEMPLATES else keys for name, keys in OPTIONAL_CONTEXT.items()}
 
 REASON_LABELS: Mapping[str, str] = {
     "voluntary": "По собственной инициативе",
@@ -318,7 +325,9 @@ def _headers(template: str, *, subject: str, to: str, mail_from: str, when: date
         ("Message-ID", message_id),
         ("Auto-Submitted", "auto-generated"),
         ("X-Vozvrat-Template", template),
-        ("X-Vozvrat-Claim", " ".join(str(context["claim_number"]).split())),
+    ] + [
+        (header, " ".join(str(context[key]).split()))
+        for header, key in (("X-Vozvrat-Claim", "claim_number"), ("X-Vozvrat-Order", "order_number")) if key in context
     ]
 
 
@@ -382,7 +391,7 @@ def render_email_bytes(
 
 
 __all__ = [
-    "TEMPLATES", "TEMPLATE_CONTEXT", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
+    "TEMPLATES", "TEMPLATE_CONTEXT", "BUYER_CLAIM_TEMPLATES", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
     "render_email", "render_email_bytes", "RenderedEmail", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "working_days_ru", "nolinks",
     "basis_ru", "organizer_decides",
 ]

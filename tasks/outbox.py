@@ -33,8 +33,10 @@ from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from models.crypto import SecretKeyError
 from models.tables import OutboxMessage
-from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
+from tasks.buyer_links import status_url
+from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
 BACKOFF_BASE = timedelta(minutes=1)
@@ -303,6 +305,18 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
     return report
 
 
+def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime) -> Mapping[str, Any]:
+    """A buyer's claim email gets a fresh signed link to the claim's «Где мои деньги» page when it is
+    sent (a message held by the kill switch for days still carries a live link). No link secret: the
+    email goes without the link rather than not at all."""
+    if template not in BUYER_CLAIM_TEMPLATES or payload.get("status_url") or not payload.get("claim_number"):
+        return payload
+    try:
+        return {**payload, "status_url": status_url(str(payload["claim_number"]), now=now)}
+    except SecretKeyError:
+        return payload
+
+
 async def _deliver(
     email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None
 ) -> tuple[str, str | None]:
@@ -311,7 +325,7 @@ async def _deliver(
         if not email.recipient:
             raise ValueError("no recipient")
         message = render_email_bytes(
-            email.template or "", to=email.recipient, context=email.payload, mail_from=mail_from,
+            email.template or "", to=email.recipient, context=with_status_link(email.template, email.payload, now), mail_from=mail_from,
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
