@@ -52,6 +52,13 @@ def claim_ref(engine: Engine, number: str, principal: Principal) -> ClaimRef:
     return ClaimRef(**row._mapping)
 
 
+def order_of_claim(engine: Engine, number: str) -> str | None:
+    """The order number of the claim `number`, or None when there is no such claim."""
+    with engine.connect() as conn:
+        return conn.execute(select(order_t.c.number).join(ticket_t, ticket_t.c.order_id == order_t.c.id)
+                            .join(claim_t, claim_t.c.ticket_id == ticket_t.c.id).where(claim_t.c.number == number)).scalar_one_or_none()
+
+
 def check_ticket(engine: Engine, ticket_id: int, principal: Principal) -> None:
     """A buyer files claims only for the tickets of their own order: another order's ticket is 404, like a missing one."""
     with engine.connect() as conn:
