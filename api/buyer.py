@@ -147,7 +147,7 @@ class ClaimStatusPublic(BaseModel):
     can_withdraw: bool
 
 
-@router.get("/claims/{number}", response_model=ClaimStatusPublic, responses={**errors(404, 503), **FORBIDDEN})
+@router.get("/claims/{number}", response_model=ClaimStatusPublic, responses={**errors(404, 422, 503), **FORBIDDEN})
 def read_status(number: ClaimNumber, principal: Buyerish, now: Now) -> ClaimStatusPublic:
     """The claim's state, in plain words too, who holds it, the deadline, the amount and its rule, the history."""
     ref = buyer_claim(number, principal)
