@@ -44,6 +44,17 @@ def stack(tmp_path_factory):
         get_engine.cache_clear()
 
 
+@pytest.fixture(scope="package")
+def site_key(stack) -> dict[str, str]:
+    """The operator's site: buyer endpoints take its service key (or that order's buyer token, issue 10)."""
+    from datetime import UTC, datetime
+
+    from models.db import get_engine
+    from tasks.auth import create_service_key
+
+    return {"Authorization": f"Bearer {create_service_key(get_engine(), 'site', now=datetime.now(UTC))}"}
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0, interval: float = 0.3):
     """Poll a condition the system reaches on its own (a flow run finishing); not a clock wait."""
     deadline = time.monotonic() + timeout
