@@ -13,8 +13,8 @@ from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file
 from models.db import get_engine
 from models.settings import get_settings
 from states.policy import REFUSAL_MESSAGES_RU
-from tasks.emails import render_parts
 from tasks.auth import create_service_key
+from tasks.emails import render_parts
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 
