@@ -27,11 +27,13 @@ def main() -> None:
     stack.start()
     env = stack.env()
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
+    key_export += f" VOZVRAT_LINK_SECRET_FILE={env['VOZVRAT_LINK_SECRET_FILE']}" if env.get("VOZVRAT_LINK_SECRET_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; suspended = waiting for an organizer)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch, payout-run, payout-reconcile — served by `python -m flows.serve`
   run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
   API             {stack.api_url}/docs
+  buyers          {stack.api_url}/buyer (sign in with an order number and the code emailed to it; status links in every email)
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
   acquirer        {stack.acquirer_api_url} (YooKassa stand-in), ledger {stack.ledger_path}
   database        {env['VOZVRAT_DATABASE_URL']}
