@@ -1,4 +1,4 @@
-"""HTTP API: buyers file claims and send documents; organizers decide, one by one or in bulk.
+"""HTTP API: buyers file claims and send documents (api/buyer.py); organizers decide, one by one or in bulk.
 
 Organizers authenticate with `Authorization: Bearer <token>` (`vozvrat organizers token ID`) and see
 and decide only their own events' claims; another organizer's claim answers 404, like a missing one.
@@ -36,8 +36,6 @@ from tasks.intake import (
 require_secret_key("the API")
 
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.")
-
-
 
 # --- hardening: one error shape, bounded input, 409 for lost races, 503 for a dead database -------
 # (api/errors.py). Handlers registered here; the specific ones below take precedence for their types.
