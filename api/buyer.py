@@ -37,7 +37,7 @@ from api.buyer_pages import router as pages_router
 from api.clock import Now
 from api.errors import errors
 from models.db import get_engine
-from tasks.buyer_auth import request_code, verify_code
+from tasks.buyer_auth import request_code, send_code, verify_code
 from tasks.buyer_claims import check_ticket, claim_status
 from tasks.claims import send_claim_mail
 from tasks.intake import NotYourClaim, file_buyer_claim, withdraw_claim
@@ -81,8 +81,9 @@ BAD_CODE = "Код неверный или устарел. Запросите н
 def start_session(body: SessionRequest, now: Now, background: BackgroundTasks) -> SessionRequested:
     """Send a one-time code to the order's email. The answer is the same whether or not the order
     exists, the email is the order's, or the order asked too often: nothing here reveals an order."""
-    if request_code(get_engine(), order_number=body.order_number, email=body.email, now=now):
-        background.add_task(send_claim_mail, None, now)  # the code now, not at the next outbox sweep
+    key = request_code(get_engine(), order_number=body.order_number, email=body.email, now=now)
+    if key is not None:
+        background.add_task(send_code, get_engine(), key, now=now)  # the code now, not at the next outbox sweep
     return SessionRequested(detail=CODE_SENT)
 
 

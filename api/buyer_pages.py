@@ -31,7 +31,7 @@ from models.db import get_engine
 from models.settings import get_settings
 from states.policy import DOCUMENT_KINDS
 from tasks.auth import Principal
-from tasks.buyer_auth import CODE_TTL, TOKEN_TTL, buyer, request_code, resolve_buyer_token, revoke_buyer_token, verify_code
+from tasks.buyer_auth import CODE_TTL, TOKEN_TTL, buyer, request_code, resolve_buyer_token, revoke_buyer_token, send_code, verify_code
 from tasks.buyer_claims import DOCUMENT_KIND_RU, ClaimStatus, check_ticket, claim_ref, claim_status, order_of_claim, order_tickets
 from tasks.buyer_links import LinkExpired, LinkInvalid, read_status_link, status_link_token
 from tasks.claims import send_claim_mail
@@ -271,8 +271,9 @@ async def sign_in(request: Request, now: Now) -> Response:
     errors = {k: "Обязательное поле." for k, v in (("order_number", order_number), ("email", email)) if not v}
     if errors:
         return page(request, "sign_in.html", {"errors": errors, "order_number": order_number}, status=422)
-    if await run_in_threadpool(lambda: request_code(get_engine(), order_number=order_number, email=email, now=now)):
-        await run_in_threadpool(send_claim_mail, None, now)
+    key = await run_in_threadpool(lambda: request_code(get_engine(), order_number=order_number, email=email, now=now))
+    if key is not None:
+        await run_in_threadpool(lambda: send_code(get_engine(), key, now=now))  # the code only, now
     return page(request, "code.html", {"order_number": order_number, "errors": {}, "minutes": int(CODE_TTL.total_seconds() // 60)})
 
 

@@ -10,6 +10,7 @@ the order's or not, or the order is rate-limited: nothing here tells a stranger 
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -20,10 +21,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from models.settings import get_settings
 from models.tables import BuyerCode, BuyerToken, Order
 from tasks.auth import BUYER_PREFIX, Principal, digest, new_secret
 from tasks.buyer_links import link_secret
-from tasks.outbox import enqueue_email
+from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
+from tasks.smtp import SmtpSettings
 
 CODE_TTL = timedelta(minutes=15)
 CODE_ATTEMPTS = 5  # wrong tries one code takes before it is spent
@@ -47,31 +50,40 @@ def _same_email(typed: str, stored: str) -> bool:
     return secrets.compare_digest(typed.strip().casefold().encode(), stored.strip().casefold().encode())
 
 
-def request_code(engine: Engine, *, order_number: str, email: str, now: datetime) -> bool:
-    """Send a one-time code to the order's email when `email` is that email and the order is under its
-    rate limit; the caller answers the same either way. Returns whether a code was queued (for tests and logs,
-    never for the answer). Older live codes of the order are spent: only the newest one works."""
+def request_code(engine: Engine, *, order_number: str, email: str, now: datetime) -> str | None:
+    """Queue a one-time code to the order's email when `email` is that email and the order is under its
+    rate limit; the caller answers the same either way. Returns the queued message's outbox key (for
+    `send_code`, never for the answer), None when nothing was queued. Older live codes of the order
+    are spent: only the newest one works."""
     order_number = order_number.strip()
     secret_code = f"{secrets.randbelow(10**6):06d}"
     with engine.begin() as conn:
         order = conn.execute(select(order_t.c.number, order_t.c.buyer_email, order_t.c.buyer_name)
                              .where(order_t.c.number == order_number)).one_or_none()
         if order is None or not _same_email(email, order.buyer_email):
-            return False
+            return None
         recent = conn.execute(select(func.count()).select_from(code_t).where(
             code_t.c.order_number == order_number, code_t.c.created_at > now - RATE_WINDOW)).scalar_one()
         if recent >= CODE_REQUESTS:
-            return False
+            return None
         conn.execute(update(code_t).where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None)).values(used_at=now))
         code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=_code_hmac(order_number, secret_code),
                                                      created_at=now, expires_at=now + CODE_TTL, attempts=0)).inserted_primary_key[0]
         with Session(bind=conn) as session:
             # The code travels in the outbox row until it is sent; it lives CODE_TTL.
-            enqueue_email(session, dedup_key=f"buyer-code:{code_id}", claim_id=None, template="buyer_code", recipient=order.buyer_email,
+            key = f"buyer-code:{code_id}"
+            enqueue_email(session, dedup_key=key, claim_id=None, template="buyer_code", recipient=order.buyer_email,
                           payload={"order_number": order_number, "code": secret_code, "buyer_name": order.buyer_name,
                                    "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, now=now)
             session.flush()
-    return True
+    return key
+
+
+def send_code(engine: Engine, dedup_key: str, *, now: datetime) -> DispatchReport:
+    """Send the code's email now, whatever else waits in the outbox (the kill switch still holds it)."""
+    settings = get_settings()
+    return asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
+                                       enabled=settings.outbound_email_enabled, dedup_key=dedup_key, limit=1))
 
 
 @dataclass(frozen=True)

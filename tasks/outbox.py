@@ -76,7 +76,7 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _due(now: datetime, claim_id: int | None = None):
+def _due(now: datetime, claim_id: int | None = None, dedup_key: str | None = None):
     """Pending emails whose time has come and that nobody holds (or whose holder's lease ran out)."""
     cond = (
         (outbox_t.c.kind == "email")
@@ -86,6 +86,8 @@ def _due(now: datetime, claim_id: int | None = None):
     )
     if claim_id is not None:
         cond = cond & (outbox_t.c.claim_id == claim_id)
+    if dedup_key is not None:  # one message, sent now (a buyer's sign-in code must not wait behind a backlog)
+        cond = cond & (outbox_t.c.dedup_key == dedup_key)
     return cond
 
 
@@ -163,6 +165,7 @@ def lease_due_emails(
     mail_from: str,
     lease: timedelta = LEASE,
     claim_id: int | None = None,
+    dedup_key: str | None = None,
 ) -> list[LeasedEmail]:
     """Take up to ``limit`` due rows for ``owner`` until ``now + lease``, in the caller's transaction.
 
@@ -172,12 +175,12 @@ def lease_due_emails(
     the lease on the row's newest version. A row's Message-ID is fixed here the first time.
     """
     now = _utc(now)
-    pick = select(outbox_t.c.id).where(_due(now, claim_id)).order_by(outbox_t.c.id).limit(limit)
+    pick = select(outbox_t.c.id).where(_due(now, claim_id, dedup_key)).order_by(outbox_t.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     statement = (
         update(outbox_t)
-        .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id))
+        .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id, dedup_key))
         .values(lease_owner=owner, leased_until=now + lease)
         .returning(outbox_t.c.id, outbox_t.c.dedup_key, outbox_t.c.template, outbox_t.c.recipient, outbox_t.c.payload,
                    outbox_t.c.attempts, outbox_t.c.message_id)
@@ -239,11 +242,13 @@ async def dispatch_emails(
     mail_from: str,
     enabled: bool = True,
     claim_id: int | None = None,
+    dedup_key: str | None = None,
     owner: str | None = None,
     batch: int = LEASE_BATCH,
     lease: timedelta = LEASE,
 ) -> DispatchReport:
-    """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s when given).
+    """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s, or the one
+    message ``dedup_key``, when given).
 
     Rows are leased ``batch`` at a time and sent over one SMTP session; each outcome is committed
     on its own. Safe to run in any number of processes at once.
@@ -252,7 +257,7 @@ async def dispatch_emails(
     report = DispatchReport()
     if not enabled:
         with Session(engine) as session:
-            report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id))).one()
+            report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id, dedup_key))).one()
         report.held_by_kill_switch = True
         return report
 
@@ -263,11 +268,11 @@ async def dispatch_emails(
         autocommit = None
         if engine.dialect.name == "postgresql":
             autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
-        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, owner=owner,
+        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, dedup_key=dedup_key, owner=owner,
                                batch=batch, lease=lease, autocommit=autocommit, report=report)
 
 
-async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
+async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None, dedup_key: str | None,
                     owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
@@ -278,7 +283,7 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
         while remaining > 0:
             with engine.begin() as conn:
                 leased = lease_due_emails(conn, owner=owner, now=now, limit=min(batch, remaining), mail_from=mail_from,
-                                          lease=lease, claim_id=claim_id)
+                                          lease=lease, claim_id=claim_id, dedup_key=dedup_key)
             if not leased:
                 break
             remaining -= len(leased)
