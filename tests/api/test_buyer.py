@@ -288,3 +288,32 @@ def test_bank_details_are_taken_only_when_waited_for_validated_and_shown_masked(
     assert ("bank_details_set", "service:site") in audit_actors(number)
     r = client.post(f"/claims/{number}/bank-details", headers=service, json={"bik": "049805746", "account": "40602810700000000025", "name": "Иванов Иван"})
     assert r.status_code == 409
+
+
+def test_a_sign_in_code_is_sent_at_once_even_behind_a_backlog_of_other_mail(client, tmp_path, monkeypatch):
+    """The code goes by its own outbox key: a mass cancellation's thousands of due emails do not delay it."""
+    from tasks.buyer_auth import request_code, send_code
+    from tasks.smtp_sink import start_sink
+
+    world = order_with_ticket()
+    sink = start_sink(port=0, folder=tmp_path / "mail")
+    try:
+        monkeypatch.setenv("VOZVRAT_SMTP_PORT", str(sink.port))
+        monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "true")
+        get_settings.cache_clear()
+        engine = get_engine()
+        from sqlmodel import Session
+
+        from tasks.outbox import enqueue_email
+
+        with Session(engine) as session:  # older mail, due before the code
+            for i in range(300):
+                enqueue_email(session, dedup_key=f"backlog:{i}", claim_id=None, template="buyer_code", recipient=f"b{i}@example.ru",
+                              payload={"order_number": f"B-{i}", "code": "000000", "valid_minutes": 15}, now=NOW - timedelta(hours=1))
+            session.commit()
+        key = request_code(engine, order_number=world["order"], email=EMAIL, now=NOW)
+        report = send_code(engine, key, now=NOW)
+        assert report.sent == 1
+        assert [m["To"] for m in sink.messages()] == [EMAIL]
+    finally:
+        sink.stop()
