@@ -22,7 +22,12 @@ def stack(tmp_path_factory):
     # The run starter sweeps every 2 s for claims quiet for 3 s: a lost run is found while a test polls.
     mp.setenv("VOZVRAT_SWEEP_INTERVAL_S", "2")
     mp.setenv("VOZVRAT_SWEEP_GRACE_S", "3")
-    s.start()
+    try:
+        s.start()
+    except BaseException:
+        s.stop()  # a part that did not come up in time: the parts already started must not outlive the test
+        mp.undo()
+        raise
     for key, value in s.env().items():
         mp.setenv(key, value)
     from prefect.settings import PREFECT_API_URL, temporary_settings
