@@ -1,4 +1,4 @@
-"""HTTP API: buyers file claims and send documents; organizers decide, one by one or in bulk.
+"""HTTP API: buyers file claims and send documents (api/buyer.py); organizers decide, one by one or in bulk.
 
 Organizers authenticate with `Authorization: Bearer <token>` (`vozvrat organizers token ID`) and see
 and decide only their own events' claims; another organizer's claim answers 404, like a missing one.
@@ -7,16 +7,18 @@ messages meant for buyers and organizers are in Russian.
 """
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api import inbound, operator
-from api.errors import MAX_ID, MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, Text, errors, install_error_handlers, install_openapi
+from api.buyer import ClaimPublic
+from api.buyer import router as buyer_router
+from api.clock import Now, clock  # noqa: F401 - tests override api.app.clock
+from api.errors import MAX_KOPECKS, TEXT_MESSAGES, ClaimId, Id, errors, install_error_handlers, install_openapi
 from api.events import router as events_router
 from api.health import HealthReport, check_health
 from api.ops import router as ops_router
@@ -24,19 +26,14 @@ from api.regimes import router as regimes_router
 from models.claim_views import read_claim
 from models.crypto import require_secret_key
 from models.db import get_engine
-from tasks.claims import send_claim_mail
-from tasks.documents import stored as stored_file
 from tasks.intake import (
     ClaimInput,
     IntakeError,
     NotYourClaim,
-    add_document,
     decide,
     decide_many,
-    file_buyer_claim,
     organizer_for_token,
     refuse_false_documents,
-    withdraw_claim,
 )
 
 # Outside the embedded stack (which makes its own key), no VOZVRAT_SECRET_KEY: refuse to start, one line, exit 2.
@@ -44,14 +41,6 @@ require_secret_key("the API")
 
 # /docs and /redoc come from api/ops.py with local assets (no CDN): FastAPI's own pages are switched off.
 app = FastAPI(title="vozvrat", version="0.1.0", description="Refund claims for ticket operators.", docs_url=None, redoc_url=None)
-
-
-def clock() -> datetime:
-    """The one clock seam of the API; tests override this dependency."""
-    return datetime.now(UTC)
-
-
-Now = Annotated[datetime, Depends(clock)]
 
 # --- hardening: one error shape, bounded input, 409 for lost races, 503 for a dead database -------
 # (api/errors.py). Handlers registered here; the specific ones below take precedence for their types.
@@ -140,33 +129,6 @@ def organizer(authorization: Annotated[str | None, Header()] = None) -> int:
 Organizer = Annotated[int, Depends(organizer)]
 
 
-class ClaimCreate(BaseModel):
-    ticket_id: int = Field(gt=0, le=MAX_ID)
-    reason: Literal["voluntary", "illness", "death", "other", "postponed", "cancelled", "replaced"]
-    description: Text = Field(default="", max_length=4000)
-    name_mismatch_explanation: Text | None = Field(default=None, max_length=1000)
-
-
-class ClaimPublic(BaseModel):
-    id: int
-    number: str
-    state: str
-    quote: dict | None = None
-    refund: str | None = None
-    flow_run_id: str | None = None
-
-
-class DocumentCreate(BaseModel):
-    kind: Literal["sick_leave_gosuslugi", "eln_copy", "pcr_test", "death_certificate", "other"]
-    sick_from: date | None = None
-    sick_to: date | None = None
-    person_name: Text | None = Field(default=None, max_length=300)
-    relation: Literal["parent", "child", "grandparent", "grandchild", "sibling", "spouse"] | None = None
-    filename: Text | None = Field(default=None, max_length=300)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                               description="A file already stored (tasks/documents.store): its size and type are read from the file")
-
-
 class Decision(BaseModel):
     decision: Literal["approve", "reject"]
     amount_kopecks: int | None = Field(default=None, ge=0, le=MAX_KOPECKS)
@@ -199,28 +161,6 @@ async def health() -> JSONResponse:
     down = report.status == "unavailable"
     return JSONResponse(status_code=503 if down else 200, content=report.model_dump(mode="json"),
                         headers={"Retry-After": "5"} if down else None)
-
-
-@app.post("/claims", status_code=201, response_model=ClaimPublic, responses=errors(404, 409, 422, 503))
-def create_claim(body: ClaimCreate, now: Now, background: BackgroundTasks) -> ClaimPublic:
-    filed = file_buyer_claim(get_engine(), ticket_id=body.ticket_id, reason=body.reason, now=now, description=body.description,
-                             name_mismatch_explanation=body.name_mismatch_explanation)
-    background.add_task(send_claim_mail, filed.id, now)  # «Заявка принята» right after the answer, not when the run starts
-    return ClaimPublic(id=filed.id, number=filed.number, state=filed.state, quote=filed.quote,
-                       refund=filed.quote.get("refund"), flow_run_id=filed.flow_run_id)
-
-
-@app.post("/claims/{claim_id}/documents", status_code=201, response_model=ClaimPublic, responses=errors(404, 409, 422, 503))
-def upload_document(claim_id: ClaimId, body: DocumentCreate, now: Now) -> ClaimPublic:
-    file = None
-    if body.sha256 is not None:
-        try:
-            file = stored_file(body.sha256)
-        except LookupError:
-            raise IntakeError("sha256", "Файл не найден: сначала загрузите его.", code="not_found") from None
-    state = add_document(get_engine(), claim_id=claim_id, now=now, file=file, **body.model_dump(exclude={"sha256"}))
-    claim = read_claim(claim_id, engine=get_engine())
-    return ClaimPublic(id=claim_id, number=claim.number, state=state)
 
 
 @app.get("/organizer/claims/{claim_id}", response_model=ClaimPublic, responses=errors(401, 404, 422, 503))
@@ -265,24 +205,6 @@ DB_ID = Field(gt=0, lt=2**31)  # an integer primary key on both databases
 ERROR = {"description": "Ошибка с подробностями по полям: {\"detail\": [{\"loc\", \"msg\", \"type\"}]}"}
 
 
-class Withdrawal(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
-                       description="The order's email: proves the buyer until buyer sign-in exists")
-    reason: str = Field(default="", max_length=2000, pattern=r"^[^\x00]*$")
-
-
-@app.post("/claims/{number}/withdrawal", response_model=ClaimPublic, responses={404: ERROR, 409: ERROR, 422: ERROR})
-def withdraw(number: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$")], body: Withdrawal, now: Now) -> ClaimPublic:
-    """The buyer withdraws a claim before a decision. A wrong email answers 404, like a missing claim."""
-    try:
-        result = withdraw_claim(get_engine(), number=number, buyer_email=body.email, now=now, note=body.reason)
-    except NotYourClaim:
-        raise HTTPException(404, detail=[{"loc": ["path", "number"], "msg": "Заявка не найдена.", "type": "not_found"}]) from None
-    return ClaimPublic(id=result.id, number=result.number, state=result.state)
-
-
 class FalseDocuments(BaseModel):
     note: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*$", description="What is false: kept in the claim's audit trail")
     document_ids: list[Annotated[int, DB_ID]] | None = Field(default=None, min_length=1, max_length=100,
@@ -300,3 +222,6 @@ def refuse_documents(claim_id: Annotated[int, Path(gt=0, lt=2**31)], body: False
 
 # Postponements, Decree 442 regimes and vouchers (issue 13): api/regimes.py.
 app.include_router(regimes_router)
+
+# --- buyers (issue 10): sign-in with an order's email code, their claims by number, the «Где мои деньги» pages
+app.include_router(buyer_router)

@@ -7,15 +7,17 @@ order the caller may not see answers 404, like a missing one (the routes decide 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.engine import Engine
 
+from api.clock import Now
 from models.db import get_engine
 from tasks.accounts import resolve_user_token
 from tasks.auth import BUYER_PREFIX, SERVICE_PREFIX, USER_PREFIX, Principal, PrincipalKind, resolve_organizer_token, resolve_service_key
+from tasks.buyer_auth import resolve_buyer_token
 
 
 def resolve_bearer(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
@@ -25,7 +27,7 @@ def resolve_bearer(engine: Engine, secret: str, *, now: datetime) -> Principal |
     if secret.startswith(USER_PREFIX):
         return resolve_user_token(engine, secret, now=now)
     if secret.startswith(BUYER_PREFIX):
-        return None  # buyer tokens: tasks/buyer_auth.py (issue 10)
+        return resolve_buyer_token(engine, secret, now=now)
     return resolve_organizer_token(engine, secret, now=now)
 
 
@@ -34,7 +36,7 @@ def _unauthorized(message: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def optional_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal | None:
+def optional_principal(request: Request, now: Now, authorization: Annotated[str | None, Header()] = None) -> Principal | None:
     """The caller, if any credentials were sent; a page's session cookie is resolved by the page's own
     dependency and stored on `request.state.principal` before this runs."""
     known = getattr(request.state, "principal", None)
@@ -45,7 +47,7 @@ def optional_principal(request: Request, authorization: Annotated[str | None, He
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("Нужен заголовок Authorization: Bearer <ключ>.")
-    principal = resolve_bearer(get_engine(), secret.strip(), now=datetime.now(UTC))
+    principal = resolve_bearer(get_engine(), secret.strip(), now=now)
     if principal is None:
         raise _unauthorized("Ключ не распознан или отозван.")
     return principal

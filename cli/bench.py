@@ -115,6 +115,13 @@ def _acknowledgement_arrival(mail_dir: Path, claim_number: str, seen: set[Path])
     return None
 
 
+def _site_key(engine, now: datetime) -> dict[str, str]:
+    """The operator's site: buyer endpoints take its service key (issue 10)."""
+    from tasks.auth import create_service_key
+
+    return {"Authorization": f"Bearer {create_service_key(engine, 'bench-site', now=now)}"}
+
+
 def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout_s: float = 60.0, root: Path | None = None) -> dict:
     """File `claims` claims one after another through the API of a fresh embedded stack (Prefect
     server, deployments served, API, SMTP sink; all on free ports) and time, for each, from the
@@ -135,9 +142,10 @@ def run_ack_latency_bench(*, claims: int = 3, reason: str = "voluntary", timeout
     try:
         engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
         tickets = _seed_intake(engine, claims, now)
+        site = _site_key(engine, now)
         engine.dispose()
         seen: set[Path] = set()
-        with httpx.Client(base_url=stack.api_url, timeout=60) as api:
+        with httpx.Client(base_url=stack.api_url, timeout=60, headers=site) as api:
             for ticket in tickets:
                 response = api.post("/claims", json={"ticket_id": ticket, "reason": reason})
                 answered = time.time()
@@ -228,6 +236,7 @@ def run_intake_bench(*, clients: int, claims: int, runs_timeout_s: float = 900.0
     try:
         engine = make_engine(stack.env()["VOZVRAT_DATABASE_URL"])
         ticket_ids = _seed_intake(engine, claims, datetime.now(UTC))
+        site = _site_key(engine, datetime.now(UTC))
         work: queue.Queue[int] = queue.Queue()
         for t in ticket_ids:
             work.put(t)
@@ -236,7 +245,7 @@ def run_intake_bench(*, clients: int, claims: int, runs_timeout_s: float = 900.0
         lock = threading.Lock()
 
         def client() -> None:
-            with httpx.Client(base_url=stack.api_url, timeout=60) as api:
+            with httpx.Client(base_url=stack.api_url, timeout=60, headers=site) as api:
                 while True:
                     try:
                         ticket = work.get_nowait()

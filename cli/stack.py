@@ -100,6 +100,10 @@ class Stack:
             from models.crypto import ensure_key_file
 
             ensure_key_file(self.key_path)
+        if not (os.environ.get("VOZVRAT_LINK_SECRET") or os.environ.get("VOZVRAT_LINK_SECRET_FILE")):
+            from tasks.buyer_links import ensure_link_secret_file
+
+            ensure_link_secret_file(self.root / "link.key")  # buyers' signed links and sign-in codes
 
     def env(self) -> dict[str, str]:
         """The environment every part (and the caller) shares: settings are configuration only."""
@@ -126,6 +130,9 @@ class Stack:
         )
         if self._own_key():
             env["VOZVRAT_SECRET_KEY_FILE"] = str(self.key_path)
+        if not (os.environ.get("VOZVRAT_LINK_SECRET") or os.environ.get("VOZVRAT_LINK_SECRET_FILE")):
+            env["VOZVRAT_LINK_SECRET_FILE"] = str(self.root / "link.key")
+        env.setdefault("VOZVRAT_PUBLIC_URL", self.api_url)  # links in buyers' emails point at this stack's API
         return env
 
     # --- processes ----------------------------------------------------------------------------

@@ -44,12 +44,14 @@ def main() -> None:
     if applied.returncode != 0:
         console.print(f"[red]automations not applied: {applied.stderr.strip()[-300:]}[/red]")
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
+    key_export += f" VOZVRAT_LINK_SECRET_FILE={env['VOZVRAT_LINK_SECRET_FILE']}" if env.get("VOZVRAT_LINK_SECRET_FILE") else ""
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; a waiting run's state says whom it waits on and until when)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch (when mail is left behind), payout-run, payout-reconcile, escalation-alert (automation) — served by `python -m flows.serve`
   run starter     creates and resumes claims' runs from the run_action table, sweeps for lost ones — `python -m flows.run_starter`
   automations     crash runs whose heartbeat stopped, re-run crashed claim runs (Prefect UI → Automations; tasks/automations.py)
   API             {stack.api_url}/docs
+  buyers          {stack.api_url}/buyer (sign in with an order number and the code emailed to it; status links in every email)
   SMTP sink       127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}
   inbound mail    127.0.0.1:{stack.inbound_port} takes claims by email for {env.get('VOZVRAT_REFUNDS_ADDRESS', 'vozvrat@example.ru')} (raw letters in {root}/inbound; vozvrat inbound list)
   acquirer        {stack.acquirer_api_url} (YooKassa stand-in), ledger {stack.ledger_path}

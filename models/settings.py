@@ -69,8 +69,16 @@ class Settings(BaseSettings):
     inbound_max_bytes: int = 25 * 1024 * 1024
     # How long a buyer has to confirm a claim sent by email, from the order's own mailbox.
     inbound_confirm_hours: int = 72
-    # Where buyers' links point (a confirmation link in an email); default: the API's own address.
-    public_url: str | None = None
+    # Buyers' signed links (the «Где мои деньги» page) and sign-in codes are signed with this secret.
+    # VOZVRAT_LINK_SECRET, or VOZVRAT_LINK_SECRET_FILE (owner-only; the embedded stack generates one);
+    # without either it is derived from the bank-details key (tasks/buyer_auth.py), so a rotation of
+    # that key also ends every link issued before it.
+    link_secret: SecretStr | None = None
+    link_secret_file: str | None = None
+    # Where buyers reach the API and its pages: the base of every link in a buyer's email.
+    public_url: str = "http://127.0.0.1:8000"
+    # A status link in an email opens the page for this many days; then the buyer signs in for a fresh one.
+    status_link_days: int = 30
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -481,3 +481,29 @@ class MassChunk(SQLModel, table=True):
     last_ticket_id: int
     done_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     counts: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+# --- proven buyers (issue 10): a one-time code sent to the order's email buys a short-lived token ---
+
+class BuyerCode(SQLModel, table=True):
+    """A sign-in code sent to an order's email: stored as an HMAC, expiring, its wrong tries counted."""
+
+    __tablename__ = "buyer_code"
+    __table_args__ = (Index("ix_buyer_code_order_created", "order_number", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    order_number: str = Field(sa_type=String(100))
+    code_hmac: str = Field(sa_type=String(64))
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    used_at: datetime | None = _ts()  # spent: verified, superseded by a newer code, or out of tries
+
+
+class BuyerToken(SQLModel, table=True):
+    """A buyer's bearer token (`vzb_…`) for one order: stored as a digest, short-lived, revocable."""
+
+    __tablename__ = "buyer_token"
+    id: int | None = Field(default=None, primary_key=True)
+    order_number: str = Field(sa_type=String(100), index=True)
+    token_sha256: str = Field(sa_type=String(64), unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    revoked_at: datetime | None = _ts()

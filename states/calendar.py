@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cache, lru_cache
 
 import holidays
@@ -142,3 +142,10 @@ def decision_deadline(filed_on: date, *, extended: bool = False) -> Deadline:
 def payout_deadline(decided_on: date) -> Deadline:
     """Decree 1491: money is paid within 10 working days of the decision to refund."""
     return add_working_days(decided_on, PAYOUT_WORKING_DAYS)
+
+
+def working_days_left(today: date, due: date) -> int:
+    """Working days from tomorrow up to and including the due day (0 on the due day and after it):
+    what a buyer's status page says is left before a deadline."""
+    span = (due - today).days
+    return sum(1 for n in range(1, span + 1) if is_working_day(today + timedelta(days=n))) if span > 0 else 0

@@ -53,6 +53,8 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = {
     "voucher_redeemed": frozenset({"claim_number", "voucher_number", "value_kopecks", "event_title"}),
     "voucher_expired": frozenset({"claim_number", "event_title", "voucher_number", "refund_kopecks"}),
     "regime_deadline_notice": frozenset({"claim_number", "event_title", "deadline", "kind", "alert", "days", "rule_ru"}),
+    # a buyer's sign-in code (tasks/buyer_auth.py): for an order, not a claim
+    "buyer_code": frozenset({"order_number", "code", "valid_minutes"}),
 }
 OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # What the buyer is told depends on who decides (ORGANIZER_DECIDES): a voluntary or event claim
@@ -81,8 +83,16 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "voucher_redeemed": frozenset({"buyer_name"}),
     "voucher_expired": frozenset({"buyer_name", "payout_deadline", "rule_ru"}),
     "regime_deadline_notice": frozenset({"event_date", "organizer_name", "who"}),
+    "buyer_code": frozenset({"buyer_name"}),
 }
 TEMPLATES: frozenset[str] = frozenset(TEMPLATE_CONTEXT)
+#: The emails a buyer gets about a claim: each carries `status_url`, the signed link to the claim's
+#: «Где мои деньги» page (put in by the outbox when it sends, tasks/buyer_links.py).
+# Not about one of the buyer's claims: to the organizer or the supervisor, a sign-in code, replies to
+# letters, and a postponement notice (its `claim_number` is the order's number).
+BUYER_CLAIM_TEMPLATES: frozenset[str] = TEMPLATES - {"escalation_notice", "buyer_code", "inbound_confirm", "inbound_refused",
+                                                     "event_postponed", "regime_deadline_notice"}
+OPTIONAL_CONTEXT = {name: keys | {"status_url"} if name in BUYER_CLAIM_TEMPLATES else keys for name, keys in OPTIONAL_CONTEXT.items()}
 
 REASON_LABELS: Mapping[str, str] = {
     "voluntary": "По собственной инициативе",
@@ -340,7 +350,10 @@ def _headers(template: str, *, subject: str, to: str, mail_from: str, when: date
         ("Message-ID", message_id),
         ("Auto-Submitted", "auto-generated"),
         ("X-Vozvrat-Template", template),
-    ] + ([("X-Vozvrat-Claim", " ".join(str(context["claim_number"]).split()))] if "claim_number" in context else [])
+    ] + [
+        (header, " ".join(str(context[key]).split()))
+        for header, key in (("X-Vozvrat-Claim", "claim_number"), ("X-Vozvrat-Order", "order_number")) if key in context
+    ]
 
 
 def render_email(
@@ -403,7 +416,7 @@ def render_email_bytes(
 
 
 __all__ = [
-    "TEMPLATES", "TEMPLATE_CONTEXT", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
+    "TEMPLATES", "TEMPLATE_CONTEXT", "BUYER_CLAIM_TEMPLATES", "OPTIONAL_CONTEXT", "UnknownTemplate", "MissingContext",
     "render_email", "render_email_bytes", "RenderedEmail", "render_parts", "message_id_for", "rub", "ru_date", "days_ru", "working_days_ru", "nolinks",
     "basis_ru", "organizer_decides",
 ]

@@ -55,7 +55,6 @@ from states.policy import (
     documents_last_day,
     fallback_offer,
 )
-from tasks.documents import StoredFile
 from tasks.emails import basis_ru
 from tasks.outbox import enqueue_email
 from tasks.run_actions import REFUND_CLAIM_DEPLOYMENT, queue_create, queue_resume  # noqa: F401 - the deployment's name is read from here
@@ -210,19 +209,21 @@ def file_buyer_claim(
     ticket_id: int,
     reason: str,
     now: datetime,
+    actor: str,
     description: str = "",
     name_mismatch_explanation: str | None = None,
     start_flow: bool = True,
 ) -> FiledClaim:
     """File a buyer's claim for one ticket; its refund-claim flow run is queued in the same transaction
-    (created by the run starter, so `flow_run_id` is None in the answer)."""
+    (created by the run starter, so `flow_run_id` is None in the answer). `actor` is the caller's
+    principal (`Principal.audit`: the buyer's order, the service key vouching for the buyer)."""
     try:
         reason = Reason(reason)
     except ValueError:
         raise IntakeError("reason", "Неизвестная причина возврата.") from None
     try:
         with engine.begin() as conn:
-            (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor="buyer", now=now,
+            (claim_id,) = file_claims(conn, ticket_ids=[ticket_id], reason=reason, actor=actor, now=now,
                                       description=description, name_mismatch_explanation=name_mismatch_explanation)
             queue_acknowledgement(conn, claim_id, now)  # with the claim: the API can mail it at once
             if start_flow:
@@ -262,11 +263,14 @@ def add_document(
     relation: str | None = None,
     filename: str | None = None,
     organizer_id: int | None = None,
-    file: StoredFile | None = None,
+    actor: str,
+    sha256: str | None = None,
+    size: int | None = None,
+    content_type: str | None = None,
 ) -> str:
-    """Store a buyer's document; a claim waiting for documents moves on to the organizer, its run's resume queued with it.
-
-    `file`: the document's file, already kept by tasks/documents.store (its sha256, size and type are recorded)."""
+    """Store a buyer's document (its file, when one came, already stored by tasks/documents.store); a
+    claim waiting for documents moves on to the organizer, its run's resume queued with it. The audit
+    row names `actor`, the caller's principal."""
     if kind not in DOCUMENT_KINDS:
         raise IntakeError("kind", "Неизвестный тип документа.")
     if sick_from and sick_to and sick_to < sick_from:
@@ -277,11 +281,10 @@ def add_document(
     with engine.begin() as conn:
         conn.execute(insert(Document.__table__).values(claim_id=claim_id, kind=kind, received_at=now, sick_from=sick_from, sick_to=sick_to,
                                                        person_name=person_name, relation=relation, filename=filename,
-                                                       sha256=file.sha256 if file else None, size=file.size if file else None,
-                                                       content_type=file.content_type if file else None))
+                                                       sha256=sha256, size=size, content_type=content_type))
         if claim.state == ClaimState.AWAITING_DOCUMENTS:
-            apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor="buyer", now=now)
-            _queue_resume(conn, [claim_id], ClaimInput(decision="documents", decided_by="buyer", at=now), now)
+            apply_trigger(conn, claim_id=claim_id, trigger=Trigger.SUBMIT_DOCUMENTS.value, actor=actor, now=now)
+            _queue_resume(conn, [claim_id], ClaimInput(decision="documents", decided_by=actor, at=now), now)
     return read_claim(claim_id, engine=engine).state
 
 
@@ -299,11 +302,6 @@ def request_run_resume(engine: Engine, claim_id: int, run_input: ClaimInput) -> 
     return True
 
 
-def buyer_principal(email: str) -> str:
-    """The audit actor for a buyer proven by the order's email (until buyer sign-in exists)."""
-    return f"buyer:{email}"
-
-
 @dataclass(frozen=True)
 class WithdrawnClaim:
     id: int
@@ -312,12 +310,12 @@ class WithdrawnClaim:
     resumed: bool
 
 
-def withdraw_claim(engine: Engine, *, number: str, buyer_email: str, now: datetime, note: str = "") -> WithdrawnClaim:
+def withdraw_claim(engine: Engine, *, number: str, actor: str, now: datetime, note: str = "") -> WithdrawnClaim:
     """The buyer withdraws a claim before a decision (`withdraw`: filed, awaiting documents or the
     organizer, escalated -> withdrawn); «Заявка отозвана» is queued in the same transaction.
 
-    The claim number and the order's email together prove the buyer; a wrong email looks exactly like
-    a missing claim (NotYourClaim). The audit row names the order's email, not what was typed.
+    The caller has proven the buyer (a buyer token of the claim's order, or a service key vouching
+    for them: tasks/buyer_claims.claim_ref); the audit row names that principal, `actor`.
     """
     with engine.connect() as conn:
         row = conn.execute(
@@ -327,12 +325,10 @@ def withdraw_claim(engine: Engine, *, number: str, buyer_email: str, now: dateti
             .join(event_t, event_t.c.id == claim_t.c.event_id)
             .where(claim_t.c.number == number)
         ).one_or_none()
-    typed = buyer_email.strip().casefold().encode()
-    if row is None or not secrets.compare_digest(typed, row.buyer_email.strip().casefold().encode()):
+    if row is None:
         raise NotYourClaim(f"claim {number} not found")
     if not has_step(Trigger.WITHDRAW.value, row.state):
         raise IntakeError("number", "Заявка уже рассмотрена, отозвать её нельзя.", code="wrong_state", status=409)
-    actor = buyer_principal(row.buyer_email)
     try:
         with engine.begin() as conn:
             outcome = apply_trigger(conn, claim_id=row.id, trigger=Trigger.WITHDRAW.value, actor=actor, now=now,

@@ -41,8 +41,10 @@ from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from models.crypto import SecretKeyError
 from models.tables import MailAudit, OutboxMessage
-from tasks.emails import TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
+from tasks.buyer_links import status_url
+from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
 from tasks.mass_sends import refresh_progress
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
@@ -111,7 +113,7 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _due(now: datetime, claim_id: int | None = None):
+def _due(now: datetime, claim_id: int | None = None, dedup_key: str | None = None):
     """Pending emails whose time has come and that nobody holds (or whose holder's lease ran out)."""
     cond = (
         (outbox_t.c.kind == "email")
@@ -121,6 +123,8 @@ def _due(now: datetime, claim_id: int | None = None):
     )
     if claim_id is not None:
         cond = cond & (outbox_t.c.claim_id == claim_id)
+    if dedup_key is not None:  # one message, sent now (a buyer's sign-in code must not wait behind a backlog)
+        cond = cond & (outbox_t.c.dedup_key == dedup_key)
     return cond
 
 
@@ -199,6 +203,7 @@ def lease_due_emails(
     mail_from: str,
     lease: timedelta = LEASE,
     claim_id: int | None = None,
+    dedup_key: str | None = None,
 ) -> list[LeasedEmail]:
     """Take up to ``limit`` due rows for ``owner`` until ``now + lease``, in the caller's transaction.
 
@@ -208,12 +213,12 @@ def lease_due_emails(
     the lease on the row's newest version. A row's Message-ID is fixed here the first time.
     """
     now = _utc(now)
-    pick = select(outbox_t.c.id).where(_due(now, claim_id)).order_by(outbox_t.c.id).limit(limit)
+    pick = select(outbox_t.c.id).where(_due(now, claim_id, dedup_key)).order_by(outbox_t.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     statement = (
         update(outbox_t)
-        .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id))
+        .where(outbox_t.c.id.in_(pick.scalar_subquery()), _due(now, claim_id, dedup_key))
         .values(lease_owner=owner, leased_until=now + lease)
         .returning(outbox_t.c.id, outbox_t.c.dedup_key, outbox_t.c.template, outbox_t.c.recipient, outbox_t.c.payload,
                    outbox_t.c.attempts, outbox_t.c.message_id, outbox_t.c.mass_send_id)
@@ -275,6 +280,7 @@ async def dispatch_emails(
     mail_from: str,
     enabled: bool = True,
     claim_id: int | None = None,
+    dedup_key: str | None = None,
     owner: str | None = None,
     batch: int = LEASE_BATCH,
     lease: timedelta = LEASE,
@@ -282,7 +288,8 @@ async def dispatch_emails(
     still_enabled: Callable[[], bool] | None = email_enabled_now,
     pacer: Pacer | None = None,
 ) -> DispatchReport:
-    """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s when given).
+    """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s, or the one
+    message ``dedup_key``, when given).
 
     Rows are leased ``batch`` at a time and sent over one SMTP session; each outcome is committed
     on its own. Safe to run in any number of processes at once.
@@ -291,7 +298,7 @@ async def dispatch_emails(
     report = DispatchReport()
     if not enabled:
         with Session(engine) as session:
-            report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id))).one()
+            report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id, dedup_key))).one()
         report.held_by_kill_switch = True
         return report
 
@@ -302,14 +309,14 @@ async def dispatch_emails(
         autocommit = None
         if engine.dialect.name == "postgresql":
             autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
-        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, owner=owner,
-                               batch=batch, lease=lease, autocommit=autocommit, report=report,
+        return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, dedup_key=dedup_key,
+                               owner=owner, batch=batch, lease=lease, autocommit=autocommit, report=report,
                                pacer=pacer or Pacer(rate_per_s), still_enabled=still_enabled or (lambda: True))
 
 
 async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
-                    owner: str, batch: int, lease: timedelta, autocommit: Connection | None, report: DispatchReport,
-                    pacer: Pacer, still_enabled: Callable[[], bool]) -> DispatchReport:
+                    dedup_key: str | None, owner: str, batch: int, lease: timedelta, autocommit: Connection | None,
+                    report: DispatchReport, pacer: Pacer, still_enabled: Callable[[], bool]) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
@@ -319,7 +326,7 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
         while remaining > 0:
             with engine.begin() as conn:
                 leased = lease_due_emails(conn, owner=owner, now=now, limit=min(batch, remaining), mail_from=mail_from,
-                                          lease=lease, claim_id=claim_id)
+                                          lease=lease, claim_id=claim_id, dedup_key=dedup_key)
             if not leased:
                 break
             remaining -= len(leased)
@@ -370,6 +377,18 @@ def _audit_sent(engine: Engine, sent: Sequence[LeasedEmail], *, owner: str, now:
         refresh_progress(conn, [k for k in groups if k is not None], now=now)
 
 
+def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime) -> Mapping[str, Any]:
+    """A buyer's claim email gets a fresh signed link to the claim's «Где мои деньги» page when it is
+    sent (a message held by the kill switch for days still carries a live link). No link secret: the
+    email goes without the link rather than not at all."""
+    if template not in BUYER_CLAIM_TEMPLATES or payload.get("status_url") or not payload.get("claim_number"):
+        return payload
+    try:
+        return {**payload, "status_url": status_url(str(payload["claim_number"]), now=now)}
+    except SecretKeyError:
+        return payload
+
+
 async def _deliver(
     email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None
 ) -> tuple[str, str | None]:
@@ -378,7 +397,7 @@ async def _deliver(
         if not email.recipient:
             raise ValueError("no recipient")
         message = render_email_bytes(
-            email.template or "", to=email.recipient, context=email.payload, mail_from=mail_from,
+            email.template or "", to=email.recipient, context=with_status_link(email.template, email.payload, now), mail_from=mail_from,
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:

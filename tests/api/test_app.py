@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from api.app import app, clock
 from models.db import get_engine
 from models.settings import get_settings
+from tasks.auth import create_service_key
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 
@@ -21,7 +22,9 @@ def client(sqlite_url, monkeypatch):
     get_settings.cache_clear()
     get_engine.cache_clear()
     app.dependency_overrides[clock] = lambda: NOW
-    with TestClient(app) as c:
+    # Buyer endpoints need a principal: the operator's site, vouching for its signed-in buyers (issue 10).
+    service_key = create_service_key(get_engine(), "site", now=NOW)
+    with TestClient(app, headers={"Authorization": f"Bearer {service_key}"}) as c:
         yield c
     app.dependency_overrides.clear()
     get_settings.cache_clear()
@@ -64,7 +67,7 @@ def test_organizer_endpoints_need_a_token_and_hide_other_organizers_claims(clien
         from models.claim_store import file_claims
 
         (claim_id,) = file_claims(conn, ticket_ids=[ticket], reason="other", actor="buyer", now=NOW)
-    assert client.get(f"/organizer/claims/{claim_id}").status_code == 401
+    assert client.get(f"/organizer/claims/{claim_id}", headers={"Authorization": ""}).status_code == 401
     assert client.get(f"/organizer/claims/{claim_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
     token = issue_organizer_token(engine, mine)
     r = client.post(f"/organizer/claims/{claim_id}/decision", headers={"Authorization": f"Bearer {token}"}, json={"decision": "approve"})

@@ -17,7 +17,11 @@ from tests.api.uvicorn_server import REPO, api_server, closed_port
 
 ENDPOINTS = [
     ("post", "/claims", {"ticket_id": 1, "reason": "voluntary"}),
-    ("post", "/claims/1/documents", {"kind": "other"}),
+    ("post", "/claims/VZ-0000001-1/documents", {"kind": "other"}),
+    ("get", "/claims/VZ-0000001-1", None),
+    ("post", "/claims/VZ-0000001-1/withdrawal", {}),
+    ("post", "/buyer/session", {"order_number": "ORD-1", "email": "buyer@example.ru"}),
+    ("post", "/buyer/session/verify", {"order_number": "ORD-1", "code": "123456"}),
     ("get", "/organizer/claims/1", None),
     ("post", "/organizer/claims/1/decision", {"decision": "approve"}),
     ("post", "/organizer/claims/1/extension", {"reason": "Проверка документов"}),
@@ -93,7 +97,8 @@ def test_a_hung_database_is_503_after_the_connect_timeout_and_health_still_answe
         assert r.status_code == 503
         assert r.json()["dependencies"]["database"] == {"status": "down", "latency_ms": None, "error": "нет ответа за 0.7 с"}
         started = time.monotonic()
-        _assert_database_unavailable(httpx.post(base_url + "/claims", json={"ticket_id": 1, "reason": "voluntary"}, timeout=30))
+        _assert_database_unavailable(httpx.post(base_url + "/claims", json={"ticket_id": 1, "reason": "voluntary"}, timeout=30,
+                                                headers={"Authorization": "Bearer vzs_some-key"}))
         assert time.monotonic() - started < 8  # libpq's connect_timeout (3 s), not forever
 
 

@@ -9,10 +9,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import app, clock
-from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, outbox_t
+from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, order_t, outbox_t, ticket_t
 from models.db import get_engine
 from models.settings import get_settings
 from states.policy import REFUSAL_MESSAGES_RU
+from tasks.auth import create_service_key
 from tasks.emails import render_parts
 from tasks.intake import issue_organizer_token
 from tests import factories as f
@@ -27,7 +28,10 @@ def client(db_url, monkeypatch):
     get_settings.cache_clear()
     get_engine.cache_clear()
     app.dependency_overrides[clock] = lambda: NOW
-    with TestClient(app) as c:
+    monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "false")  # sign-in codes are read from the outbox
+    # Buyer endpoints need a principal (issue 10): by default the operator's site, vouching for its buyer.
+    service_key = create_service_key(get_engine(), "site", now=NOW)
+    with TestClient(app, headers={"Authorization": f"Bearer {service_key}"}) as c:
         yield c
     app.dependency_overrides.clear()
     get_engine().dispose()
@@ -110,18 +114,32 @@ def test_decided_by_is_no_longer_part_of_the_decision_schemas(client):
 
 # --- withdraw --------------------------------------------------------------------------------------
 
+def buyer_token(client, number: str, email: str = BUYER) -> dict[str, str]:
+    """Sign in as the buyer of the claim's order: the code sent to the order's email buys a token (issue 10)."""
+    with get_engine().connect() as conn:
+        order_number = conn.execute(select(order_t.c.number).join(ticket_t, ticket_t.c.order_id == order_t.c.id)
+                                    .join(claim_t, claim_t.c.ticket_id == ticket_t.c.id).where(claim_t.c.number == number)).scalar_one()
+    assert client.post("/buyer/session", json={"order_number": order_number, "email": email}).status_code == 202
+    with get_engine().connect() as conn:
+        code = conn.execute(select(outbox_t.c.payload).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id.desc())).first()[0]["code"]
+    r = client.post("/buyer/session/verify", json={"order_number": order_number, "code": code})
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
 def test_the_buyer_withdraws_a_claim_awaiting_documents(client, organizer):
     """Used to be impossible: `withdraw` had no driver, so a buyer could not take a claim back."""
     org, _ = organizer
     claim_id, number = claim_waiting(organizer_id=org, reason="illness")
     assert claim_row(claim_id).state == "awaiting_documents"
+    headers = buyer_token(client, number, email=" anna.petrova@EXAMPLE.ru ")
 
-    r = client.post(f"/claims/{number}/withdrawal", json={"email": " anna.petrova@EXAMPLE.ru ", "reason": "Выздоровела, пойду"})
+    r = client.post(f"/claims/{number}/withdrawal", headers=headers, json={"reason": "Выздоровела, пойду"})
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "withdrawn" and r.json()["number"] == number
     assert claim_row(claim_id).state == "withdrawn"
-    # The principal is the order's email as stored, not the spelling the client typed.
-    assert audit(claim_id)[-1] == ("withdraw", "awaiting_documents", "withdrawn", f"buyer:{BUYER}")
+    # The principal is the order the buyer proved by the emailed code, never what the client typed.
+    (trigger, source, dest, actor) = audit(claim_id)[-1]
+    assert (trigger, source, dest) == ("withdraw", "awaiting_documents", "withdrawn") and actor.startswith("buyer:order:ORD-")
 
     recipient, payload = outbox(claim_id)["claim_withdrawn"]
     assert recipient == BUYER
@@ -130,16 +148,18 @@ def test_the_buyer_withdraws_a_claim_awaiting_documents(client, organizer):
     assert "Вы отозвали заявку на возврат" in text and "«Щелкунчик»" in text and "Петрова Анна Сергеевна" in text
 
     # A withdrawn claim no longer holds the ticket, and cannot be withdrawn twice.
-    r = client.post(f"/claims/{number}/withdrawal", json={"email": BUYER})
+    r = client.post(f"/claims/{number}/withdrawal", headers=headers, json={})
     assert r.status_code == 409 and r.json()["detail"][0]["type"] == "wrong_state"
 
 
-def test_a_wrong_email_answers_404_exactly_like_a_missing_claim_and_changes_nothing(client, organizer):
+def test_another_orders_buyer_answers_404_exactly_like_a_missing_claim_and_changes_nothing(client, organizer):
     org, _ = organizer
     claim_id, number = claim_waiting(organizer_id=org, reason="other")
+    _, other_number = claim_waiting(organizer_id=org, reason="other", buyer_email="someone.else@example.ru")
+    stranger = buyer_token(client, other_number, email="someone.else@example.ru")
     before = audit(claim_id)
-    wrong = client.post(f"/claims/{number}/withdrawal", json={"email": "someone.else@example.ru"})
-    missing = client.post("/claims/VZ-9999999-1/withdrawal", json={"email": BUYER})
+    wrong = client.post(f"/claims/{number}/withdrawal", headers=stranger, json={})
+    missing = client.post("/claims/VZ-9999999-1/withdrawal", headers=stranger, json={})
     assert wrong.status_code == missing.status_code == 404
     assert wrong.json() == missing.json() == {"detail": [{"loc": ["path", "number"], "msg": "Заявка не найдена.", "type": "not_found"}]}
     assert claim_row(claim_id).state == "awaiting_organizer" and audit(claim_id) == before
@@ -150,17 +170,18 @@ def test_a_decided_claim_cannot_be_withdrawn(client, organizer):
     org, auth = organizer
     claim_id, number = claim_waiting(organizer_id=org, reason="other")
     assert client.post(f"/organizer/claims/{claim_id}/decision", headers=auth, json={"decision": "approve"}).status_code == 200
-    r = client.post(f"/claims/{number}/withdrawal", json={"email": BUYER})
+    r = client.post(f"/claims/{number}/withdrawal", json={})
     assert r.status_code == 409
     assert r.json()["detail"] == [{"loc": ["body", "number"], "msg": "Заявка уже рассмотрена, отозвать её нельзя.", "type": "wrong_state"}]
     assert claim_row(claim_id).state == "approved"
 
 
-def test_a_withdrawal_without_a_valid_email_is_refused_field_by_field(client):
-    r = client.post("/claims/VZ-0000001-1/withdrawal", json={"email": "нет"})
-    assert r.status_code == 422
-    assert [e["loc"] for e in r.json()["detail"]] == [["body", "email"]]
-    assert client.post("/claims/VZ-0000001-1/withdrawal", json={}).json()["detail"][0]["msg"] == "Обязательное поле."
+def test_the_orders_email_alone_no_longer_proves_the_buyer(client, organizer):
+    """Used to: the claim number and the order's email withdrew a claim; both are in every forwarded email."""
+    org, _ = organizer
+    claim_id, number = claim_waiting(organizer_id=org, reason="other")
+    r = client.post(f"/claims/{number}/withdrawal", headers={"Authorization": ""}, json={"email": BUYER})
+    assert r.status_code == 401 and claim_row(claim_id).state == "awaiting_organizer"
 
 
 # --- documents judged false ------------------------------------------------------------------------
@@ -168,7 +189,7 @@ def test_a_withdrawal_without_a_valid_email_is_refused_field_by_field(client):
 def illness_claim_with_a_document(client, organizer_id: int) -> tuple[int, str]:
     claim_id, number = claim_waiting(organizer_id=organizer_id, reason="illness")
     event_day = (NOW + timedelta(days=10)).date()
-    r = client.post(f"/claims/{claim_id}/documents", json={
+    r = client.post(f"/claims/{number}/documents", json={
         "kind": "sick_leave_gosuslugi", "sick_from": (event_day - timedelta(days=3)).isoformat(),
         "sick_to": (event_day + timedelta(days=5)).isoformat(), "person_name": "Петрова Анна Сергеевна"})
     assert r.status_code == 201 and r.json()["state"] == "awaiting_organizer", r.text

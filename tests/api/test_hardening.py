@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from api.app import app
-from models.claim_store import apply_batch, document_t, file_claims
+from models.claim_store import apply_batch, claim_t, document_t, file_claims
 from models.db import make_engine
 from models.migrate import upgrade
+from tasks.auth import create_service_key
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 from tests.api.uvicorn_server import api_server
@@ -25,7 +26,6 @@ from tests.conftest import _create_pg_database, _drop_pg_database
 NOW = datetime.now(UTC)
 
 CLAIM_PATHS = [
-    ("post", "/claims/{id}/documents", {"kind": "other"}),
     ("get", "/organizer/claims/{id}", None),
     ("post", "/organizer/claims/{id}/decision", {"decision": "approve"}),
     ("post", "/organizer/claims/{id}/extension", {"reason": "Нужна проверка документов"}),
@@ -35,8 +35,8 @@ CLAIM_PATHS = [
 TEXT_FIELDS = [
     ("/claims", {"ticket_id": 1, "reason": "other"}, "description"),
     ("/claims", {"ticket_id": 1, "reason": "other"}, "name_mismatch_explanation"),
-    ("/claims/{id}/documents", {"kind": "other"}, "person_name"),
-    ("/claims/{id}/documents", {"kind": "other"}, "filename"),
+    ("/claims/{number}/documents", {"kind": "other"}, "person_name"),
+    ("/claims/{number}/documents", {"kind": "other"}, "filename"),
     ("/organizer/claims/{id}/decision", {"decision": "reject"}, "note"),
     ("/organizer/claims/{id}/decision", {"decision": "reject", "note": "Нет"}, "decided_by"),
     ("/organizer/claims/{id}/extension", {}, "reason"),
@@ -81,8 +81,12 @@ def seeded(backend):
         event = f.event(conn, starts_at=NOW + timedelta(days=20), organizer_id=org)
         ticket = f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=NOW - timedelta(days=5)))
         (claim_id,) = file_claims(conn, ticket_ids=[ticket], reason="illness", actor="buyer", now=NOW)
+        number = conn.execute(select(claim_t.c.number).where(claim_t.c.id == claim_id)).scalar_one()
     apply_batch(engine, claim_ids=[claim_id], trigger="assess", actor="system", now=NOW)
-    return {"engine": engine, "claim_id": claim_id, "ticket_id": ticket, "token": issue_organizer_token(engine, org)}
+    # Buyer endpoints take the operator's service key (or that order's buyer token, issue 10).
+    service = {"Authorization": f"Bearer {create_service_key(engine, f'site-{claim_id}', now=NOW)}"}
+    return {"engine": engine, "claim_id": claim_id, "number": number, "ticket_id": ticket, "token": issue_organizer_token(engine, org),
+            "service": service}
 
 
 def _is_russian(text: str) -> bool:
@@ -101,7 +105,7 @@ def test_ids_at_or_above_2_31_are_422_on_every_endpoint_and_keep_the_connection(
             assert error["loc"] == ["path", "claim_id"] and error["type"] == "less_than_equal"
             assert error["msg"] == "Значение больше допустимого (2147483647)."
             assert r.headers.get("connection") != "close"
-        r = client.post("/claims", json={"ticket_id": big, "reason": "voluntary"})
+        r = client.post("/claims", json={"ticket_id": big, "reason": "voluntary"}, headers=seeded["service"])
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "ticket_id"], r.text
         r = client.post("/organizer/decisions", json={"claim_ids": [seeded["claim_id"], big], "decision": "approve"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "claim_ids", 1], r.text
@@ -113,21 +117,23 @@ def test_ids_at_or_above_2_31_are_422_on_every_endpoint_and_keep_the_connection(
 @pytest.mark.parametrize(("path", "body", "field"), TEXT_FIELDS, ids=[f"{p}:{fld}" for p, _, fld in TEXT_FIELDS])
 def test_control_characters_in_any_text_field_are_422_naming_the_field(server, seeded, path, body, field):
     """Used to: a NUL in any text field answered 500 on PostgreSQL ("text fields cannot contain NUL")."""
-    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {seeded['token']}"}, timeout=10) as client:
+    auth = seeded["service"] if path.startswith("/claims") else {"Authorization": f"Bearer {seeded['token']}"}
+    with httpx.Client(base_url=server, headers=auth, timeout=10) as client:
+        path = path.format(id=seeded["claim_id"], number=seeded["number"])
         for bad in ("\x00", "\x1b[31m", "\x7f", "\x85"):  # NUL, ESC, DEL, NEL
-            r = client.post(path.format(id=seeded["claim_id"]), json={**body, field: f"Иван{bad}ов"})
+            r = client.post(path, json={**body, field: f"Иван{bad}ов"})
             assert r.status_code == 422, (repr(bad), r.text)
             assert r.json()["detail"] == [{"loc": ["body", field], "msg": "Текст содержит управляющие символы (например, NUL); уберите их.",
                                            "type": "control_characters"}], repr(bad)
         # A lone surrogate (valid JSON escape, not storable text).
-        r = client.post(path.format(id=seeded["claim_id"]), content=json.dumps({**body, field: "Иван\ud800ов"}),
+        r = client.post(path, content=json.dumps({**body, field: "Иван\ud800ов"}),
                         headers={"Content-Type": "application/json"})
         assert r.status_code == 422, r.text
         assert r.json()["detail"] == [{"loc": ["body", field], "msg": "Текст содержит недопустимые символы Юникода.", "type": "string_unicode"}]
 
 
 def test_ordinary_text_with_line_breaks_and_tabs_is_accepted(server, seeded):
-    r = httpx.post(f"{server}/claims/{seeded['claim_id']}/documents", timeout=10,
+    r = httpx.post(f"{server}/claims/{seeded['number']}/documents", timeout=10, headers=seeded["service"],
                    json={"kind": "sick_leave_gosuslugi", "person_name": "Пётр Ёлкин", "filename": "больничный\tлист (копия).pdf"})
     assert r.status_code == 201, r.text
     with seeded["engine"].connect() as conn:
@@ -142,9 +148,9 @@ def test_thirty_concurrent_uploads_to_one_claim_each_succeed_or_answer_409_and_n
     lock = threading.Lock()
 
     def upload(i: int) -> None:
-        with httpx.Client(base_url=server, timeout=60) as client:
+        with httpx.Client(base_url=server, timeout=60, headers=seeded["service"]) as client:
             barrier.wait()
-            r = client.post(f"/claims/{seeded['claim_id']}/documents", json={"kind": "other", "filename": f"скан-{i}.pdf"})
+            r = client.post(f"/claims/{seeded['number']}/documents", json={"kind": "other", "filename": f"скан-{i}.pdf"})
         with lock:
             answers.append(r)
 
@@ -166,16 +172,17 @@ def test_thirty_concurrent_uploads_to_one_claim_each_succeed_or_answer_409_and_n
         if r.status_code == 409:
             assert r.headers["content-type"] == "application/json" and _is_russian(r.json()["detail"][0]["msg"])
     # A 409 is safe to repeat: the claim now awaits the organizer and takes the document.
-    r = httpx.post(f"{server}/claims/{seeded['claim_id']}/documents", json={"kind": "other", "filename": "повтор.pdf"}, timeout=10)
+    r = httpx.post(f"{server}/claims/{seeded['number']}/documents", json={"kind": "other", "filename": "повтор.pdf"}, timeout=10,
+                   headers=seeded["service"])
     assert r.status_code == 201 and r.json()["state"] == "awaiting_organizer", r.text
 
 
 def test_bodies_that_are_not_utf8_or_nest_too_deep_are_422_not_400_or_500(server, seeded):
     """Used to: both answered a bare 400 "There was an error parsing the body" that no operation documents."""
-    path = f"{server}/claims/{seeded['claim_id']}/documents"
+    path = f"{server}/claims/{seeded['number']}/documents"
     for body, msg in ((b'{"kind": "other", "filename": "\xff\xfe"}', "Тело запроса — не JSON в кодировке UTF-8."),
                       (b"[" * 100_000 + b"]" * 100_000, "Слишком глубокая вложенность JSON.")):
-        r = httpx.post(path, content=body, headers={"Content-Type": "application/json"}, timeout=30)
+        r = httpx.post(path, content=body, headers={"Content-Type": "application/json", **seeded["service"]}, timeout=30)
         assert r.status_code == 422, r.text
         assert r.json() == {"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]}
 

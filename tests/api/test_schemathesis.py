@@ -2,7 +2,8 @@
 
 Used to: about 48,000 cases gave 542 answers of 500 (ids >= 2**31, NUL in text, concurrent writes) and
 answers the schema did not document. Bounded for `make test`: 50 examples per operation and mode
-(valid and invalid data), a fixed seed, each case sent without a token and with an organizer's token,
+(valid and invalid data), a fixed seed, each case sent without a token and with a token (the organizer's for organizer endpoints, the operator's
+service key for buyer endpoints),
 to a uvicorn server started here on a fresh database (SQLite, then PostgreSQL).
 
 The seed data never lets a filing reach Prefect (every ticket already has an open claim, and a claim in
@@ -24,6 +25,7 @@ from api.app import app
 from models.claim_store import file_claims
 from models.db import make_engine
 from models.migrate import upgrade
+from tasks.auth import create_service_key
 from tasks.intake import issue_organizer_token
 from tests import factories as f
 from tests.api.uvicorn_server import api_server, closed_port
@@ -55,6 +57,7 @@ def fuzz_target(request, tmp_path_factory):
             ticket = f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=now - timedelta(days=3)))
             file_claims(conn, ticket_ids=[ticket], reason="other", actor="buyer", now=now)
     token = issue_organizer_token(engine, mine)
+    service_key = create_service_key(engine, "fuzz-site", now=now)  # buyer endpoints: the operator's site (issue 10)
     engine.dispose()
     env = {
         "VOZVRAT_DATABASE_URL": url,
@@ -65,7 +68,7 @@ def fuzz_target(request, tmp_path_factory):
     }
     with api_server(env, root / "api.log") as base_url:
         session = requests.Session()
-        yield {"base_url": base_url, "token": token, "session": session}
+        yield {"base_url": base_url, "token": token, "service_key": service_key, "session": session}
         session.close()
     print(f"\nschemathesis on {request.param}: {sum(STATUSES.values())} requests, statuses {dict(sorted(STATUSES.items()))}")
     STATUSES.clear()
@@ -89,6 +92,8 @@ def test_api_conforms_to_its_schema_and_never_answers_500(case, fuzz_target):
     without_token = case.call_and_validate(base_url=base_url, session=session, checks=CHECKS)
     STATUSES[without_token.status_code] += 1
     headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
-    case.headers = {**headers, "Authorization": f"Bearer {fuzz_target['token']}"}
+    # Organizer endpoints with the organizer's token, buyer endpoints with the operator's service key.
+    secret = fuzz_target["token"] if case.path.startswith("/organizer") else fuzz_target["service_key"]
+    case.headers = {**headers, "Authorization": f"Bearer {secret}"}
     with_token = case.call_and_validate(base_url=base_url, session=session, checks=CHECKS)
     STATUSES[with_token.status_code] += 1

@@ -34,9 +34,10 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def api_server(env: dict[str, str], log: Path, *, startup_timeout: float = 60.0) -> Iterator[str]:
-    """Start the API with these settings and yield its base URL; stop it (its process group) after."""
-    port = free_port()
+def api_server(env: dict[str, str], log: Path, *, startup_timeout: float = 60.0, port: int | None = None) -> Iterator[str]:
+    """Start the API with these settings and yield its base URL; stop it (its process group) after.
+    `port`: a port chosen beforehand (when the settings name the server's own URL); a free one otherwise."""
+    port = port or free_port()
     full_env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", **env}
     with open(log, "ab") as out:
         proc = subprocess.Popen(

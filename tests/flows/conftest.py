@@ -24,7 +24,12 @@ def stack(tmp_path_factory):
     mp.setenv("VOZVRAT_SWEEP_GRACE_S", "3")
     # No re-run automation on this stack's server: a crashed run is replaced at once.
     mp.setenv("VOZVRAT_CRASH_RERUN_GRACE_S", "0")
-    s.start()
+    try:
+        s.start()
+    except BaseException:
+        s.stop()  # a part that did not come up in time: the parts already started must not outlive the test
+        mp.undo()
+        raise
     for key, value in s.env().items():
         mp.setenv(key, value)
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -44,6 +49,17 @@ def stack(tmp_path_factory):
         mp.undo()
         get_settings.cache_clear()
         get_engine.cache_clear()
+
+
+@pytest.fixture(scope="package")
+def site_key(stack) -> dict[str, str]:
+    """The operator's site: buyer endpoints take its service key (or that order's buyer token, issue 10)."""
+    from datetime import UTC, datetime
+
+    from models.db import get_engine
+    from tasks.auth import create_service_key
+
+    return {"Authorization": f"Bearer {create_service_key(get_engine(), 'site', now=datetime.now(UTC))}"}
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0, interval: float = 0.3):

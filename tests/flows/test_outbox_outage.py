@@ -14,7 +14,7 @@ from tests import factories as f
 from tests.flows.conftest import mail_in, wait_for
 
 
-def test_mail_waits_in_the_outbox_while_smtp_is_down_and_goes_once_when_it_is_back(stack):
+def test_mail_waits_in_the_outbox_while_smtp_is_down_and_goes_once_when_it_is_back(stack, site_key):
     engine = get_engine()
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -26,7 +26,7 @@ def test_mail_waits_in_the_outbox_while_smtp_is_down_and_goes_once_when_it_is_ba
 
     stack.stop_process("smtp-sink")
     try:
-        with httpx.Client(base_url=stack.api_url, timeout=30) as api:
+        with httpx.Client(base_url=stack.api_url, timeout=30, headers=site_key) as api:
             claim = api.post("/claims", json={"ticket_id": ticket, "reason": "voluntary"}).json()
         wait_for("claim paid", lambda: read_claim(claim["id"], engine=engine).state == "paid")
 

@@ -16,7 +16,7 @@ from tests.flows.conftest import body_text, claim_run, mail_in, run_of, run_stat
 
 
 @pytest.fixture
-def world(stack):
+def world(stack, site_key):
     """An organizer with a token, a Moscow event a week away, a card ticket; the API client."""
     engine = get_engine()
     now = datetime.now(UTC)
@@ -28,7 +28,7 @@ def world(stack):
         ticket = f.ticket(conn, event_id=event, order_id=order, price_paid=420000, nominal=420000)
     stack.register_payment(f"2d1f5a0e-000f-5000-9000-{event:012d}", 420000 + 35000)  # the buyer's card payment
     token = issue_organizer_token(engine, org)
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
+    with httpx.Client(base_url=stack.api_url, timeout=30, headers=site_key) as api:
         yield {"engine": engine, "now": now, "org": org, "ticket": ticket, "auth": {"Authorization": f"Bearer {token}"},
                "api": api, "email": f"buyer{event}@example.ru"}
 
@@ -53,7 +53,7 @@ def test_illness_claim_waits_for_documents_and_organizer_then_pays_and_acknowled
     assert read_claim(claim["id"], engine=engine).state == "awaiting_documents"
 
     sick_from = (world["now"] - timedelta(days=1)).date()
-    r = api.post(f"/claims/{claim['id']}/documents", json={
+    r = api.post(f"/claims/{claim['number']}/documents", json={
         "kind": "sick_leave_gosuslugi", "sick_from": sick_from.isoformat(), "sick_to": (sick_from + timedelta(days=14)).isoformat(),
         "person_name": "Иванов Иван Иванович"})
     assert r.status_code == 201, r.text

@@ -24,7 +24,7 @@ from tests.flows.conftest import claim_run, run_of, run_state, wait_for, waiting
 
 
 @pytest.fixture
-def shop(stack):
+def shop(stack, site_key):
     """An organizer with a token and a Moscow event three weeks away; `ticket()` sells one more seat."""
     engine = get_engine()
     now = datetime.now(UTC)
@@ -41,7 +41,7 @@ def shop(stack):
                         acquirer_payment_id=payment_id)
             return f.ticket(conn, event_id=event, order_id=n, price_paid=300000, nominal=300000)
 
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
+    with httpx.Client(base_url=stack.api_url, timeout=30, headers=site_key) as api:
         yield {"engine": engine, "now": now, "ticket": ticket, "api": api,
                "auth": {"Authorization": f"Bearer {issue_organizer_token(engine, org)}"}}
 
@@ -132,7 +132,7 @@ def test_a_run_gone_or_crashed_is_replaced_and_the_claim_still_reaches_payout(st
 def test_a_claim_waiting_for_bank_details_is_a_suspended_run_that_says_so_and_goes_on_when_they_arrive(stack, shop):
     """Regression: the run of a cash claim ended Completed while the claim waited for bank details."""
     engine = shop["engine"]
-    claim = file_buyer_claim(engine, ticket_id=shop["ticket"]("cash"), reason="voluntary", now=datetime.now(UTC))
+    claim = file_buyer_claim(engine, ticket_id=shop["ticket"]("cash"), reason="voluntary", actor="service:test", now=datetime.now(UTC))
     run_id = claim_run(claim.id, engine)
     wait_for("run suspended for bank details", lambda: waiting_in(run_id, "needs_bank_details"))
     assert run_of(run_id).state.name.startswith("Ждёт реквизиты покупателя · до ")  # whom it waits on, until when

@@ -31,7 +31,7 @@ def test_escalation_counts_working_days_across_the_new_year_holidays(stack):
         event = f.event(conn, starts_at=datetime(2026, 2, 15, 19, 0, tzinfo=MSK), organizer_id=org, title="Зимний концерт")
         order = f.order(conn, created_at=filed - timedelta(days=20), buyer_email="patient@example.ru")
         ticket = f.ticket(conn, event_id=event, order_id=order)
-    claim = file_buyer_claim(engine, ticket_id=ticket, reason="other", now=filed, description="Переезд")
+    claim = file_buyer_claim(engine, ticket_id=ticket, reason="other", actor="service:test", now=filed, description="Переезд")
     wait_for("claim with the organizer", lambda: read_claim(claim.id, engine=engine).state == "awaiting_organizer")
     # 10 working days after 25.12.2025 skip 1-11 January 2026: the decision is due on 20 January.
     with engine.connect() as conn:

@@ -35,7 +35,7 @@ def run_is(flow_run_id: str, state_type: str) -> bool:
 
 
 @pytest.fixture
-def world(stack):
+def world(stack, site_key):
     """An organizer with a token, a Moscow event two days away, a card ticket, an illness claim whose run
     is suspended waiting for documents; the API client."""
     engine = get_engine()
@@ -48,7 +48,7 @@ def world(stack):
         order = f.order(conn, created_at=now - timedelta(days=30), buyer_email=email, buyer_name="Петрова Анна Сергеевна",
                         acquirer_payment_id=f"2d1f5a0e-000f-5000-9000-{event:012d}")
         ticket = f.ticket(conn, event_id=event, order_id=order)
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
+    with httpx.Client(base_url=stack.api_url, timeout=30, headers=site_key) as api:
         r = api.post("/claims", json={"ticket_id": ticket, "reason": "illness"})
         assert r.status_code == 201, r.text
         claim = r.json()
@@ -73,7 +73,7 @@ def test_sla_watch_refuses_a_claim_whose_documents_never_came_and_its_run_ends(s
 
 def test_a_withdrawn_claims_run_ends(stack, world):
     claim = world["claim"]
-    r = world["api"].post(f"/claims/{claim['number']}/withdrawal", json={"email": world["email"]})
+    r = world["api"].post(f"/claims/{claim['number']}/withdrawal", json={"reason": "Выздоровела"})
     assert r.status_code == 200 and r.json()["state"] == "withdrawn", r.text
     wait_for("the claim's run completed", lambda: run_is(claim["flow_run_id"], "COMPLETED"))
     assert read_claim(claim["id"], engine=world["engine"]).state == "withdrawn"
@@ -83,7 +83,7 @@ def test_a_withdrawn_claims_run_ends(stack, world):
 def test_a_claim_refused_for_false_documents_ends_its_run(stack, world):
     claim, api = world["claim"], world["api"]
     event_day = world["event_start"].date()
-    r = api.post(f"/claims/{claim['id']}/documents", json={
+    r = api.post(f"/claims/{claim['number']}/documents", json={
         "kind": "sick_leave_gosuslugi", "sick_from": (event_day - timedelta(days=3)).isoformat(),
         "sick_to": (event_day + timedelta(days=3)).isoformat(), "person_name": "Петрова Анна Сергеевна"})
     assert r.status_code == 201 and r.json()["state"] == "awaiting_organizer", r.text

@@ -61,7 +61,7 @@ def test_a_paid_card_ticket_takes_no_second_claim_and_the_buyer_gets_409_in_russ
     # Used to go wrong: each new voluntary claim on a paid ticket was auto-approved and paid to the card again.
     _, ticket_id = paid_claim(engine)
     with pytest.raises(IntakeError) as refused:
-        file_buyer_claim(engine, ticket_id=ticket_id, reason="voluntary", now=NOW + timedelta(days=1), start_flow=False)
+        file_buyer_claim(engine, ticket_id=ticket_id, reason="voluntary", actor="service:test", now=NOW + timedelta(days=1), start_flow=False)
     assert (refused.value.status, refused.value.code) == (409, "TICKET_ALREADY_REFUNDED")
     assert "только один раз" in refused.value.message_ru
     assert claims_of(engine, ticket_id) == 1
@@ -84,7 +84,7 @@ def test_a_scanned_or_void_ticket_takes_no_claim(engine, barcode_status, code):
     with engine.begin() as conn:
         ticket_id = factories.ticket_for_event(conn, event_start=NOW + timedelta(days=19), barcode_status=barcode_status)
     with pytest.raises(IntakeError) as refused:
-        file_buyer_claim(engine, ticket_id=ticket_id, reason="voluntary", now=NOW, start_flow=False)
+        file_buyer_claim(engine, ticket_id=ticket_id, reason="voluntary", actor="service:test", now=NOW, start_flow=False)
     assert (refused.value.status, refused.value.code) == (409, code)
     assert claims_of(engine, ticket_id) == 0
 

@@ -157,7 +157,7 @@ def test_filing_queues_the_acknowledgement_with_the_claim_and_it_goes_out_for_th
     get_settings.cache_clear()
     get_engine.cache_clear()
     try:
-        filed = [file_buyer_claim(engine, ticket_id=t, reason="voluntary", now=NOW, start_flow=False) for t in (mine, other)]
+        filed = [file_buyer_claim(engine, ticket_id=t, reason="voluntary", actor="service:test", now=NOW, start_flow=False) for t in (mine, other)]
         with engine.connect() as conn:
             queued = conn.execute(select(outbox_t.c.claim_id).where(outbox_t.c.template == "claim_received")).scalars().all()
         assert sorted(queued) == sorted(c.id for c in filed)  # written in the filing's own transaction

@@ -61,6 +61,8 @@ SAMPLE = {
     "valid_until": "2027-12-05",
     "alert": "warning",
     "days": 7,
+    "code": "042042",
+    "valid_minutes": 15,
 }
 
 

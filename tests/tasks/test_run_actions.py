@@ -90,7 +90,7 @@ def world(engine):
 
 
 def _awaiting_organizer(engine, ticket: int) -> int:
-    claim = file_buyer_claim(engine, ticket_id=ticket, reason="other", now=NOW, description="командировка")
+    claim = file_buyer_claim(engine, ticket_id=ticket, reason="other", actor="service:test", now=NOW, description="командировка")
     with engine.begin() as conn:
         apply_trigger(conn, claim_id=claim.id, trigger="assess", actor="system", now=NOW)
     return claim.id
@@ -110,7 +110,7 @@ def test_a_filing_while_prefect_is_down_is_answered_and_its_run_created_when_pre
     """Regression: a filing called Prefect in the request and answered 500 when it was down."""
     runs = FakeRuns()
     runs.down = True
-    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", now=NOW)
+    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", actor="service:test", now=NOW)
     assert claim.state == "filed" and claim.flow_run_id is None
 
     report = drain_once(engine, runs, now=NOW)
@@ -128,7 +128,7 @@ def test_a_filing_while_prefect_is_down_is_answered_and_its_run_created_when_pre
 
 
 def test_a_leased_action_is_not_taken_twice(engine, world):
-    file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", now=NOW)
+    file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", actor="service:test", now=NOW)
     assert len(take_due(engine, now=NOW, limit=10)) == 1
     assert take_due(engine, now=NOW + timedelta(seconds=5), limit=10) == []
     # A starter that died holding the lease: the action comes back when the lease ends.
@@ -137,7 +137,7 @@ def test_a_leased_action_is_not_taken_twice(engine, world):
 
 def test_resumes_are_taken_before_a_backlog_of_new_runs(engine, world):
     for t in world["tickets"][:2]:
-        file_buyer_claim(engine, ticket_id=t, reason="voluntary", now=NOW)
+        file_buyer_claim(engine, ticket_id=t, reason="voluntary", actor="service:test", now=NOW)
     claim_id = _awaiting_organizer(engine, world["tickets"][2])
     decide(engine, claim_id=claim_id, decision=ClaimInput(decision="approve"), now=NOW + timedelta(seconds=1), organizer_id=world["org"])
     taken = take_due(engine, now=NOW + timedelta(seconds=2), limit=2)
@@ -208,7 +208,7 @@ def test_the_sweep_resumes_runs_whose_claim_was_decided_while_no_resume_was_reco
 
 def test_a_run_lost_with_its_worker_gets_a_new_generation(engine, world):
     runs = FakeRuns()
-    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", now=NOW)
+    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", actor="service:test", now=NOW)
     drain_once(engine, runs, now=NOW)
     first = _flow_run_id(engine, claim.id)
     runs.set(first, "RUNNING", since=NOW)
@@ -224,7 +224,7 @@ def test_a_run_lost_with_its_worker_gets_a_new_generation(engine, world):
 
 def test_new_generations_stop_at_the_cap_and_say_so(engine, world):
     runs = FakeRuns()
-    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", now=NOW)
+    claim = file_buyer_claim(engine, ticket_id=world["tickets"][0], reason="voluntary", actor="service:test", now=NOW)
     at = NOW
     for _ in range(MAX_GENERATIONS + 1):
         drain_once(engine, runs, now=at)

@@ -1,0 +1,142 @@
+"""Proven buyers: a one-time code sent to the order's own email buys a short-lived `vzb_` token for that
+order; signed, expiring links open one claim's status page («Где мои деньги»).
+
+DESIGN, Security: every endpoint knows its caller; a buyer proves the order by reading the mailbox the
+order was bought with. Codes are stored as HMACs (a stolen table does not reveal them, and six digits
+cannot be brute-forced offline without the link secret), expire after CODE_TTL, are spent after
+CODE_ATTEMPTS wrong tries, and an order takes at most ORDER_FAILURES wrong tries and CODE_REQUESTS new
+codes per RATE_WINDOW. A request for a code answers the same whether the order exists, the email is
+the order's or not, or the order is rate-limited: nothing here tells a stranger which orders exist.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from models.settings import get_settings
+from models.tables import BuyerCode, BuyerToken, Order
+from tasks.auth import BUYER_PREFIX, Principal, digest, new_secret
+from tasks.buyer_links import link_secret
+from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
+from tasks.smtp import SmtpSettings
+
+CODE_TTL = timedelta(minutes=15)
+CODE_ATTEMPTS = 5  # wrong tries one code takes before it is spent
+ORDER_FAILURES = 10  # wrong tries an order takes per window, over all its codes
+CODE_REQUESTS = 5  # codes an order is sent per window
+RATE_WINDOW = timedelta(hours=1)
+TOKEN_TTL = timedelta(hours=2)
+
+code_t = BuyerCode.__table__
+token_t = BuyerToken.__table__
+order_t = Order.__table__
+
+
+# --- one-time codes --------------------------------------------------------------------------------
+
+def _code_hmac(order_number: str, code: str) -> str:
+    return hmac.new(link_secret(), f"{order_number}\x00{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same_email(typed: str, stored: str) -> bool:
+    return secrets.compare_digest(typed.strip().casefold().encode(), stored.strip().casefold().encode())
+
+
+def request_code(engine: Engine, *, order_number: str, email: str, now: datetime) -> str | None:
+    """Queue a one-time code to the order's email when `email` is that email and the order is under its
+    rate limit; the caller answers the same either way. Returns the queued message's outbox key (for
+    `send_code`, never for the answer), None when nothing was queued. Older live codes of the order
+    are spent: only the newest one works."""
+    order_number = order_number.strip()
+    secret_code = f"{secrets.randbelow(10**6):06d}"
+    with engine.begin() as conn:
+        order = conn.execute(select(order_t.c.number, order_t.c.buyer_email, order_t.c.buyer_name)
+                             .where(order_t.c.number == order_number)).one_or_none()
+        if order is None or not _same_email(email, order.buyer_email):
+            return None
+        recent = conn.execute(select(func.count()).select_from(code_t).where(
+            code_t.c.order_number == order_number, code_t.c.created_at > now - RATE_WINDOW)).scalar_one()
+        if recent >= CODE_REQUESTS:
+            return None
+        conn.execute(update(code_t).where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None)).values(used_at=now))
+        code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=_code_hmac(order_number, secret_code),
+                                                     created_at=now, expires_at=now + CODE_TTL, attempts=0)).inserted_primary_key[0]
+        with Session(bind=conn) as session:
+            # The code travels in the outbox row until it is sent; it lives CODE_TTL.
+            key = f"buyer-code:{code_id}"
+            enqueue_email(session, dedup_key=key, claim_id=None, template="buyer_code", recipient=order.buyer_email,
+                          payload={"order_number": order_number, "code": secret_code, "buyer_name": order.buyer_name,
+                                   "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, now=now)
+            session.flush()
+    return key
+
+
+def send_code(engine: Engine, dedup_key: str, *, now: datetime) -> DispatchReport:
+    """Send the code's email now, whatever else waits in the outbox (the kill switch still holds it)."""
+    settings = get_settings()
+    return asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
+                                       enabled=settings.outbound_email_enabled, dedup_key=dedup_key, limit=1))
+
+
+@dataclass(frozen=True)
+class BuyerSession:
+    token: str
+    order_number: str
+    expires_at: datetime
+
+
+def verify_code(engine: Engine, *, order_number: str, code: str, now: datetime) -> BuyerSession | None:
+    """A new buyer token for the order when `code` is its newest live code; None otherwise (wrong,
+    expired, spent, unknown order, or the order out of tries for this window: all look the same)."""
+    order_number = order_number.strip()
+    code = code.strip()
+    with engine.begin() as conn:
+        failures = conn.execute(select(func.coalesce(func.sum(code_t.c.attempts), 0)).where(
+            code_t.c.order_number == order_number, code_t.c.created_at > now - RATE_WINDOW)).scalar_one()
+        pick = (select(code_t.c.id, code_t.c.code_hmac, code_t.c.attempts)
+                .where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None), code_t.c.expires_at > now)
+                .order_by(code_t.c.id.desc()).limit(1))
+        if conn.dialect.name == "postgresql":
+            pick = pick.with_for_update()
+        row = conn.execute(pick).one_or_none()
+        if row is None or failures >= ORDER_FAILURES:
+            return None
+        if not hmac.compare_digest(row.code_hmac, _code_hmac(order_number, code)):
+            spent = row.attempts + 1 >= CODE_ATTEMPTS
+            conn.execute(update(code_t).where(code_t.c.id == row.id).values(
+                attempts=code_t.c.attempts + 1, used_at=now if spent else None))
+            return None
+        used = conn.execute(update(code_t).where(code_t.c.id == row.id, code_t.c.used_at.is_(None)).values(used_at=now)).rowcount
+        if used != 1:
+            return None  # a concurrent verification took it
+        secret = new_secret(BUYER_PREFIX)
+        conn.execute(insert(token_t).values(order_number=order_number, token_sha256=digest(secret), created_at=now, expires_at=now + TOKEN_TTL))
+    return BuyerSession(secret, order_number, now + TOKEN_TTL)
+
+
+def buyer(order_number: str) -> Principal:
+    """A buyer's principal: proven for one order."""
+    return Principal(kind="buyer", audit=f"buyer:order:{order_number}", order_number=order_number)
+
+
+def resolve_buyer_token(engine: Engine, secret: str, *, now: datetime) -> Principal | None:
+    """The buyer a live `vzb_` token stands for, or None."""
+    with engine.connect() as conn:
+        number = conn.execute(select(token_t.c.order_number).where(
+            token_t.c.token_sha256 == digest(secret), token_t.c.revoked_at.is_(None), token_t.c.expires_at > now)).scalar_one_or_none()
+    return None if number is None else buyer(number)
+
+
+def revoke_buyer_token(engine: Engine, secret: str, *, now: datetime) -> bool:
+    """Sign out: the token stops working at `now`."""
+    with engine.begin() as conn:
+        return conn.execute(update(token_t).where(token_t.c.token_sha256 == digest(secret), token_t.c.revoked_at.is_(None))
+                            .values(revoked_at=now)).rowcount == 1

@@ -1,0 +1,319 @@
+"""Proven buyers (issue 10): sign-in codes and buyer tokens, every buyer endpoint behind a service key or
+THAT order's buyer token, claims by number, audit rows naming the principal, documents as files."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import app, clock
+from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, order_t, outbox_t
+from models.db import get_engine
+from models.settings import get_settings
+from tasks.auth import create_service_key
+from tasks.intake import issue_organizer_token
+from tests import factories as f
+
+NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
+EMAIL = "Anna.Petrova@example.ru"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\x00" * 40
+
+
+@pytest.fixture
+def client(db_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("VOZVRAT_DATABASE_URL", db_url)
+    monkeypatch.setenv("VOZVRAT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "false")  # mail stays in the outbox, read from there
+    monkeypatch.setenv("VOZVRAT_DOCUMENT_MAX_BYTES", str(64 * 1024))
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    app.dependency_overrides[clock] = lambda: NOW
+    with TestClient(app) as c:
+        yield c
+    app.dependency_overrides.clear()
+    get_engine().dispose()
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+def order_with_ticket(*, email: str = EMAIL, event_in: timedelta = timedelta(days=20), payment_method: str = "card") -> dict:
+    engine = get_engine()
+    with engine.begin() as conn:
+        event = f.event(conn, starts_at=NOW + event_in, title="Щелкунчик")
+        order = f.order(conn, created_at=NOW - timedelta(days=30), buyer_email=email, buyer_name="Петрова Анна Сергеевна",
+                        payment_method=payment_method)
+        ticket = f.ticket(conn, event_id=event, order_id=order)
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order)).scalar_one()
+    return {"order": number, "ticket": ticket}
+
+
+def codes_sent(order_number: str) -> list[str]:
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(outbox_t.c.payload, outbox_t.c.recipient).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id))
+        return [r.payload["code"] for r in rows if r.payload["order_number"] == order_number]
+
+
+def sign_in(client, order_number: str, email: str = EMAIL) -> dict[str, str]:
+    assert client.post("/buyer/session", json={"order_number": order_number, "email": email}).status_code == 202
+    r = client.post("/buyer/session/verify", json={"order_number": order_number, "code": codes_sent(order_number)[-1]})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def audit_actors(number: str) -> list[tuple[str, str]]:
+    with get_engine().connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(audit_t.c.trigger, audit_t.c.actor).join(claim_t, claim_t.c.id == audit_t.c.claim_id)
+            .where(claim_t.c.number == number).order_by(audit_t.c.id))]
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+
+def test_a_code_goes_to_the_orders_email_and_buys_a_token_for_that_order_only(client):
+    world = order_with_ticket()
+    r = client.post("/buyer/session", json={"order_number": world["order"], "email": " anna.petrova@EXAMPLE.ru "})
+    assert r.status_code == 202
+    with get_engine().connect() as conn:
+        row = conn.execute(select(outbox_t.c.recipient, outbox_t.c.claim_id).where(outbox_t.c.template == "buyer_code")).one()
+        stored = conn.exec_driver_sql("select code_hmac from buyer_code").scalar_one()
+    assert row == (EMAIL, None)  # to the address on the order, not the one typed
+    (code,) = codes_sent(world["order"])
+    assert len(code) == 6 and code not in stored  # stored as an HMAC only
+    r = client.post("/buyer/session/verify", json={"order_number": world["order"], "code": code})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["token"].startswith("vzb_") and body["order_number"] == world["order"]
+    assert datetime.fromisoformat(body["expires_at"]) == NOW + timedelta(hours=2)
+    # a code works once
+    r = client.post("/buyer/session/verify", json={"order_number": world["order"], "code": code})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "code"]
+
+
+def test_the_answer_never_reveals_whether_an_order_or_an_email_exists(client):
+    world = order_with_ticket()
+    answers = [client.post("/buyer/session", json=body) for body in (
+        {"order_number": world["order"], "email": EMAIL},
+        {"order_number": world["order"], "email": "someone.else@example.ru"},
+        {"order_number": "NO-SUCH-ORDER", "email": EMAIL},
+    )]
+    assert {(a.status_code, a.text) for a in answers} == {(answers[0].status_code, answers[0].text)}
+    assert len(codes_sent(world["order"])) == 1  # only the right pair got a code
+    wrong = [client.post("/buyer/session/verify", json={"order_number": n, "code": "000000"}) for n in (world["order"], "NO-SUCH-ORDER")]
+    assert wrong[0].status_code == wrong[1].status_code == 422 and wrong[0].json() == wrong[1].json()
+
+
+def test_a_code_is_spent_after_five_wrong_tries_and_an_order_after_ten(client):
+    world = order_with_ticket()
+    client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    (code,) = codes_sent(world["order"])
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    for _ in range(5):
+        assert client.post("/buyer/session/verify", json={"order_number": world["order"], "code": wrong}).status_code == 422
+    assert client.post("/buyer/session/verify", json={"order_number": world["order"], "code": code}).status_code == 422  # spent
+    client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    second = codes_sent(world["order"])[-1]
+    wrong = f"{(int(second) + 1) % 10**6:06d}"
+    for _ in range(5):
+        client.post("/buyer/session/verify", json={"order_number": world["order"], "code": wrong})
+    client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    third = codes_sent(world["order"])[-1]
+    # ten wrong tries within the hour: even the right, fresh code is refused until the hour has passed
+    assert client.post("/buyer/session/verify", json={"order_number": world["order"], "code": third}).status_code == 422
+
+
+def test_code_requests_are_rate_limited_per_order_and_a_new_code_replaces_the_old(client):
+    world = order_with_ticket()
+    for _ in range(7):
+        assert client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL}).status_code == 202
+    codes = codes_sent(world["order"])
+    assert len(codes) == 5
+    if codes[0] != codes[-1]:
+        r = client.post("/buyer/session/verify", json={"order_number": world["order"], "code": codes[0]})
+        assert r.status_code == 422  # only the newest code works
+    assert client.post("/buyer/session/verify", json={"order_number": world["order"], "code": codes[-1]}).status_code == 200
+
+
+def test_an_expired_code_and_an_expired_token_are_refused(client):
+    world = order_with_ticket()
+    client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    (code,) = codes_sent(world["order"])
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(minutes=16)
+    assert client.post("/buyer/session/verify", json={"order_number": world["order"], "code": code}).status_code == 422
+    app.dependency_overrides[clock] = lambda: NOW
+    headers = sign_in(client, world["order"])
+    r = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "other"})
+    assert r.status_code == 201
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(hours=2, seconds=1)
+    assert client.get(f"/claims/{r.json()['number']}", headers=headers).status_code == 401
+
+
+# --- authorization over every buyer endpoint -------------------------------------------------------
+
+def _buyer_endpoints(number: str, ticket: int) -> list[tuple[str, str, dict]]:
+    return [
+        ("post", "/claims", {"json": {"ticket_id": ticket, "reason": "other"}}),
+        ("get", f"/claims/{number}", {}),
+        ("post", f"/claims/{number}/documents", {"json": {"kind": "other"}}),
+        ("post", f"/claims/{number}/documents", {"files": {"file": ("скан.pdf", PDF, "application/pdf")}, "data": {"kind": "other"}}),
+        ("post", f"/claims/{number}/bank-details", {"json": {"bik": "049805746", "account": "40602810700000000025", "name": "Петрова Анна"}}),
+        ("post", f"/claims/{number}/withdrawal", {"json": {"reason": "передумала"}}),
+    ]
+
+
+def test_no_buyer_endpoint_works_without_a_service_key_or_that_orders_buyer_token(client):
+    """Used to: anyone who reached the API filed claims for any ticket id and uploaded to any claim."""
+    mine, theirs = order_with_ticket(), order_with_ticket(email="other.buyer@example.ru")
+    engine = get_engine()
+    with engine.begin() as conn:
+        (claim_id,) = file_claims(conn, ticket_ids=[mine["ticket"]], reason="other", actor="test", now=NOW)
+        number = conn.execute(select(claim_t.c.number).where(claim_t.c.id == claim_id)).scalar_one()
+        organizer_id = conn.execute(select(f.Event.__table__.c.organizer_id).join(claim_t, claim_t.c.event_id == f.Event.__table__.c.id)
+                                    .where(claim_t.c.id == claim_id)).scalar_one()
+    refused = {
+        "no credentials": ({}, 401),
+        "an unknown key": ({"Authorization": "Bearer vzb_forged"}, 401),
+        "another order's buyer": (sign_in(client, theirs["order"], "other.buyer@example.ru"), 404),
+        "the organizer": ({"Authorization": f"Bearer {issue_organizer_token(engine, organizer_id)}"}, 403),
+    }
+    for who, (headers, status) in refused.items():
+        for method, path, kw in _buyer_endpoints(number, mine["ticket"]):
+            r = client.request(method.upper(), path, headers=headers, **kw)
+            assert r.status_code == status, (who, method, path, r.status_code, r.text)
+            assert r.json()["detail"][0]["msg"]
+    with engine.connect() as conn:
+        assert conn.execute(select(claim_t.c.state).where(claim_t.c.id == claim_id)).scalar_one() == "filed"
+        assert conn.execute(select(document_t.c.id)).first() is None
+    # allowed: that order's buyer, and a service key (any order)
+    service = {"Authorization": f"Bearer {create_service_key(engine, 'site', now=NOW)}"}
+    for headers in (sign_in(client, mine["order"]), service):
+        assert client.get(f"/claims/{number}", headers=headers).status_code == 200
+        r = client.post(f"/claims/{number}/documents", headers=headers, json={"kind": "other"})
+        assert r.status_code == 201, r.text
+    r = client.post("/claims", headers=service, json={"ticket_id": theirs["ticket"], "reason": "other"})
+    assert r.status_code == 201
+    assert client.post(f"/claims/{number}/withdrawal", headers=sign_in(client, mine["order"]), json={}).status_code == 200
+
+
+def test_every_step_records_the_principal_not_what_the_client_typed(client):
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    r = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness", "description": "ОРВИ"})
+    number = r.json()["number"]
+    with get_engine().begin() as conn:
+        apply_trigger(conn, claim_id=r.json()["id"], trigger="assess", actor="system", now=NOW)
+    service = {"Authorization": f"Bearer {create_service_key(get_engine(), 'kassir-site', now=NOW)}"}
+    r = client.post(f"/claims/{number}/documents", headers=service, json={"kind": "sick_leave_gosuslugi", "person_name": "Президент"})
+    assert r.json()["state"] == "awaiting_organizer"
+    client.post(f"/claims/{number}/withdrawal", headers=headers, json={"reason": "buyer:someone-else"})
+    assert audit_actors(number) == [
+        ("file", f"buyer:order:{world['order']}"),
+        ("assess", "system"),
+        ("submit_documents", "service:kassir-site"),
+        ("withdraw", f"buyer:order:{world['order']}"),
+    ]
+
+
+def test_a_ticket_of_another_order_is_404_like_a_missing_one(client):
+    mine, theirs = order_with_ticket(), order_with_ticket(email="other.buyer@example.ru")
+    headers = sign_in(client, mine["order"])
+    other = client.post("/claims", headers=headers, json={"ticket_id": theirs["ticket"], "reason": "voluntary"})
+    missing = client.post("/claims", headers=headers, json={"ticket_id": 2**31 - 1, "reason": "voluntary"})
+    assert other.status_code == missing.status_code == 404 and other.json() == missing.json()
+
+
+# --- documents as files ----------------------------------------------------------------------------
+
+def test_a_pdf_is_stored_by_content_and_bad_files_are_refused_in_russian(client):
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    number = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "other"}).json()["number"]
+    r = client.post(f"/claims/{number}/documents", headers=headers, data={"kind": "other", "person_name": "Петрова Анна"},
+                    files={"file": ("больничный.pdf", PDF, "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    with get_engine().connect() as conn:
+        doc = conn.execute(select(document_t.c.filename, document_t.c.content_type, document_t.c.size, document_t.c.sha256)).one()
+    assert doc[:3] == ("больничный.pdf", "application/pdf", len(PDF)) and len(doc.sha256) == 64
+    r = client.post(f"/claims/{number}/documents", headers=headers, data={"kind": "other"}, files={"file": ("x.pdf", b"MZ\x90\x00 not a pdf", "application/pdf")})
+    assert r.status_code == 422 and r.json()["detail"] == [{"loc": ["body", "file"], "msg": "Принимаем только PDF, JPEG и PNG.", "type": "type"}]
+    big = PNG + b"\x00" * (70 * 1024)
+    r = client.post(f"/claims/{number}/documents", headers=headers, data={"kind": "other"}, files={"file": ("big.png", big, "image/png")})
+    assert r.status_code == 413 and "МБ" in r.json()["detail"][0]["msg"]
+    r = client.post(f"/claims/{number}/documents", headers=headers, data={"kind": "паспорт"}, files={"file": ("a.png", PNG, "image/png")})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "kind"] and r.json()["detail"][0]["msg"] == "Недопустимое значение."
+    r = client.post(f"/claims/{number}/documents", headers=headers, data={"kind": "other"})  # a form without a file
+    assert r.status_code == 422 and "multipart/form-data" in r.json()["detail"][0]["msg"]
+
+
+# --- status and bank details -----------------------------------------------------------------------
+
+def test_the_status_says_the_state_in_plain_words_who_holds_it_the_deadline_and_the_history(client):
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    created = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness"}).json()
+    with get_engine().begin() as conn:
+        apply_trigger(conn, claim_id=created["id"], trigger="assess", actor="system", now=NOW)
+    r = client.get(f"/claims/{created['number']}", headers=headers)
+    assert r.status_code == 200
+    s = r.json()
+    assert (s["state"], s["state_ru"], s["holder"]) == ("awaiting_documents", "Ждём документы", "buyer")
+    # documents may follow until the 14th day after the event (Decree 1491)
+    assert s["deadline"]["due"] == (NOW + timedelta(days=20 + 14)).astimezone(f.MSK).date().isoformat()
+    assert 0 < s["deadline"]["working_days_left"] < 34
+    assert s["amount"] == "3500.00" and "1491" in s["basis"]
+    assert [h["title"] for h in s["history"]] == ["Заявка подана", "Заявка проверена"]
+    assert [h["who"] for h in s["history"]] == ["вы", "служба возврата, автоматически"]
+    assert s["can_upload_documents"] and s["can_withdraw"] and not s["can_give_bank_details"]
+
+
+def test_bank_details_are_taken_only_when_waited_for_validated_and_shown_masked(client):
+    engine = get_engine()
+    with engine.begin() as conn:
+        claim_id = f.claim_in_payout(conn, payment_method="cash", now=NOW)
+        number = conn.execute(select(claim_t.c.number).where(claim_t.c.id == claim_id)).scalar_one()
+        assert conn.execute(select(claim_t.c.state).where(claim_t.c.id == claim_id)).scalar_one() == "needs_bank_details"
+    service = {"Authorization": f"Bearer {create_service_key(engine, 'site', now=NOW)}"}
+    r = client.post(f"/claims/{number}/bank-details", headers=service, json={"bik": "049805746", "account": "40602810700000000026", "name": "Иванов Иван"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "account"]
+    r = client.post(f"/claims/{number}/bank-details", headers=service,
+                    json={"bik": "049805746", "account": "4060 2810 7000 0000 0025", "name": "Иванов Иван Иванович"})
+    assert r.status_code == 200, r.text
+    assert r.json()["account_masked"].endswith("0025") and "40602810700000000025" not in r.text
+    assert r.json()["state"] == "payout_pending"
+    with engine.connect() as conn:
+        stored = conn.execute(select(claim_t.c.bank_details).where(claim_t.c.id == claim_id)).scalar_one()
+    assert "40602810700000000025" not in stored  # encrypted at rest
+    assert ("bank_details_set", "service:site") in audit_actors(number)
+    r = client.post(f"/claims/{number}/bank-details", headers=service, json={"bik": "049805746", "account": "40602810700000000025", "name": "Иванов Иван"})
+    assert r.status_code == 409
+
+
+def test_a_sign_in_code_is_sent_at_once_even_behind_a_backlog_of_other_mail(client, tmp_path, monkeypatch):
+    """The code goes by its own outbox key: a mass cancellation's thousands of due emails do not delay it."""
+    from tasks.buyer_auth import request_code, send_code
+    from tasks.smtp_sink import start_sink
+
+    world = order_with_ticket()
+    sink = start_sink(port=0, folder=tmp_path / "mail")
+    try:
+        monkeypatch.setenv("VOZVRAT_SMTP_PORT", str(sink.port))
+        monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "true")
+        get_settings.cache_clear()
+        engine = get_engine()
+        from sqlmodel import Session
+
+        from tasks.outbox import enqueue_email
+
+        with Session(engine) as session:  # older mail, due before the code
+            for i in range(300):
+                enqueue_email(session, dedup_key=f"backlog:{i}", claim_id=None, template="buyer_code", recipient=f"b{i}@example.ru",
+                              payload={"order_number": f"B-{i}", "code": "000000", "valid_minutes": 15}, now=NOW - timedelta(hours=1))
+            session.commit()
+        key = request_code(engine, order_number=world["order"], email=EMAIL, now=NOW)
+        report = send_code(engine, key, now=NOW)
+        assert report.sent == 1
+        assert [m["To"] for m in sink.messages()] == [EMAIL]
+    finally:
+        sink.stop()
