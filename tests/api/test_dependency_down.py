@@ -122,5 +122,8 @@ def test_cli_exits_2_with_one_line_when_the_database_is_unreachable(kind, tmp_pa
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: database unavailable: ") and line.endswith("check VOZVRAT_DATABASE_URL or --db")
+    # An unreachable server is "unavailable"; a SQLite file that cannot be opened is "no database here"
+    # (cli/errors.py tells the user to start the stack or build it).
+    start = "error: database unavailable: " if kind.startswith("postgresql") else "error: no database here (unable to open database file)"
+    assert line.startswith(start) and line.endswith("check VOZVRAT_DATABASE_URL or --db"), line
     assert ("Connection refused" if kind.startswith("postgresql") else "unable to open database file") in line
