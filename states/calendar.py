@@ -142,3 +142,18 @@ def decision_deadline(filed_on: date, *, extended: bool = False) -> Deadline:
 def payout_deadline(decided_on: date) -> Deadline:
     """Decree 1491: money is paid within 10 working days of the decision to refund."""
     return add_working_days(decided_on, PAYOUT_WORKING_DAYS)
+
+
+def working_days_left(today: date, due: date) -> int:
+    """Working days from `today` (not counted) to `due` (counted): 0 when due today, negative past it
+    (how many working days overdue). Counts the Russian production calendar, like the deadlines."""
+    if due == today:
+        return 0
+    step = 1 if due > today else -1
+    count, day = 0, today
+    while day != due:
+        day = date.fromordinal(day.toordinal() + step)
+        # Past the due date, the due day itself is the first day overdue only if it is a working day.
+        if is_working_day(day if step > 0 else date.fromordinal(day.toordinal() + 1)):
+            count += step
+    return count

@@ -92,8 +92,9 @@ def test_deployments_are_declared_once_and_every_entrypoint_is_a_flow():
     """flows/serve.py serves exactly what prefect.yaml declares (it reads it); each entrypoint is a flow
     whose name is the deployment's flow, and the scheduled ones have an interval."""
     specs = {s.name: s for s in declared_deployments()}
-    assert set(specs) == {"refund-claim", "sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile"}
+    assert set(specs) == {"refund-claim", "sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile", "bulk-decision"}
     for spec in specs.values():
         assert spec.flow().name == spec.name, spec
     assert specs["refund-claim"].interval is None  # created per claim by the run starter
+    assert specs["bulk-decision"].interval is None  # run by staff from the Prefect UI, with parameters
     assert all(specs[n].interval for n in ("sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile"))
