@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api.auth import requires
 from api.clock import clock
@@ -337,9 +337,7 @@ def refuse_documents(claim_id: ClaimId, body: FalseDocuments, principal: Decider
 ClaimNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$")]
 
 
-class BulkDecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BulkDecision(BaseModel):
     numbers: list[ClaimNumber] = Field(min_length=1, max_length=MAX_CLAIMS, description="Номера заявок (VZ-…), до 10 000")
     decision: Literal["approve", "reject", "extend"]
     note: Text = Field(default="", max_length=2000, description="Причина отказа или продления: покупатель увидит её в письме")
@@ -393,7 +391,7 @@ def _idempotent_bulk(principal: Principal, request: BulkRequest, key: str | None
 
 @router.post("/organizer/decisions", response_model=BulkDecisionOut, responses=errors(401, 403, 409, 422, 503))
 def bulk_decide(
-    body: BulkDecisionIn,
+    body: BulkDecision,
     principal: Decider,
     now: Now,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",

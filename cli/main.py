@@ -12,6 +12,7 @@ from cli import (
     payout_commands,  # noqa: F401  payouts run, retry, export-1c, mark-paid, bank-details
     policy_commands,  # noqa: F401  quote, deadline
     secret_commands,  # noqa: F401  secrets generate, rotate
+    user_commands,  # noqa: F401  users add, list, disable, token, revoke-token
 )
 from cli.app import app
 

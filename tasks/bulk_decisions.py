@@ -116,7 +116,7 @@ def decide_by_numbers(engine: Engine, request: BulkRequest, *, principal: Princi
     amount = 0
     for number in numbers:
         if number not in found:
-            results.append({"number": number, "outcome": "refused", "type": "not_found", "msg": "Заявка не найдена."})
+            results.append({"number": number, "outcome": "refused", "state": None, "type": "not_found", "msg": "Заявка не найдена."})
             continue
         claim_id, _, claim_amount = found[number]
         if claim_id in decided:
