@@ -9,7 +9,10 @@ from sqlalchemy import func, select
 from models.claim_store import audit_t, claim_t
 from models.db import get_engine
 from models.tables import BulkDecision, RunAction
-from tests.api.organizer_world import NOW, World, world  # noqa: F401 - the fixture
+from tests.api import organizer_world
+from tests.api.organizer_world import NOW, World
+
+world = organizer_world.world  # the fixture
 
 
 def _auth(w: World, who: str) -> dict[str, str]:
@@ -110,7 +113,7 @@ def test_a_bulk_decision_approves_what_it_may_explains_the_rest_and_names_the_us
     body = r.json()
     assert (body["requested"], body["decided"], body["refused"]) == (6, 3, 3)
     assert body["approved_kopecks"] == 100000 + 2 * 350000 and body["approved_rub"] == "8000.00"
-    assert body["resumes_queued"] == 3 and body["decided_by"] == "organizer:%d:user:anna@a.ru" % world.org_a
+    assert body["resumes_queued"] == 3 and body["decided_by"] == f"organizer:{world.org_a}:user:anna@a.ru"
     results = {x["number"]: x for x in body["results"]}
     assert all(results[n]["outcome"] == "decided" and results[n]["state"] == "approved" for _, n in waiting)
     assert results[decided_before[1]]["type"] == "already_decided"

@@ -16,7 +16,10 @@ from fastapi.routing import iter_route_contexts
 
 from models.db import get_engine
 from tasks.accounts import disable_user
-from tests.api.organizer_world import PASSWORD, World, world  # noqa: F401 - the fixture
+from tests.api import organizer_world
+from tests.api.organizer_world import PASSWORD, World
+
+world = organizer_world.world  # the fixture
 
 CALLERS = ("organizer_a", "organizer_b", "support", "supervisor", "accounting", "buyer", "service", "nobody", "expired")
 
