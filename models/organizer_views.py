@@ -138,9 +138,12 @@ def _encode(due: date | None, claim_id: int) -> str:
 def _decode(cursor: str) -> tuple[date | None, int]:
     try:
         due, claim_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return (date.fromisoformat(due) if due else None), int(claim_id)
+        parsed = (date.fromisoformat(due) if due else None), int(claim_id)
     except (ValueError, TypeError) as exc:
         raise BadCursor(cursor) from exc
+    if not 0 < parsed[1] < 2**31:  # an id column is a 32-bit integer on PostgreSQL
+        raise BadCursor(cursor)
+    return parsed
 
 
 def list_claims(conn: Connection, *, organizer_id: int | None, today: date, where: ClaimFilter = ClaimFilter(), limit: int = 50,
@@ -187,8 +190,8 @@ def list_claims(conn: Connection, *, organizer_id: int | None, today: date, wher
 
 
 def claim_ref_condition(ref: str):
-    """A claim named by its number (VZ-…) or, for older clients, by its id."""
-    return claim_t.c.id == int(ref) if ref.isdigit() else claim_t.c.number == ref
+    """A claim named by its number (VZ-…) or, for older clients, by its id (a 32-bit integer; longer digits match nothing)."""
+    return claim_t.c.id == int(ref) if ref.isdigit() and 0 < int(ref) < 2**31 else claim_t.c.number == ref
 
 
 def read_claim_detail(conn: Connection, *, ref: str, organizer_id: int | None, today: date) -> ClaimDetail | None:
