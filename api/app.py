@@ -1,7 +1,8 @@
 """HTTP API: buyers file claims and send documents; organizers decide, one by one or in bulk.
 
-Organizers authenticate with `Authorization: Bearer <token>` (`vozvrat organizers token ID`) and see
-and decide only their own events' claims; another organizer's claim answers 404, like a missing one.
+Organizers' and staff routes, and the organizer page, live in api/organizer.py (installed at the end):
+users authenticate with `Authorization: Bearer <vzu_ token>` (`vozvrat users token`) or an organizer's
+legacy token, see and decide only what their role allows; another organizer's claim answers 404.
 Errors are 4xx with field-level details: {"detail": [{"loc": [...], "msg": "...", "type": "..."}]};
 messages meant for buyers and organizers are in Russian.
 """
