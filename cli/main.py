@@ -21,6 +21,7 @@ from cli import (
     sales_commands,  # noqa: F401  sales import, bench sales-import
     secret_commands,  # noqa: F401  secrets generate, rotate
     service_key_commands,  # noqa: F401  service-keys create, list, revoke
+    user_commands,  # noqa: F401  users add, list, disable, token, revoke-token
 )
 from cli.app import app
 

@@ -507,3 +507,19 @@ class BuyerToken(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     expires_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     revoked_at: datetime | None = _ts()
+class BulkDecision(SQLModel, table=True):
+    """A bulk decision sent with an Idempotency-Key: the same key from the same caller gets the same answer.
+
+    `request_sha256` is the digest of the request's canonical JSON: the same key with another body is
+    refused (422). `response` is empty while the decision is being applied (a second call waits: 409).
+    """
+
+    __tablename__ = "bulk_decision"
+    __table_args__ = (UniqueConstraint("principal", "idempotency_key", name="uq_bulk_decision_principal_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(sa_type=String(200))
+    principal: str = Field(sa_type=String(400))  # Principal.audit of the caller
+    request_sha256: str = Field(sa_type=String(64))
+    response: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    completed_at: datetime | None = _ts()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from functools import cache, lru_cache
 
 import holidays
@@ -145,7 +145,15 @@ def payout_deadline(decided_on: date) -> Deadline:
 
 
 def working_days_left(today: date, due: date) -> int:
-    """Working days from tomorrow up to and including the due day (0 on the due day and after it):
-    what a buyer's status page says is left before a deadline."""
-    span = (due - today).days
-    return sum(1 for n in range(1, span + 1) if is_working_day(today + timedelta(days=n))) if span > 0 else 0
+    """Working days from `today` (not counted) to `due` (counted): 0 when due today, negative past it
+    (how many working days overdue). Counts the Russian production calendar, like the deadlines."""
+    if due == today:
+        return 0
+    step = 1 if due > today else -1
+    count, day = 0, today
+    while day != due:
+        day = date.fromordinal(day.toordinal() + step)
+        # Past the due date, the due day itself is the first day overdue only if it is a working day.
+        if is_working_day(day if step > 0 else date.fromordinal(day.toordinal() + 1)):
+            count += step
+    return count

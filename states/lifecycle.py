@@ -642,7 +642,7 @@ def effects(trigger: str, dest: str, facts: ClaimFacts, now: datetime, data: Map
         out |= {"regime_refund_due": None}
     if dest == S.REJECTED and trigger in (T.ASSESS, T.EXPIRE_DOCUMENTS, T.REFUSE_SCANNED):
         out["refusal_code"], out["refusal_message"] = intake_refusal(facts, now)
-    for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount"):
+    for key in ("refusal_code", "refusal_message", "decision_note", "decided_by", "approved_amount", "extension_reason"):
         if key in data:
             out[key] = data[key]
     return out

@@ -137,3 +137,33 @@ def resolve_user_token(engine: Engine, secret: str, *, now: datetime) -> Princip
         )).scalar_one_or_none()
         user = None if user_id is None else get_user(conn, user_id)
     return None if user is None else user_principal(user)
+
+
+def find_user(engine: Engine, login: str, *, active_only: bool = False) -> User | None:
+    """The user with this login (any case), or None; `active_only` leaves disabled users out."""
+    query = select(user_t).where(user_t.c.login == login.strip().lower())
+    if active_only:
+        query = query.where(user_t.c.disabled_at.is_(None))
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else _user(row)
+
+
+def disable_user(engine: Engine, login: str, *, now: datetime) -> bool:
+    """Disable the user from `now` on: no sign-in, the session and every API token stop working. False: no active user."""
+    with engine.begin() as conn:
+        return conn.execute(update(user_t).where(user_t.c.login == login.strip().lower(), user_t.c.disabled_at.is_(None))
+                            .values(disabled_at=now)).rowcount == 1
+
+
+def list_users(engine: Engine) -> list[dict]:
+    """Every user with its live (unrevoked, unexpired as of now is the caller's to judge) token names."""
+    with engine.connect() as conn:
+        users = conn.execute(select(user_t).order_by(user_t.c.kind, user_t.c.organizer_id, user_t.c.login)).all()
+        tokens = conn.execute(select(api_token_t.c.user_id, api_token_t.c.name, api_token_t.c.expires_at)
+                              .where(api_token_t.c.revoked_at.is_(None)).order_by(api_token_t.c.id)).all()
+    by_user: dict[int, list[dict]] = {}
+    for t in tokens:
+        by_user.setdefault(t.user_id, []).append({"name": t.name, "expires_at": t.expires_at.isoformat()})
+    return [{"login": u.login, "name": u.display_name, "kind": u.kind, "organizer_id": u.organizer_id, "role": u.role,
+             "disabled_at": u.disabled_at.isoformat() if u.disabled_at else None, "tokens": by_user.get(u.id, [])} for u in users]

@@ -17,7 +17,7 @@ No buyer's personal data goes to Prefect: the card names the claim, never the bu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -32,7 +32,7 @@ from models.claim_store import claim_t, event_t, order_t, organizer_t, ticket_t,
 from models.db import get_engine
 from models.settings import get_settings
 from models.tables import ClaimTransition
-from states.calendar import is_working_day
+from states.calendar import working_days_left
 from states.lifecycle import ClaimState
 from states.policy import PolicyError, documents_last_day
 from tasks.emails import basis_ru, reason_ru, ru_date, rub, working_days_ru
@@ -71,14 +71,6 @@ def holder_of(state: str, payment_method: str) -> Holder:
         S.PAYOUT_FAILED.value: Holder("Выплата не прошла", "операторы: повтор выплаты или перевод по реквизитам", "payout"),
     }
     return holders.get(state, Holder("Закрыта", "никто: заявка закрыта", None))
-
-
-def working_days_left(today: date, due: date) -> int:
-    """Working days from tomorrow to the due day, both included (0: due today); negative: the
-    working days past it (as sla-watch counts an overdue claim)."""
-    if due >= today:
-        return sum(1 for n in range(1, (due - today).days + 1) if is_working_day(today + timedelta(days=n)))
-    return -sum(1 for n in range(1, (today - due).days + 1) if is_working_day(due + timedelta(days=n)))
 
 
 def days_left_ru(left: int) -> str:

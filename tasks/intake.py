@@ -390,16 +390,18 @@ DECISION_TRIGGERS = {"approve": Trigger.APPROVE, "reject": Trigger.REJECT, "exte
 
 
 def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime, organizer_id: int | None = None,
-           expected_version: int | None = None, resume: bool = True) -> DecisionResult:
+           expected_version: int | None = None, resume: bool = True, actor: str | None = None) -> DecisionResult:
     """Check an organizer's decision against the claim and the machine, record it with the run's resume.
 
     approve (optionally a smaller amount for an "other" claim), reject (with the reason; the buyer is
     offered the voluntary refund when the event is still more than 3 days away) or extend (10 -> 20
     working days, with a reason). Raises NotYourClaim, IntakeError (status 409/422, Russian message).
 
-    The audit row and `claim.decided_by` name the caller: `organizer:<id>` from the token, or
-    `prefect-ui` for a run resumed from the Prefect UI form (organizer_id None); `decision.decided_by`
-    is what a client typed and is never recorded.
+    The audit row and `claim.decided_by` name the caller: `actor` is the authenticated principal's
+    audit string (`organizer:<id>:user:<login>`, `staff:supervisor:<login>`); without it,
+    `organizer:<id>` for an organizer's legacy token, or `prefect-ui` for a run resumed from the
+    Prefect UI form (organizer_id None). `organizer_id` scopes the claim (None: any organizer's, for
+    staff and the Prefect UI). `decision.decided_by` is what a client typed and is never recorded.
     """
     if decision.decision not in DECISION_TRIGGERS:
         raise IntakeError("decision", "Решение должно быть approve, reject или extend.")
@@ -411,7 +413,7 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
         label = STATE_LABELS_RU.get(claim.state, claim.state)
         raise IntakeError("decision", f"Состояние заявки — «{label}», такое решение сейчас невозможно.", code="wrong_state", status=409)
     at = decision.at or now
-    actor = organizer_principal(organizer_id) if organizer_id is not None else PREFECT_UI_PRINCIPAL
+    actor = actor or (organizer_principal(organizer_id) if organizer_id is not None else PREFECT_UI_PRINCIPAL)
     data: dict[str, Any] = {"decided_by": actor}
     with engine.begin() as conn:
         facts = load_facts(conn, [claim_id], at)[claim_id][1]
@@ -449,14 +451,16 @@ def decide(engine: Engine, *, claim_id: int, decision: ClaimInput, now: datetime
     return DecisionResult(claim_id, claim.number, state, resumed)
 
 
-def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int, now: datetime, note: str,
-                           document_ids: list[int] | None = None, expected_version: int | None = None) -> DecisionResult:
+def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int | None, now: datetime, note: str,
+                           document_ids: list[int] | None = None, expected_version: int | None = None,
+                           actor: str | None = None) -> DecisionResult:
     """The organizer judges a claim's documents false and refuses it (Decree 1491: false documents are
     grounds to refuse), with the policy's DOCUMENTS_FALSE code and Russian message.
 
     Marks the listed documents (all of the claim's when none are listed) `judged_false`, then asks the
     policy for the refusal and applies `reject`, in one transaction. `note` is the organizer's grounds,
-    kept in the audit trail; the buyer's email carries the policy's message.
+    kept in the audit trail; the buyer's email carries the policy's message. `actor` is the caller's
+    principal (`organizer:<id>` for a legacy token when omitted); `organizer_id` None: staff, any organizer's claim.
     """
     if not note.strip():
         raise IntakeError("note", "Укажите, что именно недостоверно в документах: запись попадёт в журнал заявки.")
@@ -465,7 +469,10 @@ def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int, 
         raise IntakeError("claim_id", "Документы проверяются только в заявках по болезни или смерти близкого.", code="not_documented", status=409)
     if not has_step(Trigger.REJECT.value, claim.state):
         raise IntakeError("claim_id", f"Заявка в состоянии «{claim.state}», отказать по ней сейчас нельзя.", code="wrong_state", status=409)
-    actor = organizer_principal(organizer_id)
+    if actor is None:
+        if organizer_id is None:
+            raise ValueError("refuse_false_documents needs the caller's principal (actor) or the organizer's id")
+        actor = organizer_principal(organizer_id)
     with engine.begin() as conn:
         own = set(conn.execute(select(document_t.c.id).where(document_t.c.claim_id == claim_id)).scalars())
         if not own:
@@ -491,41 +498,83 @@ def refuse_false_documents(engine: Engine, *, claim_id: int, organizer_id: int, 
     return DecisionResult(claim_id, claim.number, ClaimState.REJECTED.value, True)
 
 
-def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int) -> dict[str, Any]:
-    """A bulk decision: one batch transition over the organizer's own claims, each chunk's resumes queued in its transaction.
+BULK_DECISIONS = ("approve", "reject", "extend")
 
-    Claims of other organizers are reported as not found; claims whose guard fails or whose state
-    takes no such decision come back with the reason. A bulk refusal carries one reason for all and
-    each «Прочее» claim's own voluntary fallback offer, as a single refusal does. The audit rows name `organizer:<id>`.
+
+def decide_many(engine: Engine, *, claim_ids: list[int], decision: ClaimInput, now: datetime, organizer_id: int | None,
+                actor: str | None = None, amounts: dict[int, int] | None = None, refusal_code: str = "ORGANIZER_REFUSED") -> dict[str, Any]:
+    """A bulk decision: one batch transition over the caller's claims, each chunk's resumes queued in its transaction.
+
+    approve (with `amounts`: the sum agreed for each «Прочее» claim listed), reject (one reason for
+    all; each «Прочее» claim gets its own voluntary fallback offer, as a single refusal does) or
+    extend (10 -> 20 working days, with a reason; the runs keep waiting, nothing to resume).
+    `organizer_id` scopes the claims (another organizer's claim is reported as not found); None: any
+    organizer's (a supervisor). Claims whose guard fails or whose state takes no such decision come
+    back with the reason. The audit rows name `actor` (the principal; `organizer:<id>` for a legacy token).
     """
-    if decision.decision not in ("approve", "reject"):
-        raise IntakeError("decision", "Решение должно быть approve или reject.")
-    if decision.decision == "reject" and not decision.note.strip():
+    if decision.decision not in BULK_DECISIONS:
+        raise IntakeError("decision", "Решение должно быть approve, reject или extend.")
+    if decision.decision in ("reject", "extend") and not decision.note.strip():
         raise IntakeError("note", "Укажите причину: покупатель увидит её в письме.")
+    amounts = dict(amounts or {})
+    if amounts and decision.decision != "approve":
+        raise IntakeError("amounts", "Сумму можно указать только при одобрении.")
+    if actor is None:
+        if organizer_id is None:
+            raise ValueError("decide_many needs the caller's principal (actor) or the organizer's id")
+        actor = organizer_principal(organizer_id)
     ids = list(dict.fromkeys(claim_ids))
     with engine.connect() as conn:
-        owned = set(conn.execute(
-            select(claim_t.c.id).join(event_t, event_t.c.id == claim_t.c.event_id)
-            .where(id_in(conn, claim_t.c.id, ids), event_t.c.organizer_id == organizer_id)
-        ).scalars())
-    actor = organizer_principal(organizer_id)
-    decision = decision.model_copy(update={"decided_by": actor})
+        query = select(claim_t.c.id).join(event_t, event_t.c.id == claim_t.c.event_id).where(id_in(conn, claim_t.c.id, ids))
+        if organizer_id is not None:
+            query = query.where(event_t.c.organizer_id == organizer_id)
+        owned = set(conn.execute(query).scalars())
+    refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]
+    mine = [i for i in ids if i in owned]
     data: dict[str, Any] = {"decided_by": actor}
     if decision.decision == "reject":
-        data |= {"refusal_code": "ORGANIZER_REFUSED", "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
+        data |= {"refusal_code": refusal_code, "refusal_message": decision.note.strip(), "decision_note": decision.note.strip()}
         with engine.connect() as conn:
-            data |= fallback_offers(conn, [i for i in ids if i in owned], now)
+            data |= fallback_offers(conn, mine, now)
+    elif decision.decision == "extend":
+        data = {"extension_reason": decision.note.strip()}
+    elif decision.note:
+        data["decision_note"] = decision.note
+    # Claims with an agreed amount: checked against their facts, then approved in one batch per amount.
+    groups: dict[int | None, list[int]] = {None: [i for i in mine if i not in amounts]}
+    if amounts:
+        with engine.connect() as conn:
+            facts = load_facts(conn, [i for i in mine if i in amounts], now)
+        for claim_id in [i for i in mine if i in amounts]:
+            amount, claim_facts = amounts[claim_id], facts[claim_id][1]
+            problem = ("Сумму можно указать только для заявки по причине «Прочее»." if claim_facts.reason != Reason.OTHER
+                       else "Сумма возврата должна быть больше нуля." if amount <= 0
+                       else "Сумма больше стоимости билета." if amount > claim_facts.ticket.base else None)
+            if problem:
+                refused.append({"claim_id": claim_id, "msg": problem, "type": "invalid_amount"})
+            else:
+                groups.setdefault(amount, []).append(claim_id)
+    trigger = DECISION_TRIGGERS[decision.decision].value
     step = decision.model_copy(update={"at": now, "decided_by": actor})
-    result = apply_batch(engine, claim_ids=[i for i in ids if i in owned], trigger=DECISION_TRIGGERS[decision.decision].value,
-                         actor=actor, now=now, note=decision.note or None, data=data,
-                         after_chunk=lambda conn, chunk: _queue_resume(conn, [i for moved in chunk.moved.values() for i in moved], step, now))
-    decided = [i for moved in result.moved.values() for i in moved]
-    resumed = len(decided)  # queued with each chunk's step: the run starter resumes them
-    refused = [{"claim_id": i, "msg": "Заявка не найдена.", "type": "not_found"} for i in ids if i not in owned]
-    refused += [{"claim_id": i, "msg": reasons[0][1], "type": reasons[0][0]} for i, reasons in result.refused.items()]
-    refused += [{"claim_id": i, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"} for i in result.invalid]
-    refused += [{"claim_id": i, "msg": "Заявка изменилась, пока вы принимали решение.", "type": "conflict"} for i in result.conflicts]
-    return {"decided": decided, "resumed": resumed, "refused": refused}
+    resume = decision.decision != "extend"
+
+    def queue_resumes(conn, chunk) -> None:
+        if resume:
+            _queue_resume(conn, [i for moved in chunk.moved.values() for i in moved], step, now)
+
+    decided: list[int] = []
+    for amount, group in groups.items():
+        if not group:
+            continue
+        group_data = data if amount is None else data | {"approved_amount": amount}
+        result = apply_batch(engine, claim_ids=group, trigger=trigger, actor=actor, now=now, note=decision.note or None, data=group_data,
+                             after_chunk=queue_resumes)
+        decided += [i for moved in result.moved.values() for i in moved]
+        refused += [{"claim_id": i, "msg": reasons[0][1], "type": reasons[0][0]} for i, reasons in result.refused.items()]
+        refused += [{"claim_id": i, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"} for i in result.invalid]
+        refused += [{"claim_id": i, "msg": "Заявка изменилась, пока вы принимали решение.", "type": "conflict"} for i in result.conflicts]
+    # Resumes are queued with each chunk's step: the run starter carries them out.
+    return {"decided": decided, "resumed": len(decided) if resume else 0, "refused": refused}
 
 
 def _queue_resume(conn, claim_ids: list[int], step: ClaimInput, now: datetime) -> None:

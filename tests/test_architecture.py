@@ -93,10 +93,11 @@ def test_deployments_are_declared_once_and_every_entrypoint_is_a_flow():
     whose name is the deployment's flow, and the scheduled ones have an interval."""
     specs = {s.name: s for s in declared_deployments()}
     assert set(specs) == {"refund-claim", "sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile", "escalation-alert",
-                          "event-postponement", "mass-cancellation"}
+                          "event-postponement", "mass-cancellation", "bulk-decision"}
     for spec in specs.values():
         assert spec.flow().name == spec.name, spec
     assert specs["refund-claim"].interval is None  # created per claim by the run starter
+    assert specs["bulk-decision"].interval is None  # run by staff from the Prefect UI, with parameters
     assert specs["mass-cancellation"].interval is None  # started per event (API, CLI, or a run scheduled in the UI)
     assert specs["outbox-dispatch"].interval is None  # created by the run starter only when mail was left behind
     assert all(specs[n].interval for n in ("sla-watch", "payout-run", "payout-reconcile"))

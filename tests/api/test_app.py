@@ -72,9 +72,13 @@ def test_organizer_endpoints_need_a_token_and_hide_other_organizers_claims(clien
     token = issue_organizer_token(engine, mine)
     r = client.post(f"/organizer/claims/{claim_id}/decision", headers={"Authorization": f"Bearer {token}"}, json={"decision": "approve"})
     assert r.status_code == 404
-    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"claim_ids": [claim_id], "decision": "approve"})
+    from models.claim_views import read_claim
+
+    number = read_claim(claim_id, engine=engine).number
+    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"numbers": [number], "decision": "approve"})
     assert r.status_code == 200
-    assert r.json()["decided"] == [] and r.json()["refused"][0]["type"] == "not_found"
+    assert r.json()["decided"] == 0 and r.json()["results"] == [{"number": number, "outcome": "refused", "state": None,
+                                                                  "type": "not_found", "msg": "Заявка не найдена."}]
 
 
 def test_bulk_decision_moves_the_waiting_claims_and_explains_the_rest(client):
@@ -89,13 +93,17 @@ def test_bulk_decision_moves_the_waiting_claims_and_explains_the_rest(client):
         (voluntary,) = file_claims(conn, ticket_ids=tickets[2:], reason="voluntary", actor="buyer", now=NOW)
     apply_batch(engine, claim_ids=waiting + [voluntary], trigger="assess", actor="system", now=NOW)
     token = issue_organizer_token(engine, org)
+    from models.claim_views import read_claim
+
+    numbers = [read_claim(i, engine=engine).number for i in waiting + [voluntary]]
     r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"},
-                    json={"claim_ids": waiting + [voluntary], "decision": "reject", "note": "Мероприятие состоится"})
+                    json={"numbers": numbers, "decision": "reject", "note": "Мероприятие состоится"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert sorted(body["decided"]) == sorted(waiting)
-    assert body["refused"] == [{"claim_id": voluntary, "msg": "Такое решение для заявки в этом состоянии невозможно.", "type": "wrong_state"}]
-    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"claim_ids": waiting, "decision": "reject"})
+    assert body["decided"] == 2 and [x["outcome"] for x in body["results"]] == ["decided", "decided", "refused"]
+    assert body["results"][2] == {"number": numbers[2], "outcome": "refused", "state": "approved", "type": "already_decided",
+                                  "msg": "Решение по заявке уже принято: «возврат одобрен»."}
+    r = client.post("/organizer/decisions", headers={"Authorization": f"Bearer {token}"}, json={"numbers": numbers[:2], "decision": "reject"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "note"
 
 

@@ -41,8 +41,8 @@ TEXT_FIELDS = [
     ("/organizer/claims/{id}/decision", {"decision": "reject", "note": "Нет"}, "decided_by"),
     ("/organizer/claims/{id}/extension", {}, "reason"),
     ("/organizer/claims/{id}/extension", {"reason": "Проверка"}, "decided_by"),
-    ("/organizer/decisions", {"claim_ids": [1], "decision": "reject"}, "note"),
-    ("/organizer/decisions", {"claim_ids": [1], "decision": "reject", "note": "Нет"}, "decided_by"),
+    ("/organizer/decisions", {"numbers": ["VZ-0000001-1"], "decision": "reject"}, "note"),
+    ("/organizer/decisions", {"numbers": ["VZ-0000001-1"], "decision": "reject", "note": "Нет"}, "decided_by"),
 ]
 
 
@@ -107,11 +107,12 @@ def test_ids_at_or_above_2_31_are_422_on_every_endpoint_and_keep_the_connection(
             assert r.headers.get("connection") != "close"
         r = client.post("/claims", json={"ticket_id": big, "reason": "voluntary"}, headers=seeded["service"])
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "ticket_id"], r.text
-        r = client.post("/organizer/decisions", json={"claim_ids": [seeded["claim_id"], big], "decision": "approve"})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "claim_ids", 1], r.text
-        # The largest valid id is simply not there.
-        r = client.get(f"/organizer/claims/{2**31 - 1}")
-        assert r.status_code == 404 and r.json()["detail"][0]["msg"] == "Заявка не найдена."
+        r = client.post("/organizer/decisions", json={"numbers": ["VZ-0000001-1", f"VZ {big}"], "decision": "approve"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "numbers", 1], r.text
+        # Claims are read by number (or id): the largest valid id and an unknown number are simply not there.
+        for ref in (str(2**31 - 1), f"VZ-{big}-1"):
+            r = client.get(f"/organizer/claims/{ref}")
+            assert r.status_code == 404 and r.json()["detail"][0]["msg"] == "Заявка не найдена."
 
 
 @pytest.mark.parametrize(("path", "body", "field"), TEXT_FIELDS, ids=[f"{p}:{fld}" for p, _, fld in TEXT_FIELDS])
