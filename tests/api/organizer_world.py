@@ -12,17 +12,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from models.claim_store import apply_batch, claim_t, file_claims
 from models.db import get_engine
 from models.settings import get_settings
 from tasks.accounts import create_user, issue_api_token
-from tasks.auth import Principal, create_service_key
+from tasks.auth import create_service_key
 
 NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)  # a Tuesday
 PASSWORD = "correct horse battery staple"
-BUYER_TOKEN = "vzb_test-buyer-token-for-order"
+BUYER_TOKEN = "vzb_test-buyer-token-for-an-order-of-organizer-a"
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 
@@ -44,6 +44,7 @@ class World:
     event_a: int
     callers: dict[str, Caller]
     users: dict[str, int]
+    buyer_ticket: int = 0  # the buyer token's order's ticket (organizer A's event)
 
     def claim(self, organizer: str = "a", reason: str = "other", *, days_to_event: int = 20, decision_due=None) -> tuple[int, str]:
         """A new claim waiting for the organizer (assessed); returns (id, number)."""
@@ -120,27 +121,30 @@ def world(sqlite_url, tmp_path, monkeypatch):
         token = issue_api_token(engine, user.id, name="test", now=datetime.now(UTC))
         csrf = f"csrf-{name}"
         callers[name] = Caller(name, {"Authorization": f"Bearer {token}", "Cookie": session_cookie(user.id, csrf)}, csrf)
-    callers["buyer"] = Caller("buyer", {"Authorization": f"Bearer {BUYER_TOKEN}"})
     callers["service"] = Caller("service", {"Authorization": f"Bearer {create_service_key(engine, 'site', now=NOW)}"})
     callers["nobody"] = Caller("nobody")
     # Signed 13 hours ago: past the 12-hour session.
     callers["expired"] = Caller("expired", {"Cookie": session_cookie(users["organizer_a"], "csrf-expired",
                                                                      at=datetime.now(UTC) - timedelta(hours=13))}, "csrf-expired")
 
-    # The buyer kind, until buyer tokens resolve on their own (issue 10): only this token, only the buyer kind.
-    import api.auth
+    # A real buyer: a `vzb_` token (tasks/buyer_auth.py) of an order for organizer A's event. The claims the
+    # matrix acts on are other orders', so to this buyer they do not exist (404).
+    from sqlalchemy import insert
 
-    real = api.auth.resolve_bearer
+    from models.tables import Order
+    from tasks.auth import digest
+    from tasks.buyer_auth import TOKEN_TTL, token_t
 
-    def resolve(engine, secret, *, now):
-        if secret == BUYER_TOKEN:
-            return Principal(kind="buyer", audit="buyer:order:ORD-000001", order_number="ORD-000001")
-        return real(engine, secret, now=now)
-
-    monkeypatch.setattr(api.auth, "resolve_bearer", resolve)
+    with engine.begin() as conn:
+        buyer_order = f.order(conn, created_at=NOW - timedelta(days=30), buyer_name="Сидоров Сидор")
+        buyer_ticket = f.ticket(conn, event_id=event_a, order_id=buyer_order)
+        buyer_order_number = conn.execute(select(Order.__table__.c.number).where(Order.__table__.c.id == buyer_order)).scalar_one()
+        conn.execute(insert(token_t).values(order_number=buyer_order_number, token_sha256=digest(BUYER_TOKEN), created_at=NOW,
+                                            expires_at=NOW + TOKEN_TTL))
+    callers["buyer"] = Caller("buyer", {"Authorization": f"Bearer {BUYER_TOKEN}"})
     app.dependency_overrides[clock] = lambda: NOW
     with TestClient(app, follow_redirects=False) as client:
-        yield World(client=client, org_a=org_a, org_b=org_b, event_a=event_a, callers=callers, users=users)
+        yield World(client=client, org_a=org_a, org_b=org_b, event_a=event_a, callers=callers, users=users, buyer_ticket=buyer_ticket)
     app.dependency_overrides.clear()
     get_settings.cache_clear()
     get_engine.cache_clear()

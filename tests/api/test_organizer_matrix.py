@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from unittest.mock import patch
 
 import pytest
 from fastapi.routing import iter_route_contexts
@@ -118,21 +119,168 @@ def _logout(w: World, caller: str):
     return _form(w, caller, "/organizer/logout", {})
 
 
+# --- the routes merged after the organizer routes --------------------------------------------------
+
+def _event(w: World, organizer: str = "a") -> int:
+    from tests import factories as f
+
+    with get_engine().begin() as conn:
+        return f.event(conn, starts_at=organizer_world.NOW + timedelta(days=20), organizer_id=w.org_a if organizer == "a" else w.org_b,
+                       title="Щелкунчик")
+
+
+def _ticket(w: World) -> int:
+    """A ticket of a fresh order for organizer A's event (not the buyer token's order)."""
+    from tests import factories as f
+
+    with get_engine().begin() as conn:
+        return f.ticket(conn, event_id=w.event_a, order_id=f.order(conn, created_at=organizer_world.NOW - timedelta(days=30)))
+
+
+def _post(path: Callable[[World], str] | str, json: dict | None = None):
+    def call(w: World, caller: str):
+        return w.client.post(path(w) if callable(path) else path, headers=w.callers[caller].headers, json=json)
+    return call
+
+
+def _buyer_form(path: Callable[[World], str] | str, form: dict, *, files=None):
+    """A buyer page's form: its CSRF cookie and field (api/buyer_pages.py) sent along with the caller's own headers."""
+    def call(w: World, caller: str):
+        headers = dict(w.callers[caller].headers)
+        headers["Cookie"] = "; ".join(c for c in (headers.get("Cookie"), "vz_csrf=matrix-csrf") if c)
+        return w.client.post(path(w) if callable(path) else path, headers=headers, data=form | {"csrf": "matrix-csrf"}, files=files)
+    return call
+
+
+def _link(w: World) -> str:
+    from tasks.buyer_links import status_link_token
+
+    return status_link_token(_a_claim(w)[1], now=organizer_world.NOW)
+
+
+def _mass_send(w: World) -> int:
+    """A held mass send started by another supervisor: the matrix's supervisor is the second person."""
+    from tasks.mass_sends import queue_mass_send
+
+    payload = {"claim_number": "VZ-1", "event_title": "Концерт", "refund_kopecks": 100, "payout_deadline": "2026-12-20", "buyer_name": "А"}
+    with get_engine().begin() as conn:
+        return queue_mass_send(conn, template="decision_approved", started_by="staff:supervisor:first@operator.ru", now=organizer_world.NOW,
+                               messages=[(None, f"m{i}@example.ru", payload, f"matrix-{w.client.cookies!s}-{i}-{_mass_send.n}")
+                                         for i in range(_mass_send.n, _mass_send.n + 200)]) or 0
+
+
+_mass_send.n = 0
+
+
+def _fresh_mass_send(w: World) -> int:
+    _mass_send.n += 1000
+    return _mass_send(w)
+
+
+def _cancel(w: World, caller: str):
+    async def started(**kw):
+        return "run-matrix", "http://prefect.test/runs/run-matrix"
+
+    with patch("api.events.start_run", started):
+        return w.client.post(f"/events/{_event(w)}/cancellation", headers=w.callers[caller].headers, json={"reason": "Артист заболел"})
+
+
+def _regime(w: World) -> int:
+    from tasks.regimes import add_regime
+
+    return add_regime(get_engine(), region=f"Регион {datetime.now(UTC).timestamp()}", starts_on=date(2026, 12, 1), ends_on=None,
+                      actor="staff:supervisor:first@operator.ru", now=organizer_world.NOW).id
+
+
+ORDER_IN = {"number": "K-OTHER"}  # the path says K-1000001: 422 for a caller let in, before anything is written
+SERVICE_ONLY_422 = cells(403, 403, 403, 403, 403, 403, 422, 401, 401)
+# Buyerish (api/auth.py): the buyer of the order or the operator's site; the buyer token's order is not the claim's.
+BUYERISH = dict(organizer_a=403, organizer_b=403, support=403, supervisor=403, accounting=403, nobody=401, expired=401)
+# The event's organizer, or a staff supervisor; another organizer's event is a missing one.
+EVENT_A = cells(None, 404, 403, None, 403, 403, 403, 401, 401)
+SUPERVISOR = cells(403, 403, 403, 200, 403, 403, 403, 401, 401)
+STAFF_ANY = cells(403, 403, 200, 200, 200, 403, 403, 401, 401)
+SERVICE_OR_STAFF = cells(403, 403, None, None, None, 403, None, 401, 401)
+
+
+def _with(base: dict[str, int | None], ok: int) -> dict[str, int]:
+    return {k: ok if v is None else v for k, v in base.items()}
+
+
+def same_for_all(status: int) -> dict[str, int]:
+    """A public route, or one whose credential is in the URL or the form: a bearer / session changes nothing."""
+    return cells(*[status] * 9)
+
+
 SESSION_FORM = cells(200, 200, 200, 200, 200, 403, 403, 403, 403)
 
 MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/health"): Row(EVERYONE_200, _get("/health")),
     ("GET", "/openapi.json"): Row(EVERYONE_200, _get("/openapi.json")),
     ("GET", "/docs"): Row(EVERYONE_200, _get("/docs")),
-    ("GET", "/docs/oauth2-redirect"): Row(EVERYONE_200, _get("/docs/oauth2-redirect")),
+    ("GET", "/static/docs/{name}"): Row(EVERYONE_200, _get("/static/docs/swagger-ui.css")),
     ("GET", "/redoc"): Row(EVERYONE_200, _get("/redoc")),
-    # Buyers' routes (issue 10 scopes them to the buyer): an unknown ticket / claim / email is 404 for everyone.
-    ("POST", "/claims"): Row(cells(*[404] * 9), lambda w, c: w.client.post("/claims", headers=w.callers[c].headers,
-                                                                          json={"ticket_id": 2**31 - 1, "reason": "voluntary"})),
-    ("POST", "/claims/{claim_id}/documents"): Row(cells(*[404] * 9), lambda w, c: w.client.post(
-        f"/claims/{2**31 - 1}/documents", headers=w.callers[c].headers, json={"kind": "other"})),
-    ("POST", "/claims/{number}/withdrawal"): Row(cells(*[404] * 9), lambda w, c: w.client.post(
-        f"/claims/{_a_claim(w)[1]}/withdrawal", headers=w.callers[c].headers, json={"email": "someone.else@example.ru"})),
+    # Buyers' API (api/buyer.py): Buyerish; a claim or ticket of another order is a missing one (404).
+    ("POST", "/claims"): Row(BUYERISH | dict(buyer=404, service=201), lambda w, c: w.client.post(
+        "/claims", headers=w.callers[c].headers, json={"ticket_id": _ticket(w), "reason": "voluntary"})),
+    ("GET", "/claims/{number}"): Row(BUYERISH | dict(buyer=404, service=200), lambda w, c: w.client.get(
+        f"/claims/{_a_claim(w)[1]}", headers=w.callers[c].headers)),
+    ("POST", "/claims/{number}/documents"): Row(BUYERISH | dict(buyer=404, service=201), lambda w, c: w.client.post(
+        f"/claims/{_a_claim(w)[1]}/documents", headers=w.callers[c].headers, json={"kind": "other"})),
+    ("POST", "/claims/{number}/bank-details"): Row(BUYERISH | dict(buyer=404, service=409), lambda w, c: w.client.post(
+        f"/claims/{_a_claim(w)[1]}/bank-details", headers=w.callers[c].headers,
+        json={"bik": "044525225", "account": "40817810938160925982", "name": "Петров Пётр"})),
+    ("POST", "/claims/{number}/withdrawal"): Row(BUYERISH | dict(buyer=404, service=200), lambda w, c: w.client.post(
+        f"/claims/{_a_claim(w)[1]}/withdrawal", headers=w.callers[c].headers, json={"reason": "Передумал"})),
+    # Buyer sign-in (public by design: the same answer whoever asks, revealing no order).
+    ("POST", "/buyer/session"): Row(same_for_all(202), _post("/buyer/session", {"order_number": "ORD-999999", "email": "x@example.ru"})),
+    ("POST", "/buyer/session/verify"): Row(same_for_all(422), _post("/buyer/session/verify", {"order_number": "ORD-999999", "code": "000000"})),
+    # Buyer pages: the buyer's own session cookie (vz_buyer) or nothing; bearer tokens and organizer sessions are not it.
+    ("GET", "/buyer"): Row(EVERYONE_200, _get("/buyer")),
+    ("POST", "/buyer/sign-in"): Row(EVERYONE_200, _buyer_form("/buyer/sign-in", {"order_number": "ORD-999999", "email": "x@example.ru"})),
+    ("POST", "/buyer/sign-in/code"): Row(same_for_all(422), _buyer_form("/buyer/sign-in/code", {"order_number": "ORD-999999", "code": "000000"})),
+    ("POST", "/buyer/sign-out"): Row(same_for_all(303), _buyer_form("/buyer/sign-out", {})),
+    ("POST", "/buyer/claims"): Row(same_for_all(401), _buyer_form(lambda w: "/buyer/claims", {"ticket_id": "1", "reason": "voluntary"})),
+    # Status pages: the signed link is the credential (a forged or expired one: test_a_forged_or_expired_link_is_refused).
+    ("GET", "/s/{link}"): Row(EVERYONE_200, lambda w, c: w.client.get(f"/s/{_link(w)}", headers=w.callers[c].headers)),
+    ("POST", "/s/{link}/documents"): Row(same_for_all(303), lambda w, c: _buyer_form(
+        f"/s/{_link(w)}/documents", {"kind": "other"}, files={"file": ("справка.pdf", organizer_world.PDF, "application/pdf")})(w, c)),
+    ("POST", "/s/{link}/bank-details"): Row(same_for_all(409), lambda w, c: _buyer_form(
+        f"/s/{_link(w)}/bank-details", {"bik": "044525225", "account": "40817810938160925982", "name": "Петров Пётр"})(w, c)),
+    ("POST", "/s/{link}/withdrawal"): Row(same_for_all(303), lambda w, c: _buyer_form(f"/s/{_link(w)}/withdrawal", {"reason": "Передумал"})(w, c)),
+    # Events: the event's organizer or a staff supervisor (api/events.py, api/regimes.py).
+    ("POST", "/events/{event_id}/cancellation"): Row(_with(EVENT_A, 202), _cancel),
+    ("POST", "/events/{event_id}/postponement"): Row(_with(EVENT_A, 201), lambda w, c: w.client.post(
+        f"/events/{_event(w)}/postponement", headers=w.callers[c].headers, json={"note": "Дата будет объявлена позже"})),
+    ("POST", "/events/{event_id}/vouchers"): Row(_with(EVENT_A, 409), _post(lambda w: f"/events/{_event(w)}/vouchers")),
+    ("GET", "/events/{event_id}/changes"): Row(cells(200, 404, 200, 200, 200, 403, 403, 401, 401), lambda w, c: w.client.get(
+        f"/events/{w.event_a}/changes", headers=w.callers[c].headers)),
+    # Regimes: staff.
+    ("GET", "/regimes"): Row(STAFF_ANY, _get("/regimes")),
+    ("POST", "/regimes"): Row(_with(SUPERVISOR, 201) | dict(supervisor=201), lambda w, c: w.client.post(
+        "/regimes", headers=w.callers[c].headers, json={"region": f"Регион {c}", "starts_on": "2026-12-01"})),
+    ("POST", "/regimes/{regime_id}/end"): Row(SUPERVISOR, lambda w, c: w.client.post(
+        f"/regimes/{_regime(w)}/end", headers=w.callers[c].headers, json={"ends_on": "2026-12-31"})),
+    # Vouchers: the buyer (or the site for them) asks; the sales system's key or staff read and redeem.
+    ("POST", "/vouchers"): Row(BUYERISH | dict(buyer=404, service=409), lambda w, c: w.client.post(
+        "/vouchers", headers=w.callers[c].headers, json={"ticket_id": _ticket(w)})),
+    ("GET", "/vouchers/{number}"): Row(_with(SERVICE_OR_STAFF, 404), _get("/vouchers/VCH-NOPE-1")),
+    ("POST", "/vouchers/{number}/redemption"): Row(_with(SERVICE_OR_STAFF, 404), lambda w, c: w.client.post(
+        "/vouchers/VCH-NOPE-1/redemption", headers=w.callers[c].headers, json={"event_id": w.event_a})),
+    # Mass sends: staff supervisors; approved or rejected by a second one.
+    ("GET", "/mass-sends"): Row(SUPERVISOR, _get("/mass-sends")),
+    ("GET", "/mass-sends/{mass_send_id}"): Row(SUPERVISOR, lambda w, c: w.client.get(f"/mass-sends/{_fresh_mass_send(w)}", headers=w.callers[c].headers)),
+    ("POST", "/mass-sends/{mass_send_id}/approve"): Row(SUPERVISOR, _post(lambda w: f"/mass-sends/{_fresh_mass_send(w)}/approve")),
+    ("POST", "/mass-sends/{mass_send_id}/reject"): Row(SUPERVISOR, _post(lambda w: f"/mass-sends/{_fresh_mass_send(w)}/reject")),
+    # The operator's sales feed: the service key only.
+    ("PUT", "/operator/orders/{order_number}"): Row(SERVICE_ONLY_422, lambda w, c: w.client.put(
+        "/operator/orders/K-1000001", headers=w.callers[c].headers, json=ORDER_IN)),
+    # Claims by email: the signed token or the emailed code is the credential.
+    ("GET", "/inbound/confirm/{token}"): Row(same_for_all(404), _get("/inbound/confirm/forged.token.here")),
+    ("POST", "/inbound/confirm/{token}"): Row(same_for_all(404), _post("/inbound/confirm/forged.token.here")),
+    ("GET", "/inbound/confirm"): Row(EVERYONE_200, _get("/inbound/confirm")),
+    ("POST", "/inbound/confirm"): Row(same_for_all(404), lambda w, c: w.client.post(
+        "/inbound/confirm", headers=w.callers[c].headers, data={"reference": "999999", "code": "000000"})),
     ("GET", "/organizer/claims"): Row(READ_LIST, _get("/organizer/claims")),
     ("GET", "/organizer/claims/{number}"): Row(READ_A, _read_claim),
     ("GET", "/organizer/claims/{number}/documents/{doc_id}"): Row(READ_A, _read_document),
