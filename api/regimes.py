@@ -1,9 +1,9 @@
 """Postponements, high-alert regimes (Decree 442) and vouchers over HTTP.
 
-- POST /events/{id}/postponement (the event's organizer or staff): the change recorded with its
+- POST /events/{id}/postponement (the event's organizer or a staff supervisor): the change recorded with its
   history, every buyer told; GET /events/{id}/changes: that history.
-- POST /events/{id}/vouchers (organizer or staff): every ticket holder of a regime event gets a voucher.
-- /regimes (staff): declare, end, list regimes of a region.
+- POST /events/{id}/vouchers (the event's organizer or a staff supervisor): every ticket holder of a regime event gets a voucher.
+- /regimes: staff list them; staff supervisors declare and end regimes of a region.
 - POST /vouchers (the buyer, or the operator's site for them): a voucher instead of money for one ticket;
   GET /vouchers/{number} and POST /vouchers/{number}/redemption (the sales system's key, or staff).
 
@@ -38,6 +38,11 @@ Now = Annotated[datetime, Depends(clock)]
 EventId = Annotated[int, Path(gt=0, le=MAX_ID, description="Мероприятие (id).")]
 VoucherNumber = Annotated[str, Path(min_length=6, max_length=40, pattern=r"^[A-Za-z0-9-]+$", description="Номер ваучера.")]
 ServiceOrStaff = Annotated[Principal, Depends(requires("service", "staff"))]
+# Acts on every ticket holder of an event (mass notices, vouchers): the event's organizer or a staff supervisor,
+# as for a cancellation (api/events.py); support and accounting may read, not act.
+EventActor = Annotated[Principal, Depends(requires("organizer", "staff", roles=("supervisor",)))]
+# Declaring or ending a regime changes the refund rule of a whole region: staff supervisors only.
+Supervisor = Annotated[Principal, Depends(requires("staff", roles=("supervisor",)))]
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -81,7 +86,7 @@ class Redemption(Strict):
 
 
 @router.post("/events/{event_id}/postponement", status_code=201, responses=responses(404, 409, 422, 503))
-def postpone_event(event_id: EventId, body: PostponementCreate, principal: OrganizerOrStaff, now: Now) -> dict[str, Any]:
+def postpone_event(event_id: EventId, body: PostponementCreate, principal: EventActor, now: Now) -> dict[str, Any]:
     """Postpone the event (again, possibly): tickets stay valid for the new date; every buyer is told
     the new date, their options and the rule that applies (Art. 52.1, or Decree 442 under a regime)."""
     engine = get_engine()
@@ -97,19 +102,19 @@ def event_changes(event_id: EventId, principal: OrganizerOrStaff) -> list[dict[s
 
 
 @router.post("/events/{event_id}/vouchers", responses=responses(404, 409, 422, 503))
-def exchange_event_tickets(event_id: EventId, principal: OrganizerOrStaff, now: Now) -> dict[str, Any]:
+def exchange_event_tickets(event_id: EventId, principal: EventActor, now: Now) -> dict[str, Any]:
     """Decree 442: every ticket of the event not refunded yet is exchanged for a voucher (the organizer's
     policy must offer vouchers). For a stadium, the flow event-postponement does this with progress."""
     return issue_event_vouchers(get_engine(), event_id=event_id, actor=principal.audit, now=now, organizer_id=_own(principal))
 
 
 @router.post("/regimes", status_code=201, responses=responses(409, 422, 503))
-def declare_regime(body: RegimeCreate, principal: Staff, now: Now) -> dict[str, Any]:
+def declare_regime(body: RegimeCreate, principal: Supervisor, now: Now) -> dict[str, Any]:
     return add_regime(get_engine(), region=body.region, starts_on=body.starts_on, ends_on=body.ends_on, actor=principal.audit, now=now).to_json()
 
 
 @router.post("/regimes/{regime_id}/end", responses=responses(404, 422, 503))
-def finish_regime(regime_id: Annotated[int, Path(gt=0, le=MAX_ID)], body: RegimeEnd, principal: Staff, now: Now) -> dict[str, Any]:
+def finish_regime(regime_id: Annotated[int, Path(gt=0, le=MAX_ID)], body: RegimeEnd, principal: Supervisor, now: Now) -> dict[str, Any]:
     return end_regime(get_engine(), regime_id=regime_id, ends_on=body.ends_on, actor=principal.audit, now=now).to_json()
 
 

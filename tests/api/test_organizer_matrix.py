@@ -247,7 +247,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         f"/s/{_link(w)}/documents", {"kind": "other"}, files={"file": ("справка.pdf", organizer_world.PDF, "application/pdf")})(w, c)),
     ("POST", "/s/{link}/bank-details"): Row(same_for_all(409), lambda w, c: _buyer_form(
         f"/s/{_link(w)}/bank-details", {"bik": "044525225", "account": "40817810938160925982", "name": "Петров Пётр"})(w, c)),
-    ("POST", "/s/{link}/withdrawal"): Row(same_for_all(303), lambda w, c: _buyer_form(f"/s/{_link(w)}/withdrawal", {"reason": "Передумал"})(w, c)),
+    ("POST", "/s/{link}/withdrawal"): Row(same_for_all(303), lambda w, c: _buyer_form(f"/s/{_link(w)}/withdrawal", {"confirm": "yes", "reason": "Передумал"})(w, c)),
     # Events: the event's organizer or a staff supervisor (api/events.py, api/regimes.py).
     ("POST", "/events/{event_id}/cancellation"): Row(_with(EVENT_A, 202), _cancel),
     ("POST", "/events/{event_id}/postponement"): Row(_with(EVENT_A, 201), lambda w, c: w.client.post(
@@ -279,7 +279,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/inbound/confirm/{token}"): Row(same_for_all(404), _get("/inbound/confirm/forged.token.here")),
     ("POST", "/inbound/confirm/{token}"): Row(same_for_all(404), _post("/inbound/confirm/forged.token.here")),
     ("GET", "/inbound/confirm"): Row(EVERYONE_200, _get("/inbound/confirm")),
-    ("POST", "/inbound/confirm"): Row(same_for_all(404), lambda w, c: w.client.post(
+    ("POST", "/inbound/confirm"): Row(same_for_all(422), lambda w, c: w.client.post(
         "/inbound/confirm", headers=w.callers[c].headers, data={"reference": "999999", "code": "000000"})),
     ("GET", "/organizer/claims"): Row(READ_LIST, _get("/organizer/claims")),
     ("GET", "/organizer/claims/{number}"): Row(READ_A, _read_claim),
@@ -373,3 +373,37 @@ def test_signing_in_sets_a_signed_httponly_lax_cookie_and_a_cross_site_form_is_r
     r = c.post("/organizer/login", headers={"Cookie": session}, data={"csrf": csrf, "login": "anna@a.ru", "password": PASSWORD,
                                                                        "next": "https://evil.example/"})
     assert r.headers["location"] == "/organizer"
+
+
+def test_a_forged_or_expired_link_is_refused_whoever_calls(world):
+    """The signed link is the credential of /s/… and /inbound/confirm/…: forged or expired, no header helps."""
+    from tasks.buyer_links import status_link_token
+
+    _, number = world.claim("a")
+    good = status_link_token(number, now=organizer_world.NOW)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    expired = status_link_token(number, now=organizer_world.NOW - timedelta(days=365))
+    for caller in ("organizer_a", "supervisor", "buyer", "service", "nobody"):
+        headers = world.callers[caller].headers
+        r = world.client.get(f"/s/{forged}", headers=headers)
+        assert r.status_code == 404 and number not in r.text
+        r = world.client.get(f"/s/{expired}", headers=headers)
+        assert r.status_code == 410 and number not in r.text
+        r = _buyer_form(f"/s/{forged}/withdrawal", {"confirm": "yes"})(world, caller)
+        assert r.status_code == 404
+        assert world.client.get("/inbound/confirm/forged.token", headers=headers).status_code == 404
+        assert world.client.post("/inbound/confirm/forged.token", headers=headers).status_code == 404
+    # Nothing was withdrawn by the forged posts.
+    assert world.client.get(f"/organizer/claims/{number}", headers=world.callers["organizer_a"].headers).json()["state"] == "awaiting_organizer"
+
+
+def test_the_buyer_token_reaches_its_own_order_only(world):
+    """The matrix's buyer gets 404 for other orders' claims; its own order's ticket it may claim and read."""
+    b = world.callers["buyer"].headers
+    r = world.client.post("/claims", headers=b, json={"ticket_id": world.buyer_ticket, "reason": "voluntary"})
+    assert r.status_code == 201, r.text
+    number = r.json()["number"]
+    assert world.client.get(f"/claims/{number}", headers=b).status_code == 200
+    # Organizer B and a bearer token for the organizer routes do not reach it either.
+    assert world.client.get(f"/claims/{number}", headers=world.callers["organizer_b"].headers).status_code == 403
+    assert world.client.get(f"/organizer/claims/{number}", headers=world.callers["organizer_b"].headers).status_code == 404
