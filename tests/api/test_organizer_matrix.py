@@ -7,6 +7,7 @@ exactly the body of a claim that does not exist. State-changing cells each act o
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -158,23 +159,20 @@ def _link(w: World) -> str:
     return status_link_token(_a_claim(w)[1], now=organizer_world.NOW)
 
 
-def _mass_send(w: World) -> int:
+_DEDUP = itertools.count()
+
+
+def _fresh_mass_send(w: World) -> int:
     """A held mass send started by another supervisor: the matrix's supervisor is the second person."""
     from tasks.mass_sends import queue_mass_send
 
     payload = {"claim_number": "VZ-1", "event_title": "Концерт", "refund_kopecks": 100, "payout_deadline": "2026-12-20", "buyer_name": "А"}
     with get_engine().begin() as conn:
-        return queue_mass_send(conn, template="decision_approved", started_by="staff:supervisor:first@operator.ru", now=organizer_world.NOW,
-                               messages=[(None, f"m{i}@example.ru", payload, f"matrix-{w.client.cookies!s}-{i}-{_mass_send.n}")
-                                         for i in range(_mass_send.n, _mass_send.n + 200)]) or 0
-
-
-_mass_send.n = 0
-
-
-def _fresh_mass_send(w: World) -> int:
-    _mass_send.n += 1000
-    return _mass_send(w)
+        mass_send_id = queue_mass_send(conn, template="decision_approved", started_by="staff:supervisor:first@operator.ru",
+                                       now=organizer_world.NOW, messages=[(None, f"m{i}@example.ru", payload, f"matrix-{next(_DEDUP)}")
+                                                                          for i in range(200)])
+    assert mass_send_id is not None  # above the threshold: held
+    return mass_send_id
 
 
 def _cancel(w: World, caller: str):
