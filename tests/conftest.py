@@ -106,9 +106,12 @@ def engine(db_url):
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium():
-    """A headless Chromium (Debian's binary) for browser tests; one per test session."""
+    """A headless Chromium (Debian's binary) for one browser test.
+
+    Per test, not per session: while Playwright's sync API is started, the main thread has a running
+    event loop, and every later `asyncio.run` in the same process (outbox dispatch, SMTP) would fail."""
     import shutil
 
     executable = shutil.which("chromium")
