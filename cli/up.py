@@ -45,6 +45,8 @@ def main() -> None:
         console.print(f"[red]automations not applied: {applied.stderr.strip()[-300:]}[/red]")
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     key_export += f" VOZVRAT_LINK_SECRET_FILE={env['VOZVRAT_LINK_SECRET_FILE']}" if env.get("VOZVRAT_LINK_SECRET_FILE") else ""
+    # The run links the CLI prints (events cancel) and the acquirer it pays through follow this stack's ports.
+    key_export += f" VOZVRAT_PREFECT_UI_URL={env['VOZVRAT_PREFECT_UI_URL']} VOZVRAT_ACQUIRER_API_URL={env['VOZVRAT_ACQUIRER_API_URL']}"
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; a waiting run's state says whom it waits on and until when)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch (when mail is left behind), payout-run, payout-reconcile, escalation-alert (automation) — served by `python -m flows.serve`

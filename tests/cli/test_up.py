@@ -16,7 +16,7 @@ import pytest
 from cli.stack import PortInUse, Stack, free_port, port_taken
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ["VOZVRAT_PREFECT_PORT", "VOZVRAT_API_PORT", "VOZVRAT_SMTP_PORT", "VOZVRAT_ACQUIRER_PORT"]
+PORT_VARIABLES = ["VOZVRAT_PREFECT_PORT", "VOZVRAT_API_PORT", "VOZVRAT_SMTP_PORT", "VOZVRAT_ACQUIRER_PORT", "VOZVRAT_INBOUND_SMTP_PORT"]
 
 
 @pytest.fixture
