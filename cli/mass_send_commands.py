@@ -19,7 +19,7 @@ from cli.errors import fail, hidden_prompt
 mass_sends_app = typer.Typer(help="Mass sends: see, approve or reject mail to many recipients (two-person rule).", no_args_is_help=True)
 app.add_typer(mass_sends_app, name="mass-sends")
 
-DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///var/vozvrat.db, the one `make up` uses"
 AS_HELP = "Your staff login (email); the password is asked (hidden) unless --password-file is given"
 PASSWORD_FILE_HELP = "A file whose first line is your password (for scripts; keep it 0600)"
 
