@@ -53,6 +53,25 @@ def _first_line(exc: BaseException) -> str:
     return reason[0] if reason else exc.__class__.__name__
 
 
+def hidden_prompt(text: str, *, confirm: bool = False, instead: str = "--password-file") -> str:
+    """A hidden prompt on a terminal. Without one (a script, a pipe) the answer is read from stdin's
+    next line (twice when confirmed), no prompt shown; nothing there, or Ctrl+C/Ctrl+D at the prompt:
+    exit 2 with one line naming the option to use instead, never getpass's echo warning and «Aborted.»."""
+    import sys
+
+    if not sys.stdin.isatty():
+        answers = [sys.stdin.readline().rstrip("\r\n") for _ in range(2 if confirm else 1)]
+        if not answers[0]:
+            fail(f"no terminal to ask at a hidden prompt and nothing on stdin: use {instead}")
+        if confirm and answers[1] != answers[0]:
+            fail("the two answers on stdin differ")
+        return answers[0]
+    try:
+        return typer.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+    except click.exceptions.Abort:
+        fail(f"nothing typed at the hidden prompt (or use {instead})")
+
+
 def fail_database_unavailable(exc: BaseException) -> NoReturn:
     """The database cannot be reached or opened: say why in one line (no password, no traceback), exit 2."""
     reason = _first_line(exc)

@@ -19,7 +19,7 @@ from cli.errors import fail
 inbound_app = typer.Typer(help="Letters to the refunds address: claims by email.", no_args_is_help=True)
 app.add_typer(inbound_app, name="inbound")
 
-DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///var/vozvrat.db, the one `make up` uses"
 STATUSES = ("received", "processed", "failed")
 
 

@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.app import app
-from cli.errors import fail
+from cli.errors import fail, hidden_prompt
 
 mass_sends_app = typer.Typer(help="Mass sends: see, approve or reject mail to many recipients (two-person rule).", no_args_is_help=True)
 app.add_typer(mass_sends_app, name="mass-sends")
 
-DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///vozvrat.db"
+DB_HELP = "Database URL; default VOZVRAT_DATABASE_URL or sqlite:///var/vozvrat.db, the one `make up` uses"
 AS_HELP = "Your staff login (email); the password is asked (hidden) unless --password-file is given"
 PASSWORD_FILE_HELP = "A file whose first line is your password (for scripts; keep it 0600)"
 
@@ -44,7 +44,7 @@ def signed_in(engine, login: str | None, password_file: Path | None):
             fail(f"cannot read --password-file {password_file}: {exc.strerror or exc}")
         password = lines[0] if lines else ""
     else:
-        password = typer.prompt(f"password for {login}", hide_input=True, err=True)
+        password = hidden_prompt(f"password for {login}")
     user = authenticate(engine, login, password)
     if user is None:
         fail(f"wrong login or password for {login}")

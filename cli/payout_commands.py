@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from cli.app import app
-from cli.errors import fail
+from cli.errors import fail, hidden_prompt
 
 payouts_app = typer.Typer(help="Paying refunds: card refunds, bank transfers, the 1C file.", no_args_is_help=True)
 app.add_typer(payouts_app, name="payouts")
@@ -307,12 +307,7 @@ def bank_details(
         if not fields.get(key):
             fail(f"--{key} is required (or \"{key}\" in --from-file)")
     if "account" not in fields:
-        import click
-
-        try:
-            fields["account"] = typer.prompt("Счёт получателя (20 цифр)", hide_input=True, confirmation_prompt=True)
-        except click.exceptions.Abort:
-            fail("no account number given (type it at the hidden prompt, or use --from-file)")
+        fields["account"] = hidden_prompt("Счёт получателя (20 цифр)", confirm=True, instead="--from-file")
     engine = _engine(db)
     try:
         try:

@@ -211,7 +211,8 @@ class Stack:
         """Refuse to start on a taken port: its health check would answer for another program (an
         earlier `make up` still running), and the stack would announce itself up with a part missing."""
         ports = [("Prefect server", self.prefect_port, "VOZVRAT_PREFECT_PORT"), ("SMTP sink", self.smtp_port, "VOZVRAT_SMTP_PORT"),
-                 ("acquirer stand-in", self.acquirer_port, "VOZVRAT_ACQUIRER_PORT")]
+                 ("acquirer stand-in", self.acquirer_port, "VOZVRAT_ACQUIRER_PORT"),
+                 ("inbound mail server", self.inbound_port, "VOZVRAT_INBOUND_SMTP_PORT")]
         if api:
             ports.append(("API", self.api_port, "VOZVRAT_API_PORT"))
         for what, port, variable in ports:

@@ -15,6 +15,49 @@ from cli.stack import PortInUse, Stack
 console = Console()
 
 
+class PaymentMirror:
+    """The embedded stack plays the acquirer that took the buyers' card payments: card orders that reach
+    the database (`vozvrat sales import`, `PUT /operator/orders`) are registered with the stand-in, so
+    their refunds go back to the card instead of failing with «Payment doesn't exist» and asking every
+    buyer for bank details. The stand-in still checks every refund against the amount paid."""
+
+    def __init__(self, stack: Stack, database_url: str) -> None:
+        self.stack, self.database_url, self.last_id, self.engine = stack, database_url, 0, None
+
+    def sync(self) -> None:
+        import httpx
+        from sqlalchemy import text
+
+        from models.db import make_engine
+
+        try:
+            if self.engine is None:
+                self.engine = make_engine(self.database_url)
+            with self.engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT id, acquirer_payment_id, payment_amount FROM ticket_order WHERE id > :last AND payment_method = 'card'"
+                    " AND acquirer_payment_id IS NOT NULL AND payment_amount IS NOT NULL ORDER BY id"), {"last": self.last_id}).all()
+            if not rows:
+                return
+            try:  # a stadium's sales in one call
+                self.stack.register_payments({r.acquirer_payment_id: int(r.payment_amount) for r in rows})
+                self.last_id = rows[-1].id
+                return
+            except httpx.HTTPStatusError:
+                pass
+            for r in rows:  # one by one: a payment the stand-in refuses (another amount) does not hold back the rest
+                try:
+                    self.stack.register_payment(r.acquirer_payment_id, int(r.payment_amount))
+                except httpx.HTTPStatusError as exc:
+                    console.print(f"[yellow]order {r.id}: payment {r.acquirer_payment_id} not mirrored: {exc.response.text[:200]}[/yellow]")
+                self.last_id = r.id
+        except Exception as exc:  # noqa: BLE001 - a missing table or a bad row must not stop the stack; said once per change
+            message = f"card payments not mirrored to the acquirer stand-in: {str(exc).splitlines()[0][:200]}"
+            if message != getattr(self, "_said", None):
+                self._said = message
+                console.print(f"[yellow]{message}[/yellow]")
+
+
 def main() -> None:
     root = Path(os.environ.get("VOZVRAT_VAR", "var")).absolute()
     stack = Stack(
@@ -45,6 +88,8 @@ def main() -> None:
         console.print(f"[red]automations not applied: {applied.stderr.strip()[-300:]}[/red]")
     key_export = f" VOZVRAT_SECRET_KEY_FILE={env['VOZVRAT_SECRET_KEY_FILE']}" if env.get("VOZVRAT_SECRET_KEY_FILE") else ""
     key_export += f" VOZVRAT_LINK_SECRET_FILE={env['VOZVRAT_LINK_SECRET_FILE']}" if env.get("VOZVRAT_LINK_SECRET_FILE") else ""
+    # The run links the CLI prints (events cancel) and the acquirer it pays through follow this stack's ports.
+    key_export += f" VOZVRAT_PREFECT_UI_URL={env['VOZVRAT_PREFECT_UI_URL']} VOZVRAT_ACQUIRER_API_URL={env['VOZVRAT_ACQUIRER_API_URL']}"
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; a waiting run's state says whom it waits on and until when)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch (when mail is left behind), payout-run, payout-reconcile, escalation-alert (automation) — served by `python -m flows.serve`
@@ -68,8 +113,10 @@ Ctrl+C stops everything.""", soft_wrap=True)
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    mirror = PaymentMirror(stack, env["VOZVRAT_DATABASE_URL"])
     try:
         while not stopping:
+            mirror.sync()
             for name, proc in stack.processes.items():
                 if proc.poll() is not None:
                     console.print(f"[red]{name} exited with {proc.returncode}; see {root / (name + '.log')}[/red]")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from cli.app import app
-from cli.errors import fail
+from cli.errors import fail, hidden_prompt
 
 users_app = typer.Typer(help="People who sign in: organizers' users and operator staff with roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -36,7 +36,7 @@ def _password(password_file: Path | None) -> str:
         if not lines or not lines[0]:
             fail(f"the password file {password_file} is empty")
         return lines[0]
-    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return hidden_prompt("Password", confirm=True)
 
 
 @users_app.command("add")

@@ -16,7 +16,7 @@ import pytest
 from cli.stack import PortInUse, Stack, free_port, port_taken
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ["VOZVRAT_PREFECT_PORT", "VOZVRAT_API_PORT", "VOZVRAT_SMTP_PORT", "VOZVRAT_ACQUIRER_PORT"]
+PORT_VARIABLES = ["VOZVRAT_PREFECT_PORT", "VOZVRAT_API_PORT", "VOZVRAT_SMTP_PORT", "VOZVRAT_ACQUIRER_PORT", "VOZVRAT_INBOUND_SMTP_PORT"]
 
 
 @pytest.fixture
@@ -49,3 +49,33 @@ def test_check_ports_names_the_part_and_passes_on_free_ports(occupied_port, tmp_
         stack.check_ports()
     stack.check_ports(api=False)  # a stack without its API does not need the port
     assert port_taken(occupied_port) and not port_taken(free_port())
+
+
+def test_make_up_mirrors_card_orders_to_the_acquirer_stand_in(tmp_path):
+    """Sample sales imported into `make up` used to fail every card refund («Payment doesn't exist»)."""
+    import sqlite3
+
+    from cli.up import PaymentMirror
+
+    db = tmp_path / "v.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE ticket_order (id INTEGER PRIMARY KEY, payment_method TEXT, acquirer_payment_id TEXT, payment_amount INTEGER)")
+        conn.executemany("INSERT INTO ticket_order VALUES (?, ?, ?, ?)",
+                         [(1, "card", "p1", 1000), (2, "cash", None, 500), (3, "card", "p3", 2500)])
+
+    class FakeStack:
+        def __init__(self):
+            self.seen: dict[str, int] = {}
+
+        def register_payments(self, payments):
+            self.seen.update(payments)
+
+    stack = FakeStack()
+    mirror = PaymentMirror(stack, f"sqlite:///{db}")
+    mirror.sync()
+    assert stack.seen == {"p1": 1000, "p3": 2500}
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO ticket_order VALUES (4, 'card', 'p4', 700)")
+    stack.seen.clear()
+    mirror.sync()
+    assert stack.seen == {"p4": 700}, "only new orders are sent"

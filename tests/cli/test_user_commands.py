@@ -55,6 +55,8 @@ def test_bad_input_is_exit_2_with_one_line(sqlite_url, tmp_path):
         (["users", "add", "x@y.ru", "--organizer", "999"], "a long enough password\na long enough password\n"),  # no such organizer
         (["users", "add", "x@y.ru", "--staff", "support", "--password-file", str(tmp_path / "missing")], None),
         (["users", "add", "x@y.ru", "--staff", "support"], "short\nshort\n"),
+        (["users", "add", "x@y.ru", "--staff", "support"], None),  # no terminal, nothing on stdin: not getpass's «Aborted.» (exit 1)
+        (["users", "add", "x@y.ru", "--staff", "support"], "a long enough password\nanother password!\n"),
         (["users", "disable", "nobody@y.ru"], None),
         (["users", "token", "nobody@y.ru", "--name", "crm"], None),
         (["users", "revoke-token", "nobody@y.ru", "crm"], None),
