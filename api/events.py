@@ -124,7 +124,7 @@ def mass_sends(principal: Supervisor, status: Literal["held", "approved", "rejec
     return [_public(v) for v in list_mass_sends(get_engine(), status=status)]
 
 
-@router.get("/mass-sends/{mass_send_id}", response_model=MassSendPublic, responses=errors(401, 403, 404))
+@router.get("/mass-sends/{mass_send_id}", response_model=MassSendPublic, responses=errors(401, 403, 404, 422))
 def mass_send(mass_send_id: MassSendId, principal: Supervisor) -> MassSendPublic:
     """One mass send with its template, recipient count and a rendered sample: what an approver must see."""
     view = get_mass_send(get_engine(), mass_send_id)
@@ -146,7 +146,7 @@ def _decided(call, mass_send_id: int) -> MassSendPublic:
         raise _refused(exc.status, ["path", "mass_send_id"], exc.message_ru, exc.code) from None
 
 
-@router.post("/mass-sends/{mass_send_id}/approve", response_model=MassSendPublic, responses=errors(401, 403, 404, 409))
+@router.post("/mass-sends/{mass_send_id}/approve", response_model=MassSendPublic, responses=errors(401, 403, 404, 409, 422))
 def approve(mass_send_id: MassSendId, principal: Supervisor, now: Now) -> MassSendPublic:
     """A second staff supervisor (not the one who started it) lets the held messages go."""
     return _decided(lambda: approve_mass_send(get_engine(), mass_send_id, principal=principal, now=now), mass_send_id)

@@ -26,7 +26,6 @@ from tests.conftest import _create_pg_database, _drop_pg_database
 NOW = datetime.now(UTC)
 
 CLAIM_PATHS = [
-    ("get", "/organizer/claims/{id}", None),
     ("post", "/organizer/claims/{id}/decision", {"decision": "approve"}),
     ("post", "/organizer/claims/{id}/extension", {"reason": "Нужна проверка документов"}),
 ]
