@@ -132,7 +132,7 @@ def measure_resumes(sample: int, timeout_s: float = 900.0) -> dict:
         org, event, tickets = _seed(engine, sample, now, prefix="BR")
         for i in range(sample):
             stack.register_payment(f"4b1f5a0e-000f-5000-9000-{i:012d}", 250000)
-        claim_ids = [file_buyer_claim(engine, ticket_id=t, reason="other", now=now).id for t in tickets]
+        claim_ids = [file_buyer_claim(engine, actor="bench:bulk-decision", ticket_id=t, reason="other", now=now).id for t in tickets]
         user = create_user(engine, login="bench@organizer.ru", password="bench password 123", kind="organizer", organizer_id=org, now=now)
         token = issue_api_token(engine, user.id, name="bench", now=now)
 

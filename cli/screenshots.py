@@ -107,15 +107,15 @@ def build_scenario(engine, now: datetime) -> OpsScenario:
             return conn.execute(select(Claim.flow_run_id).where(Claim.id == claim_id)).scalar_one()
 
     # The escalated claim first: sla-watch, run as if 20 days had passed, escalates only what is filed by then.
-    escalated = file_buyer_claim(engine, ticket_id=tickets["escalated"], reason="other", now=now,
+    escalated = file_buyer_claim(engine, actor="cli:screenshots", ticket_id=tickets["escalated"], reason="other", now=now,
                                  description="Переезд в другой город, прийти не смогу")
     wait_until("the claim with the organizer", lambda: _suspended_in(run_of(escalated.id), "awaiting_organizer"))
     sla_run = run_deployment("sla-watch/sla-watch", parameters={"now": (now + timedelta(days=20)).isoformat()}, timeout=180,
                              as_subflow=False)
     if not sla_run.state or not sla_run.state.is_completed():
         raise RuntimeError(f"sla-watch did not complete: {sla_run.state}")
-    waiting = file_buyer_claim(engine, ticket_id=tickets["waiting"], reason="other", now=now, description="Командировка")
-    bank = file_buyer_claim(engine, ticket_id=tickets["bank"], reason="voluntary", now=now)
+    waiting = file_buyer_claim(engine, actor="cli:screenshots", ticket_id=tickets["waiting"], reason="other", now=now, description="Командировка")
+    bank = file_buyer_claim(engine, actor="cli:screenshots", ticket_id=tickets["bank"], reason="voluntary", now=now)
 
     claims: dict[str, ScenarioClaim] = {}
     for story, filed, state in (("escalated", escalated, "escalated"), ("waiting", waiting, "awaiting_organizer"),

@@ -67,12 +67,12 @@ def test_an_organizer_decides_a_hundred_claims_in_one_action_and_their_runs_reac
         stack.register_payment(payment, 250000)
     create_user(engine, login="maria@phil.ru", password=PASSWORD, kind="organizer", organizer_id=org, now=now)
     # «Прочее»: the organizer decides. The first RUNS claims' runs are created by the run starter and suspend for the decision.
-    claims = [file_buyer_claim(engine, ticket_id=t, reason="other", now=now, description="Не смогу прийти", start_flow=i < RUNS).id
+    claims = [file_buyer_claim(engine, actor="buyer:order:test", ticket_id=t, reason="other", now=now, description="Не смогу прийти", start_flow=i < RUNS).id
               for i, (t, _) in enumerate(tickets)]
     # The others are assessed as their runs would assess them: awaiting the organizer.
     apply_batch(engine, claim_ids=claims[RUNS:], trigger="assess", actor="system", now=now)
     with_runs = claims[:RUNS]
-    decoy_claim = file_buyer_claim(engine, ticket_id=decoy_ticket, reason="other", now=now, start_flow=False).id
+    decoy_claim = file_buyer_claim(engine, actor="buyer:order:test", ticket_id=decoy_ticket, reason="other", now=now, start_flow=False).id
     apply_batch(engine, claim_ids=[decoy_claim], trigger="assess", actor="system", now=now)
     wait_for(f"{RUNS} runs waiting for the organizer", lambda: _runs_in(event, StateType.PAUSED) == RUNS, timeout=900, interval=3)
 

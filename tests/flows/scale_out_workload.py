@@ -67,5 +67,5 @@ def refund_claims_workload(engine: Engine, register_payment: Callable[[str, int]
             payments[ticket] = payment_id
     for payment_id in payments.values():
         register_payment(payment_id, PRICE)
-    claims = [file_buyer_claim(engine, ticket_id=t, reason="voluntary", now=now).id for t in tickets]
+    claims = [file_buyer_claim(engine, actor="buyer:order:scale-out", ticket_id=t, reason="voluntary", now=now).id for t in tickets]
     return Workload(name=f"refund-claim x{size}", tickets=tickets, payment_ids=payments, amounts=dict.fromkeys(tickets, PRICE), claims=claims)

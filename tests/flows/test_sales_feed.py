@@ -27,7 +27,7 @@ def test_a_ticket_refunded_elsewhere_closes_the_waiting_claim_and_its_run(stack)
         assert r.status_code == 201, r.text
         with engine.connect() as conn:
             ticket_id = conn.execute(select(Ticket.id).where(Ticket.barcode == "FEED-BC-1")).scalar_one()
-        claim = file_buyer_claim(engine, ticket_id=ticket_id, reason="other", now=now, description="Командировка")
+        claim = file_buyer_claim(engine, actor="buyer:order:test", ticket_id=ticket_id, reason="other", now=now, description="Командировка")
         run_id = claim_run(claim.id, engine)
         wait_for("run suspended for the organizer", lambda: waiting_in(run_id, "awaiting_organizer"))
 

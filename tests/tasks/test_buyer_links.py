@@ -59,7 +59,8 @@ def test_the_secret_comes_from_the_setting_then_its_file_then_the_bank_details_k
 
 
 def test_every_buyer_claim_email_gets_a_fresh_link_when_sent_and_shows_it():
-    assert BUYER_CLAIM_TEMPLATES == TEMPLATES - {"escalation_notice", "buyer_code"}
+    assert BUYER_CLAIM_TEMPLATES == TEMPLATES - {"escalation_notice", "buyer_code", "inbound_confirm", "inbound_refused",
+                                                 "event_postponed", "regime_deadline_notice"}
     payload = {"claim_number": "VZ-0000042-1", "event_title": "Щелкунчик"}
     sent = with_status_link("claim_withdrawn", payload, NOW)
     assert read_status_link(sent["status_url"].rsplit("/", 1)[1], now=NOW) == "VZ-0000042-1"

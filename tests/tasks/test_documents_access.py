@@ -5,12 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
-from api.app import app, clock
 from models.claim_store import document_t, file_claims
-from models.db import get_engine
 from models.settings import get_settings
 from models.tables import Order
 from tasks import documents
@@ -81,33 +78,5 @@ def test_a_filename_never_carries_a_path_or_header_breaking_characters(engine, d
     assert documents.open_for(engine, organizer(org), doc)[2] == f"document-{doc}.pdf"
 
 
-@pytest.fixture
-def client(sqlite_url, data_dir, monkeypatch):
-    monkeypatch.setenv("VOZVRAT_DATABASE_URL", sqlite_url)
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    app.dependency_overrides[clock] = lambda: NOW
-    with TestClient(app) as c:
-        yield c
-    app.dependency_overrides.clear()
-    get_engine().dispose()
-    get_engine.cache_clear()
-
-
-def test_the_document_endpoint_records_a_stored_files_sha256_size_and_type(client):
-    claim_id, _, _, _ = claim_with_document(get_engine())
-    scan = documents.store(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
-    answer = client.post(f"/claims/{claim_id}/documents", json={"kind": "eln_copy", "filename": "скан.png", "sha256": scan.sha256})
-    assert answer.status_code == 201
-    with get_engine().connect() as conn:
-        row = conn.execute(select(document_t).where(document_t.c.claim_id == claim_id, document_t.c.kind == "eln_copy")).one()
-    assert (row.sha256, row.size, row.content_type, row.filename) == (scan.sha256, 108, "image/png", "скан.png")
-
-
-def test_a_sha256_of_no_stored_file_is_refused_field_by_field(client):
-    claim_id, _, _, _ = claim_with_document(get_engine())
-    missing = client.post(f"/claims/{claim_id}/documents", json={"kind": "other", "sha256": "0" * 64})
-    assert missing.status_code == 422
-    assert missing.json()["detail"] == [{"loc": ["body", "sha256"], "msg": "Файл не найден: сначала загрузите его.", "type": "not_found"}]
-    malformed = client.post(f"/claims/{claim_id}/documents", json={"kind": "other", "sha256": "../../etc/passwd"})
-    assert malformed.status_code == 422 and malformed.json()["detail"][0]["loc"] == ["body", "sha256"]
+# The upload itself (multipart, checked by content, recorded with sha256, size and type) is
+# tests/api/test_buyer.py: the buyer's documents endpoint by claim number.

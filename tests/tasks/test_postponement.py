@@ -92,11 +92,11 @@ def test_a_postponed_events_claims_after_claims_until_are_refused(engine, filed_
     record_postponement(engine, event_id=event, new_starts_at=ORIGINAL + timedelta(days=60), claims_until=date(2026, 5, 1), actor="x", now=NOW)
     at = datetime.combine(filed_on, datetime.min.time(), tzinfo=MSK).replace(hour=23, minute=30)
     if allowed:
-        filed = file_buyer_claim(engine, ticket_id=tickets[0], reason="postponed", now=at, start_flow=False)
+        filed = file_buyer_claim(engine, actor="buyer:order:test", ticket_id=tickets[0], reason="postponed", now=at, start_flow=False)
         assert filed.quote["percent"] == 100
     else:
         with pytest.raises(IntakeError) as refused:
-            file_buyer_claim(engine, ticket_id=tickets[0], reason="postponed", now=at, start_flow=False)
+            file_buyer_claim(engine, actor="buyer:order:test", ticket_id=tickets[0], reason="postponed", now=at, start_flow=False)
         assert refused.value.code == "CLAIMS_CLOSED" and "01.05.2026" in refused.value.message_ru
 
 
@@ -137,7 +137,7 @@ def test_postponed_under_its_regions_regime_the_notice_cites_decree_442(engine):
     payload = _notices(engine)[0]["payload"]
     assert "№ 442" in payload["rule_ru"] and payload["refunds_accepted"] is False and payload["vouchers_offered"] is True
     # The buyer who claims anyway is refused at assessment with the rule (quote), not at the door.
-    filed = file_buyer_claim(engine, ticket_id=tickets[0], reason="postponed", now=NOW + timedelta(days=1), start_flow=False)
+    filed = file_buyer_claim(engine, actor="buyer:order:test", ticket_id=tickets[0], reason="postponed", now=NOW + timedelta(days=1), start_flow=False)
     assert filed.quote["refusal_code"] == "REGIME_TICKETS_VALID" and "№ 442" in filed.quote["rule_ru"]
 
 

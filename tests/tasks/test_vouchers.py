@@ -106,7 +106,7 @@ def test_a_voucher_expired_unused_becomes_the_refund_under_the_180_day_deadline(
 
 def test_vouchers_for_a_whole_event_in_chunks_skip_the_refunded_and_issue_nothing_twice(engine):
     _, event, tickets, _ = _regime_event(engine, tickets=25)
-    paid = file_buyer_claim(engine, ticket_id=tickets[3], reason="cancelled", now=NOW, start_flow=False)  # this one wants money
+    paid = file_buyer_claim(engine, actor="buyer:order:test", ticket_id=tickets[3], reason="cancelled", now=NOW, start_flow=False)  # this one wants money
     summary = issue_event_vouchers(engine, event_id=event, actor="staff:supervisor:s@example.ru", now=NOW, chunk_size=10)
     assert (summary["tickets"], summary["issued"], summary["skipped"], summary["chunks"]) == (25, 24, 1, 3)
     again = issue_event_vouchers(engine, event_id=event, actor="staff:supervisor:s@example.ru", now=NOW, chunk_size=10)
