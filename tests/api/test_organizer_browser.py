@@ -24,6 +24,7 @@ from prefect.client.schemas.objects import StateType
 from sqlalchemy import func, select
 
 from models.claim_store import apply_batch, audit_t, claim_t
+from models.claim_views import short_name
 from models.db import get_engine
 from models.tables import RunAction
 from tasks.accounts import create_user
@@ -40,10 +41,11 @@ RUNS = int(os.environ.get("VOZVRAT_BROWSER_RUNS", "5"))
 PASSWORD = "organizer page password"
 
 
-def _runs_in(event_id: int, state: StateType) -> int:
+def _runs_in(event_id: int, state: StateType, title: str = "Органный вечер") -> int:
+    """Runs of the event in a state, by the event's run tag (`event:<id> <readable title>`, models/claim_views.py)."""
     with get_client(sync_client=True) as client:
         return len(client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"event:{event_id}"]),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"event:{event_id} {short_name(title)}".rstrip()]),
                                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state]))),
             limit=CLAIMS + 50))
 
