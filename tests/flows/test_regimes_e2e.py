@@ -66,7 +66,7 @@ def test_regime_postponement_voucher_refusal_and_publication_warning(stack):
         mail = wait_for("the voucher's email", lambda: [m for m in mail_in(stack.mail_dir) if number in m["Subject"]])
         assert mail[0]["To"] == "voucher-taker@example.ru" and number in body_text(mail[0])
 
-        claim = api.post("/claims", json={"ticket_id": claimer, "reason": "postponed"})
+        claim = api.post("/claims", json={"ticket_id": claimer, "reason": "postponed"}, headers=as_site)
         assert claim.status_code == 201, claim.text
     claim_id = claim.json()["id"]
     refused = wait_for("the claim refused by its run", lambda: read_claim(claim_id, engine=engine).state == "rejected")
