@@ -94,7 +94,9 @@ def test_decisions_are_scoped_checked_and_explained(stack, world):
     other_auth = {"Authorization": f"Bearer {issue_organizer_token(get_engine(), other)}"}
     r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=other_auth, json={"decision": "approve"})
     assert r.status_code == 404
-    assert api.post(f"/organizer/claims/{claim['id']}/decision", json={"decision": "approve"}).status_code == 401
+    # No credentials at all: 401 (the test client carries the site's service key, which is not an organizer: 403).
+    assert httpx.post(f"{stack.api_url}/organizer/claims/{claim['id']}/decision", json={"decision": "approve"}, timeout=30).status_code == 401
+    assert api.post(f"/organizer/claims/{claim['id']}/decision", json={"decision": "approve"}).status_code == 403
 
     r = api.post(f"/organizer/claims/{claim['id']}/decision", headers=world["auth"], json={"decision": "maybe"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "decision"
