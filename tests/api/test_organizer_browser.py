@@ -18,6 +18,7 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
 from prefect.client.schemas.objects import StateType
@@ -30,10 +31,14 @@ from models.tables import RunAction
 from tasks.accounts import create_user
 from tasks.intake import file_buyer_claim
 from tests import factories as f
-from tests.flows import conftest as flows_conftest
-from tests.flows.conftest import wait_for
+from tests.flows.conftest import running_stack, wait_for
 
-stack = flows_conftest.stack  # the real embedded stack, as the flow tests use it
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The real embedded stack, as the flow tests use it (a fixture of this module's own: see running_stack)."""
+    with running_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
 
 CLAIMS = 100
 # VOZVRAT_BROWSER_RUNS=100 on a quiet machine: every claim with a real suspended run.

@@ -4,7 +4,8 @@ package's tests."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -13,12 +14,21 @@ import pytest
 
 from cli.stack import Stack
 
+# What a stack exports to its callers. A value left in the environment by another stack (or a shell)
+# must not leak in: Stack.env() keeps an outside PUBLIC_URL or link secret, as an operator's would.
+_STACK_OWNED = ("VOZVRAT_PUBLIC_URL", "VOZVRAT_LINK_SECRET", "VOZVRAT_LINK_SECRET_FILE", "VOZVRAT_SECRET_KEY_FILE")
 
-@pytest.fixture(scope="package")
-def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stack")
+
+@contextmanager
+def running_stack(root: Path) -> Iterator[Stack]:
+    """The embedded stack on free ports, this process's settings pointed at it, all of it undone on exit.
+
+    Use it from one fixture per package or module: a package-scoped fixture requested from another package
+    is cached apart from its own package's, and the two stacks' environments would overlay each other."""
     s = Stack.on_free_ports(root)
     mp = pytest.MonkeyPatch()
+    for key in _STACK_OWNED:
+        mp.delenv(key, raising=False)
     # The run starter sweeps every 2 s for claims quiet for 3 s: a lost run is found while a test polls.
     mp.setenv("VOZVRAT_SWEEP_INTERVAL_S", "2")
     mp.setenv("VOZVRAT_SWEEP_GRACE_S", "3")
@@ -49,6 +59,12 @@ def stack(tmp_path_factory):
         mp.undo()
         get_settings.cache_clear()
         get_engine.cache_clear()
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
 
 
 @pytest.fixture(scope="package")

@@ -16,6 +16,8 @@ NOW = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def settings(monkeypatch):
     monkeypatch.setenv("VOZVRAT_PUBLIC_URL", "https://vozvrat.example.ru")
+    for key in ("VOZVRAT_LINK_SECRET", "VOZVRAT_LINK_SECRET_FILE"):  # the secret derived from the bank-details key
+        monkeypatch.delenv(key, raising=False)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
