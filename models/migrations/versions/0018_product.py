@@ -1,0 +1,19 @@
+"""product: reserved for the product work of this session (empty until it needs a change)
+
+Revision ID: 0018
+Revises: 0017
+"""
+
+
+revision = '0018'
+down_revision = '0017'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,19 @@
+"""mass: reserved for the mass work of this session (empty until it needs a change)
+
+Revision ID: 0019
+Revises: 0018
+"""
+
+
+revision = '0019'
+down_revision = '0018'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
