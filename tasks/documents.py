@@ -8,8 +8,6 @@ file under its final name). Serving a file is the caller's job, after it checked
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from models.settings import get_settings
 from tasks.auth import Principal
+from tasks.files import keep_once
 
 ACCEPTED = ("application/pdf", "image/jpeg", "image/png")
 EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png"}
@@ -68,18 +67,7 @@ def store(data: bytes) -> StoredFile:
         raise DocumentRejected("type", "Принимаем только PDF, JPEG и PNG.")
     sha = hashlib.sha256(data).hexdigest()
     final = path_of(sha)
-    if not final.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    keep_once(final, data)
     return StoredFile(sha256=sha, size=len(data), content_type=content_type)
 
 

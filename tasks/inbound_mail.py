@@ -29,9 +29,7 @@ import asyncio
 import hashlib
 import html
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +54,7 @@ from models.settings import get_settings
 from models.tables import Event, InboundLetter, Order, Ticket
 from states.letter import automatic_mail, order_number_candidates, recognise_reason
 from tasks import documents
+from tasks.files import keep_once
 from tasks.inbound_claims import create_pending_claim
 from tasks.outbox import enqueue_email
 
@@ -90,28 +89,12 @@ def raw_letter(path: str) -> bytes:
     return (Path(get_settings().data_dir).absolute() / path).read_bytes()
 
 
-def _write_atomically(final: Path, data: bytes) -> None:
-    if final.exists():
-        return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def keep_letter(engine: Engine, raw: bytes, *, envelope_from: str, rcpt_tos: list[str], now: datetime, too_large: bool = False) -> int:
     """Keep a letter's raw bytes on disk, then record it (`received`); returns its id. The same bytes
     again (a sending server's retry after a lost "250") return the first letter's id."""
     sha = hashlib.sha256(raw).hexdigest()
     rel = _relative_path(sha)
-    _write_atomically(Path(get_settings().data_dir).absolute() / rel, raw)
+    keep_once(Path(get_settings().data_dir).absolute() / rel, raw)
     try:
         with engine.begin() as conn:
             return conn.execute(insert(letter_t).values(
