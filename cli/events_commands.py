@@ -88,28 +88,25 @@ WAIT_HELP = "Show a progress bar until the run ends, then its summary"
 CHUNK_HELP = "Tickets per chunk (default VOZVRAT_MASS_CHUNK_SIZE)"
 
 
-@events_app.command("cancel")
-def cancel(event_id: int = typer.Argument(..., help="The event's id"),
-           reason: str = typer.Option(..., "--reason", help=REASON_HELP),
-           login: str = typer.Option(None, "--as", help=AS_HELP),
-           password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-           wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-           chunk_size: int = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
-           db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
-    """Cancel an event: a claim for every valid ticket, approved and paid back, in one flow run."""
-    _start("cancelled", event_id, reason, login, password_file, wait, chunk_size, db)
+def _mass_command(name: str, action: str, summary: str) -> None:
+    """`vozvrat events <name>`: one command per action; both check and start the same way (`_start`)."""
+
+    def command(event_id: int = typer.Argument(..., help="The event's id"),
+                reason: str = typer.Option(..., "--reason", help=REASON_HELP),
+                login: str = typer.Option(None, "--as", help=AS_HELP),
+                password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+                wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+                chunk_size: int = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
+                db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+        _start(action, event_id, reason, login, password_file, wait, chunk_size, db)
+
+    command.__name__ = command.__qualname__ = name
+    command.__doc__ = summary
+    events_app.command(name)(command)
 
 
-@events_app.command("replace")
-def replace(event_id: int = typer.Argument(..., help="The event's id"),
-            reason: str = typer.Option(..., "--reason", help=REASON_HELP),
-            login: str = typer.Option(None, "--as", help=AS_HELP),
-            password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
-            wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-            chunk_size: int = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
-            db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
-    """Replace an event (the programme changed): every valid ticket refunded as for a cancellation."""
-    _start("replaced", event_id, reason, login, password_file, wait, chunk_size, db)
+_mass_command("cancel", "cancelled", "Cancel an event: a claim for every valid ticket, approved and paid back, in one flow run.")
+_mass_command("replace", "replaced", "Replace an event (the programme changed): every valid ticket refunded as for a cancellation.")
 
 
 @events_app.command("follow-ups")
