@@ -13,9 +13,10 @@ No database ids in URLs: links carry a signed claim number, forms a ticket of th
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request
@@ -46,6 +47,7 @@ CSRF_COOKIE = "vz_csrf"
 SESSION_COOKIE = "vz_buyer"
 BUYER_REASONS = ("voluntary", "illness", "death", "other")
 MAX_FORM_BYTES = 64 * 1024  # a form without a file
+T = TypeVar("T")
 
 
 def _when(value: datetime, zone: Any) -> str:
@@ -158,87 +160,104 @@ def _status_with_errors(request: Request, link: str, number: str, now: datetime,
     return page(request, "status.html", _status_context(claim_status(get_engine(), number, now=now), link, errors=errors), status=status)
 
 
-@router.post("/s/{link}/documents", response_class=HTMLResponse)
-async def status_upload(request: Request, link: str, now: Now) -> Response:
+class _Refused(Exception):
+    """A status-page form refused: the errors shown next to its fields, and the answer's status."""
+
+    def __init__(self, errors: dict[str, str], status: int = 422):
+        super().__init__(errors)
+        self.errors, self.status = errors, status
+
+
+async def _status_form(request: Request, link: str, now: datetime, *, done: str, read: Callable[[Request], Awaitable[T]],
+                       act: Callable[[str, Principal, T, datetime], None]) -> Response:
+    """One form of the status page. The link names the claim and proves the buyer (a bad one: its page, and
+    the form is not read); `read` takes the form, `act` does the work in a worker thread; either raises
+    `_Refused`, shown on the status page; done, back to the status page saying what was done."""
     try:
         number, principal = await run_in_threadpool(_link_principal, link, now)
     except LinkInvalid as exc:
         return _bad_link(request, exc)
+    try:
+        form = await read(request)
+    except _Refused as exc:
+        return await run_in_threadpool(_status_with_errors, request, link, number, now, exc.errors, exc.status)
+
+    def run() -> Response:
+        try:
+            act(number, principal, form, now)
+        except _Refused as exc:
+            return _status_with_errors(request, link, number, now, exc.errors, exc.status)
+        return _back(link, done)
+
+    return await run_in_threadpool(run)
+
+
+async def _document_form(request: Request) -> tuple[bytes, DocumentCreate]:
     limit = get_settings().document_max_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + 64 * 1024:
-        return await run_in_threadpool(_status_with_errors, request, link, number, now,
-                                       {"file": f"Файл больше {limit // (1024 * 1024)} МБ."}, 413)
+        raise _Refused({"file": f"Файл больше {limit // (1024 * 1024)} МБ."}, 413)
     try:
         form = await request.form(max_files=1, max_fields=20)
     except Exception:  # noqa: BLE001 - a malformed form is the client's error
-        return await run_in_threadpool(_status_with_errors, request, link, number, now, {"file": "Не удалось прочитать форму."})
+        raise _Refused({"file": "Не удалось прочитать форму."}) from None
     _check_csrf(request, form.get("csrf"))
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return await run_in_threadpool(_status_with_errors, request, link, number, now, {"file": "Выберите файл документа."})
+        raise _Refused({"file": "Выберите файл документа."})
     data = await upload.read(limit + 1)
     fields = {k: v for k, v in form.items() if isinstance(v, str) and k in ("kind", "sick_from", "sick_to", "person_name") and v}
     try:
-        facts = DocumentCreate.model_validate({**fields, "filename": upload.filename[:300]})
+        return data, DocumentCreate.model_validate({**fields, "filename": upload.filename[:300]})
     except ValidationError as exc:
-        return await run_in_threadpool(_status_with_errors, request, link, number, now, _errors_ru(exc))
+        raise _Refused(_errors_ru(exc)) from None
 
-    def attach() -> Response:
-        try:
-            stored = store_file(data)
-            ref = claim_ref(get_engine(), number, principal)
-            add_document(get_engine(), claim_id=ref.id, now=now, actor=principal.audit, **facts.model_dump(),
-                         sha256=stored.sha256, size=stored.size, content_type=stored.content_type)
-        except HTTPException as exc:
-            return _status_with_errors(request, link, number, now, {"file": exc.detail[0]["msg"]}, exc.status_code)
-        except IntakeError as exc:
-            return _status_with_errors(request, link, number, now, {"file": exc.message_ru}, exc.status)
-        return _back(link, "documents")
 
-    return await run_in_threadpool(attach)
+def _attach(number: str, principal: Principal, form: tuple[bytes, DocumentCreate], now: datetime) -> None:
+    data, facts = form
+    try:
+        stored = store_file(data)
+        ref = claim_ref(get_engine(), number, principal)
+        add_document(get_engine(), claim_id=ref.id, now=now, actor=principal.audit, **facts.model_dump(),
+                     sha256=stored.sha256, size=stored.size, content_type=stored.content_type)
+    except HTTPException as exc:
+        raise _Refused({"file": exc.detail[0]["msg"]}, exc.status_code) from None
+    except IntakeError as exc:
+        raise _Refused({"file": exc.message_ru}, exc.status) from None
+
+
+def _save_bank_details(number: str, principal: Principal, fields: dict[str, Any], now: datetime) -> None:
+    try:
+        body = BankDetails.model_validate({k: fields.get(k, "") for k in ("bik", "account", "name")} | {"inn": fields.get("inn") or None})
+        give_bank_details(number, principal, body, now)
+    except ValidationError as exc:
+        raise _Refused(_errors_ru(exc)) from None
+    except HTTPException as exc:
+        raise _Refused({str(d["loc"][-1]): d["msg"] for d in exc.detail}, exc.status_code) from None
+
+
+def _withdraw(number: str, principal: Principal, fields: dict[str, Any], now: datetime) -> None:
+    if fields.get("confirm") != "yes":
+        raise _Refused({"confirm": "Подтвердите, что хотите отозвать заявку."})
+    try:
+        withdraw_claim(get_engine(), number=number, actor=principal.audit, now=now, note=fields.get("reason", "")[:2000])
+    except IntakeError as exc:
+        raise _Refused({"confirm": exc.message_ru}, exc.status) from None
+
+
+@router.post("/s/{link}/documents", response_class=HTMLResponse)
+async def status_upload(request: Request, link: str, now: Now) -> Response:
+    return await _status_form(request, link, now, done="documents", read=_document_form, act=_attach)
 
 
 @router.post("/s/{link}/bank-details", response_class=HTMLResponse)
 async def status_bank_details(request: Request, link: str, now: Now) -> Response:
-    try:
-        number, principal = await run_in_threadpool(_link_principal, link, now)
-    except LinkInvalid as exc:
-        return _bad_link(request, exc)
-    fields = await _form(request)
-
-    def save() -> Response:
-        try:
-            body = BankDetails.model_validate({k: fields.get(k, "") for k in ("bik", "account", "name")} | {"inn": fields.get("inn") or None})
-            give_bank_details(number, principal, body, now)
-        except ValidationError as exc:
-            return _status_with_errors(request, link, number, now, _errors_ru(exc))
-        except HTTPException as exc:
-            return _status_with_errors(request, link, number, now, {str(d["loc"][-1]): d["msg"] for d in exc.detail}, exc.status_code)
-        return _back(link, "bank-details")
-
-    return await run_in_threadpool(save)
+    return await _status_form(request, link, now, done="bank-details", read=_form, act=_save_bank_details)
 
 
 @router.post("/s/{link}/withdrawal", response_class=HTMLResponse)
 async def status_withdraw(request: Request, link: str, now: Now) -> Response:
-    try:
-        number, principal = await run_in_threadpool(_link_principal, link, now)
-    except LinkInvalid as exc:
-        return _bad_link(request, exc)
-    fields = await _form(request)
-
-    def withdraw() -> Response:
-        if fields.get("confirm") != "yes":
-            return _status_with_errors(request, link, number, now, {"confirm": "Подтвердите, что хотите отозвать заявку."})
-        reason = fields.get("reason", "")[:2000]
-        try:
-            withdraw_claim(get_engine(), number=number, actor=principal.audit, now=now, note=reason)
-        except IntakeError as exc:
-            return _status_with_errors(request, link, number, now, {"confirm": exc.message_ru}, exc.status)
-        return _back(link, "withdrawal")
-
-    return await run_in_threadpool(withdraw)
+    return await _status_form(request, link, now, done="withdrawal", read=_form, act=_withdraw)
 
 
 # --- sign-in and the order's page ------------------------------------------------------------------
