@@ -317,3 +317,39 @@ def test_a_sign_in_code_is_sent_at_once_even_behind_a_backlog_of_other_mail(clie
         assert [m["To"] for m in sink.messages()] == [EMAIL]
     finally:
         sink.stop()
+
+
+# --- the status page's forms (api/buyer_pages.py: one handler shape for the three) ------------------
+
+def test_each_status_page_form_shows_its_refusal_on_the_page_and_a_bad_link_reads_nothing(client):
+    from tasks.buyer_links import status_link_token
+
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    number = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "other"}).json()["number"]
+    link = status_link_token(number, now=NOW)
+    client.cookies.set("vz_csrf", "test-csrf")
+    csrf = {"csrf": "test-csrf"}
+
+    r = client.post(f"/s/{link}/documents", data=csrf | {"kind": "other"})
+    assert r.status_code == 422 and "Выберите файл документа." in r.text
+    r = client.post(f"/s/{link}/documents", data=csrf | {"kind": "other"}, files={"file": ("x.pdf", b"MZ not a pdf", "application/pdf")})
+    assert r.status_code == 422 and "Принимаем только PDF, JPEG и PNG." in r.text
+    r = client.post(f"/s/{link}/documents", data=csrf | {"kind": "паспорт"}, files={"file": ("a.png", PNG, "image/png")})
+    assert r.status_code == 422 and "Выберите значение из списка." in r.text
+    r = client.post(f"/s/{link}/bank-details", data=csrf | {"bik": "049805746", "account": "40602810700000000025", "name": "Иванов Иван"})
+    assert r.status_code == 409  # not waited for: the page says so, nothing kept
+    r = client.post(f"/s/{link}/withdrawal", data=csrf | {"reason": "Передумал"})
+    assert r.status_code == 422 and "Подтвердите, что хотите отозвать заявку." in r.text
+    with get_engine().connect() as conn:
+        assert conn.execute(select(document_t.c.id)).first() is None
+
+    r = client.post(f"/s/{link}/documents", data=csrf | {"kind": "other"}, files={"file": ("a.png", PNG, "image/png")}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{link}?done=documents"
+    r = client.post(f"/s/{link}/withdrawal", data=csrf | {"confirm": "yes", "reason": "Передумал"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{link}?done=withdrawal"
+    r = client.post(f"/s/{link}/withdrawal", data=csrf | {"confirm": "yes"})
+    assert r.status_code == 409  # withdrawn already: the refusal is on the page
+
+    r = client.post(f"/s/{link}x/withdrawal", data=csrf | {"confirm": "yes"})
+    assert r.status_code == 404 and "ссылк" in r.text.lower()
