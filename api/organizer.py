@@ -42,7 +42,9 @@ from models.organizer_views import (
     BadCursor,
     ClaimDetail,
     ClaimFilter,
+    ClaimRecord,
     ClaimRow,
+    DocumentFacts,
     claims_by_number,
     document_file,
     list_claims,
@@ -146,27 +148,13 @@ REASONS = Literal["voluntary", "illness", "death", "other", "postponed", "cancel
 STATES = Literal[tuple(s.value for s in ClaimState)]  # type: ignore[valid-type]
 
 
-class ClaimSummary(BaseModel):
-    id: int
-    number: str
-    state: str
-    reason: str
-    event_id: int
-    event_title: str
-    event_starts_at: datetime
-    organizer_id: int
-    organizer_name: str
-    buyer_name: str
-    amount_kopecks: int
-    decision_due: date | None
-    working_days_left: int | None = Field(description="Рабочих дней до срока решения; отрицательное — просрочено на столько дней")
-    overdue: bool
-    extended: bool
-    version: int
+# The JSON models take their fields from models/organizer_views.py (one definition); no docstrings here:
+# a model's docstring would become its description in the OpenAPI document.
+class ClaimSummary(ClaimRow):  # a claim in a list
 
     @classmethod
     def of(cls, row: ClaimRow) -> ClaimSummary:
-        return cls(**row.__dict__)
+        return cls(**row.model_dump())
 
 
 class ClaimList(BaseModel):
@@ -175,19 +163,8 @@ class ClaimList(BaseModel):
     next_cursor: str | None = Field(description="Передайте в `cursor`, чтобы получить следующую страницу")
 
 
-class DocumentOut(BaseModel):
-    id: int
-    kind: str
-    received_at: datetime
-    filename: str | None
-    content_type: str | None
-    size: int | None
+class DocumentOut(DocumentFacts):
     download_url: str | None
-    sick_from: date | None
-    sick_to: date | None
-    person_name: str | None
-    relation: str | None
-    judged_false: bool
 
 
 class AmountOut(BaseModel):
@@ -197,34 +174,20 @@ class AmountOut(BaseModel):
     basis_ru: str = Field(description="Как посчитана сумма: правило, по которому она определена")
 
 
-class ClaimOut(ClaimSummary):
-    description: str
-    name_mismatch_explanation: str | None
+class ClaimOut(ClaimRecord, ClaimSummary):  # one claim in full: its list row, its own facts, the amount and rule, documents, history
     amount: AmountOut
-    filed_at: datetime
-    decidable_on: date | None
-    deadline_provisional: bool
-    extension_reason: str | None
-    decided_at: datetime | None
-    decided_by: str | None
-    decision_note: str | None
-    refusal_code: str | None
-    refusal_message: str | None
     documents: list[DocumentOut]
     history: list[dict[str, Any]]
 
 
 def _claim_out(detail: ClaimDetail) -> ClaimOut:
     number = detail.row.number
-    docs = [DocumentOut(**{k: v for k, v in d.__dict__.items() if k != "has_file"},
-                        download_url=f"/organizer/claims/{number}/documents/{d.id}" if d.has_file else None) for d in detail.documents]
+    docs = [DocumentOut(**d.model_dump(exclude={"has_file"}), download_url=f"/organizer/claims/{number}/documents/{d.id}" if d.has_file else None)
+            for d in detail.documents]
     amount = AmountOut(amount_kopecks=detail.row.amount_kopecks, approved_kopecks=detail.approved_amount, quote=detail.quote,
                        basis_ru=basis_ru(detail.quote | {"reason": detail.row.reason}))
-    return ClaimOut(**detail.row.__dict__, description=detail.description, name_mismatch_explanation=detail.name_mismatch_explanation,
-                    amount=amount, filed_at=detail.filed_at, decidable_on=detail.decidable_on, deadline_provisional=detail.deadline_provisional,
-                    extension_reason=detail.extension_reason, decided_at=detail.decided_at, decided_by=detail.decided_by,
-                    decision_note=detail.decision_note, refusal_code=detail.refusal_code, refusal_message=detail.refusal_message,
-                    documents=docs, history=detail.history)
+    record = {name: getattr(detail, name) for name in ClaimRecord.model_fields}
+    return ClaimOut(**detail.row.model_dump(), **record, amount=amount, documents=docs, history=detail.history)
 
 
 @reads.get("/organizer/claims", response_model=ClaimList, responses=errors(401, 403, 422, 503))

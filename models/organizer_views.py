@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
@@ -37,8 +38,11 @@ class ClaimFilter:
     due_within_days: int | None = None  # decision due within N working days from today (overdue ones included)
 
 
-@dataclass(frozen=True)
-class ClaimRow:
+class ClaimRow(BaseModel):
+    """One claim in a list; also the API's `ClaimSummary` (api/organizer.py), field for field."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: int
     number: str
     state: str
@@ -51,7 +55,7 @@ class ClaimRow:
     buyer_name: str
     amount_kopecks: int
     decision_due: date | None
-    working_days_left: int | None
+    working_days_left: int | None = Field(description="Рабочих дней до срока решения; отрицательное — просрочено на столько дней")
     overdue: bool
     extended: bool
     version: int
@@ -64,15 +68,17 @@ class ClaimPage:
     total: int
 
 
-@dataclass(frozen=True)
-class DocumentInfo:
+class DocumentFacts(BaseModel):
+    """What is known of a claim's document; the API adds its download address (`DocumentOut`)."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: int
     kind: str
     received_at: datetime
     filename: str | None
     content_type: str | None
     size: int | None
-    has_file: bool
     sick_from: date | None
     sick_to: date | None
     person_name: str | None
@@ -80,13 +86,17 @@ class DocumentInfo:
     judged_false: bool
 
 
-@dataclass(frozen=True)
-class ClaimDetail:
-    row: ClaimRow
+class DocumentInfo(DocumentFacts):
+    has_file: bool
+
+
+class ClaimRecord(BaseModel):
+    """A claim's own facts beyond its list row: shared by `ClaimDetail` and the API's `ClaimOut`."""
+
+    model_config = ConfigDict(frozen=True)
+
     description: str
     name_mismatch_explanation: str | None
-    quote: dict[str, Any]
-    approved_amount: int | None
     filed_at: datetime
     decidable_on: date | None
     deadline_provisional: bool
@@ -96,8 +106,14 @@ class ClaimDetail:
     decision_note: str | None
     refusal_code: str | None
     refusal_message: str | None
-    documents: list[DocumentInfo] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ClaimDetail(ClaimRecord):
+    row: ClaimRow
+    quote: dict[str, Any]
+    approved_amount: int | None
+    documents: list[DocumentInfo] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def _columns():
