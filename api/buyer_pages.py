@@ -181,6 +181,9 @@ async def _status_form(request: Request, link: str, now: datetime, *, done: str,
         form = await read(request)
     except _Refused as exc:
         return await run_in_threadpool(_status_with_errors, request, link, number, now, exc.errors, exc.status)
+    except HTTPException as exc:  # a stale CSRF token, an oversized or unreadable form: said on the page, not in JSON
+        errors = {str(d["loc"][-1]): d["msg"] for d in exc.detail}
+        return await run_in_threadpool(_status_with_errors, request, link, number, now, errors, exc.status_code)
 
     def run() -> Response:
         try:

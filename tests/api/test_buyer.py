@@ -351,5 +351,10 @@ def test_each_status_page_form_shows_its_refusal_on_the_page_and_a_bad_link_read
     r = client.post(f"/s/{link}/withdrawal", data=csrf | {"confirm": "yes"})
     assert r.status_code == 409  # withdrawn already: the refusal is on the page
 
+    for form in ("documents", "bank-details", "withdrawal"):  # a stale form: said on the page (HTML), in Russian
+        files = {"file": ("a.png", PNG, "image/png")} if form == "documents" else None
+        r = client.post(f"/s/{link}/{form}", data={"csrf": "stale", "confirm": "yes"}, files=files)
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html") and "Форма устарела" in r.text
+
     r = client.post(f"/s/{link}x/withdrawal", data=csrf | {"confirm": "yes"})
     assert r.status_code == 404 and "ссылк" in r.text.lower()
