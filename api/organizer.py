@@ -16,6 +16,7 @@ Another organizer's claim answers 404, exactly like a missing one.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import date, datetime
@@ -65,6 +66,7 @@ from tasks.bulk_decisions import (
     decision_scope,
     once,
 )
+from tasks.buyer_claims import DOCUMENT_KIND_RU
 from tasks.documents import read as read_document
 from tasks.emails import basis_ru, rub
 from tasks.intake import STATE_LABELS_RU, ClaimInput, decide, refuse_false_documents
@@ -142,6 +144,7 @@ def _not_found(field: str = "number") -> HTTPException:
 router = APIRouter()
 reads = APIRouter(dependencies=[Depends(load_session)])  # GETs: the page's cookie works too
 
+CLAIM_NUMBER = re.compile(r"[A-Za-z0-9-]{1,40}")
 NumberPath = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$",
                                  description="Номер заявки (VZ-0000001-1); для старых клиентов — id.")]
 REASONS = Literal["voluntary", "illness", "death", "other", "postponed", "cancelled", "replaced"]
@@ -380,6 +383,7 @@ def bulk_decide(
 
 templates = Jinja2Templates(directory=str(FilePath(__file__).parent / "templates"))
 templates.env.filters["rub"] = rub
+templates.env.filters["document_kind_ru"] = lambda kind: DOCUMENT_KIND_RU.get(kind, kind)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(load_session)])
 
 REASON_LABELS_RU = {
@@ -519,9 +523,11 @@ def claims_page(request: Request, principal: PageUser, now: Now, cursor: str | N
 
 
 @pages.get("/organizer/claim/{number}")
-def claim_page(request: Request, number: NumberPath, principal: PageUser, now: Now) -> HTMLResponse:
-    with get_engine().connect() as conn:
-        detail = read_claim_detail(conn, ref=number, organizer_id=read_scope(principal), today=_today(now))
+def claim_page(request: Request, number: str, principal: PageUser, now: Now) -> HTMLResponse:
+    detail = None
+    if CLAIM_NUMBER.fullmatch(number):  # anything else is no claim: the page says so (not a JSON error)
+        with get_engine().connect() as conn:
+            detail = read_claim_detail(conn, ref=number, organizer_id=read_scope(principal), today=_today(now))
     if detail is None:
         return _render(request, "organizer/not_found.html", {}, status=404)
     return _render(request, "organizer/claim.html", {"c": _claim_out(detail), "may_decide": _may_decide(principal)})

@@ -192,3 +192,16 @@ def test_the_page_lists_confirms_with_count_and_money_then_shows_each_result(wor
     assert _audit(claims[0][0]).count(("approve", "approved", f"organizer:{world.org_a}:user:anna@a.ru")) == 1
     r = world.client.post("/organizer/confirm", headers=a.headers, data=a.with_csrf({"numbers": numbers, "decision": "reject"}))
     assert r.status_code == 422 and "Укажите причину" in r.text
+
+
+def test_the_claim_page_names_documents_in_russian_and_a_malformed_number_is_a_not_found_page(world):
+    a = world.callers["organizer_a"]
+    claim_id, number = world.claim("a", reason="death")
+    world.stored_document(claim_id)
+    page = world.client.get(f"/organizer/claim/{number}", headers=a.headers)
+    assert page.status_code == 200
+    assert "Больничный с Госуслуг (снимок экрана)" in page.text and "Свидетельство о смерти «свидетельство.pdf»" in page.text
+    assert "sick_leave_gosuslugi" not in page.text
+    for bad in ("%27%3Bdrop", "x" * 41):
+        r = world.client.get(f"/organizer/claim/{bad}", headers=a.headers)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "Заявка не найдена" in r.text
