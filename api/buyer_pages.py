@@ -278,6 +278,19 @@ def _order_page(request: Request, principal: Principal, now: datetime, errors: d
                                         "reasons": [(r, reason_ru(r)) for r in BUYER_REASONS], "errors": errors or {}}, status=status)
 
 
+async def _order_form(request: Request, now: datetime) -> dict[str, Any] | Response:
+    """The form of a /buyer page; a stale CSRF token or an unreadable form is said on a page (HTML, in Russian):
+    the order's page for a signed-in buyer, the sign-in page otherwise. Nothing is done."""
+    try:
+        return await _form(request)
+    except HTTPException as exc:
+        errors = {"form": " ".join(d["msg"] for d in exc.detail)}
+        principal = await run_in_threadpool(_session, request, now)
+        if principal is None:
+            return page(request, "sign_in.html", {"errors": errors, "order_number": ""}, status=exc.status_code)
+        return await run_in_threadpool(_order_page, request, principal, now, errors, exc.status_code)
+
+
 @router.get("/buyer", response_class=HTMLResponse)
 def buyer_home(request: Request, now: Now) -> Response:
     principal = _session(request, now)
@@ -288,7 +301,9 @@ def buyer_home(request: Request, now: Now) -> Response:
 
 @router.post("/buyer/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request, now: Now) -> Response:
-    fields = await _form(request)
+    fields = await _order_form(request, now)
+    if isinstance(fields, Response):
+        return fields
     order_number, email = fields.get("order_number", "").strip()[:100], fields.get("email", "").strip()[:320]
     errors = {k: "Обязательное поле." for k, v in (("order_number", order_number), ("email", email)) if not v}
     if errors:
@@ -301,7 +316,9 @@ async def sign_in(request: Request, now: Now) -> Response:
 
 @router.post("/buyer/sign-in/code", response_class=HTMLResponse)
 async def sign_in_code(request: Request, now: Now) -> Response:
-    fields = await _form(request)
+    fields = await _order_form(request, now)
+    if isinstance(fields, Response):
+        return fields
     order_number, code = fields.get("order_number", "").strip()[:100], fields.get("code", "").strip()[:20]
     session = await run_in_threadpool(lambda: verify_code(get_engine(), order_number=order_number, code=code, now=now))
     if session is None:
@@ -315,7 +332,9 @@ async def sign_in_code(request: Request, now: Now) -> Response:
 
 @router.post("/buyer/sign-out", response_class=HTMLResponse)
 async def sign_out(request: Request, now: Now) -> Response:
-    await _form(request)
+    refused = await _order_form(request, now)
+    if isinstance(refused, Response):
+        return refused
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await run_in_threadpool(lambda: revoke_buyer_token(get_engine(), token, now=now))
@@ -326,7 +345,9 @@ async def sign_out(request: Request, now: Now) -> Response:
 
 @router.post("/buyer/claims", response_class=HTMLResponse)
 async def file_claim_page(request: Request, now: Now) -> Response:
-    fields = await _form(request)
+    fields = await _order_form(request, now)
+    if isinstance(fields, Response):
+        return fields
 
     def file() -> Response:
         principal = _session(request, now)

@@ -358,3 +358,20 @@ def test_each_status_page_form_shows_its_refusal_on_the_page_and_a_bad_link_read
 
     r = client.post(f"/s/{link}x/withdrawal", data=csrf | {"confirm": "yes"})
     assert r.status_code == 404 and "ссылк" in r.text.lower()
+
+
+def test_a_stale_form_on_the_buyer_pages_is_said_on_a_page_and_does_nothing(client):
+    world = order_with_ticket()
+    client.cookies.set("vz_csrf", "test-csrf")
+    r = client.post("/buyer/sign-in", data={"csrf": "stale", "order_number": world["order"], "email": EMAIL})
+    assert r.status_code == 403 and r.headers["content-type"].startswith("text/html") and "Форма устарела" in r.text
+    assert codes_sent(world["order"]) == []  # no code sent
+    token = sign_in(client, world["order"])["Authorization"].removeprefix("Bearer ")
+    client.cookies.set("vz_buyer", token)
+    r = client.post("/buyer/claims", data={"csrf": "stale", "ticket_id": str(world["ticket"]), "reason": "voluntary"})
+    assert r.status_code == 403 and "Форма устарела" in r.text and world["order"] in r.text  # the order's page, with the error
+    r = client.post("/buyer/sign-out", data={"csrf": "stale"}, follow_redirects=False)
+    assert r.status_code == 403 and "Форма устарела" in r.text
+    with get_engine().connect() as conn:
+        assert conn.execute(select(claim_t.c.id)).first() is None
+    assert client.get("/buyer").status_code == 200 and world["order"] in client.get("/buyer").text  # still signed in
