@@ -436,10 +436,18 @@ def _csrf(request: Request) -> str:
     return (request.state.session or {}).get("c", "")
 
 
+class PageStale(Exception):
+    """A page's form without the session's CSRF token (stale, or from another site): nothing is done."""
+
+
+async def page_stale(request: Request, _: PageStale) -> Response:
+    return _render(request, "organizer/error.html", {"error": "Форма устарела: обновите страницу и повторите."}, status=403)
+
+
 def _check_csrf(request: Request, sent: str | None) -> None:
     expected = _csrf(request)
     if not expected or not sent or not secrets.compare_digest(expected, sent):
-        raise HTTPException(403, detail=[{"loc": ["body", "csrf"], "msg": "Форма устарела: обновите страницу и повторите.", "type": "csrf"}])
+        raise PageStale()
 
 
 def _may_decide(principal: Principal) -> bool:
@@ -598,3 +606,4 @@ def install(app) -> None:
     app.include_router(router)
     app.add_exception_handler(PageRedirect, page_redirect)
     app.add_exception_handler(PageForbidden, page_forbidden)
+    app.add_exception_handler(PageStale, page_stale)

@@ -205,3 +205,14 @@ def test_the_claim_page_names_documents_in_russian_and_a_malformed_number_is_a_n
     for bad in ("%27%3Bdrop", "x" * 41):
         r = world.client.get(f"/organizer/claim/{bad}", headers=a.headers)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "Заявка не найдена" in r.text
+
+
+def test_a_stale_page_form_is_an_error_page_in_russian_and_decides_nothing(world):
+    a = world.callers["organizer_a"]
+    claim_id, number = world.claim("a")
+    r = world.client.post("/organizer/confirm", headers=a.headers, data={"csrf": "stale", "numbers": [number], "decision": "approve"})
+    assert r.status_code == 403 and r.headers["content-type"].startswith("text/html") and "Форма устарела" in r.text
+    r = world.client.post("/organizer/decide", headers=a.headers,
+                          data={"csrf": "stale", "numbers": [number], "decision": "approve", "idempotency_key": "k-stale"})
+    assert r.status_code == 403 and "Форма устарела" in r.text
+    assert [t for t, _, _ in _audit(claim_id)] == ["file", "assess"]
