@@ -175,6 +175,25 @@ def _fresh_mass_send(w: World) -> int:
     return mass_send_id
 
 
+def _rejected_mass_send(w: World) -> int:
+    """A mass send rejected by another supervisor, its claimed recipients never told: the matrix's caller resends it."""
+    from sqlalchemy import update
+
+    from models.tables import OutboxMessage
+    from tasks.auth import Principal
+    from tasks.mass_sends import reject_mass_send
+
+    mass_send_id = _fresh_mass_send(w)
+    claim_id, _ = w.claim("a")
+    outbox_t = OutboxMessage.__table__
+    with get_engine().begin() as conn:
+        first = conn.execute(outbox_t.select().where(outbox_t.c.mass_send_id == mass_send_id).order_by(outbox_t.c.id).limit(1)).first()
+        conn.execute(update(outbox_t).where(outbox_t.c.id == first.id).values(claim_id=claim_id))
+    reject_mass_send(get_engine(), mass_send_id, principal=Principal(kind="staff", audit="staff:supervisor:second@operator.ru", role="supervisor"),
+                     now=organizer_world.NOW, note="не та формулировка")
+    return mass_send_id
+
+
 def _cancel(w: World, caller: str):
     async def started(**kw):
         return "run-matrix", "http://prefect.test/runs/run-matrix"
@@ -270,6 +289,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/mass-sends/{mass_send_id}"): Row(SUPERVISOR, lambda w, c: w.client.get(f"/mass-sends/{_fresh_mass_send(w)}", headers=w.callers[c].headers)),
     ("POST", "/mass-sends/{mass_send_id}/approve"): Row(SUPERVISOR, _post(lambda w: f"/mass-sends/{_fresh_mass_send(w)}/approve")),
     ("POST", "/mass-sends/{mass_send_id}/reject"): Row(SUPERVISOR, _post(lambda w: f"/mass-sends/{_fresh_mass_send(w)}/reject")),
+    ("POST", "/mass-sends/{mass_send_id}/resend"): Row(cells(403, 403, 201, 201, 403, 403, 403, 401, 401),
+                                                      _post(lambda w: f"/mass-sends/{_rejected_mass_send(w)}/resend")),
+    ("GET", "/mass-sends/buyer-not-told"): Row(STAFF_ANY, _get("/mass-sends/buyer-not-told")),
     # The operator's sales feed: the service key only.
     ("PUT", "/operator/orders/{order_number}"): Row(SERVICE_ONLY_422, lambda w, c: w.client.put(
         "/operator/orders/K-1000001", headers=w.callers[c].headers, json=ORDER_IN)),
