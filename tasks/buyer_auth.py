@@ -21,6 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from models.crypto import seal_fields
 from models.settings import get_settings
 from models.tables import BuyerCode, BuyerToken, Order
 from tasks.auth import BUYER_PREFIX, Principal, digest, new_secret
@@ -70,11 +71,12 @@ def request_code(engine: Engine, *, order_number: str, email: str, now: datetime
         code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=_code_hmac(order_number, secret_code),
                                                      created_at=now, expires_at=now + CODE_TTL, attempts=0)).inserted_primary_key[0]
         with Session(bind=conn) as session:
-            # The code travels in the outbox row until it is sent; it lives CODE_TTL.
+            # The code travels in the outbox row encrypted with the bank-details key (never in the clear
+            # in the database, before or after it is sent); the dispatcher decrypts it only to render.
             key = f"buyer-code:{code_id}"
             enqueue_email(session, dedup_key=key, claim_id=None, template="buyer_code", recipient=order.buyer_email,
-                          payload={"order_number": order_number, "code": secret_code, "buyer_name": order.buyer_name,
-                                   "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, now=now)
+                          payload=seal_fields({"order_number": order_number, "code": secret_code, "buyer_name": order.buyer_name,
+                                               "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, "code"), now=now)
             session.flush()
     return key
 

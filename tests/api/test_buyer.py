@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.app import app, clock
 from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, order_t, outbox_t
+from models.crypto import open_sealed
 from models.db import get_engine
 from models.settings import get_settings
 from tasks.auth import create_service_key
@@ -53,7 +54,7 @@ def order_with_ticket(*, email: str = EMAIL, event_in: timedelta = timedelta(day
 def codes_sent(order_number: str) -> list[str]:
     with get_engine().connect() as conn:
         rows = conn.execute(select(outbox_t.c.payload, outbox_t.c.recipient).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id))
-        return [r.payload["code"] for r in rows if r.payload["order_number"] == order_number]
+        return [open_sealed(r.payload)["code"] for r in rows if r.payload["order_number"] == order_number]
 
 
 def sign_in(client, order_number: str, email: str = EMAIL) -> dict[str, str]:
