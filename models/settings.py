@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # that key also ends every link issued before it.
     link_secret: SecretStr | None = None
     link_secret_file: str | None = None
+    # Sign-in codes (POST /buyer/session, /buyer/sign-in): at most this many requests per client address
+    # per hour, over all API workers (0: no limit), then 429 with Retry-After; and every request answers
+    # no sooner than this many milliseconds, so a real order does not answer slower than an unknown one.
+    buyer_code_requests_per_ip: int = 20
+    buyer_code_floor_ms: int = 250
     # Where buyers reach the API and its pages: the base of every link in a buyer's email.
     public_url: str = "http://127.0.0.1:8000"
     # A status link in an email opens the page for this many days; then the buyer signs in for a fresh one.

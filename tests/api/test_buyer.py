@@ -318,3 +318,63 @@ def test_a_sign_in_code_is_sent_at_once_even_behind_a_backlog_of_other_mail(clie
         assert [m["To"] for m in sink.messages()] == [EMAIL]
     finally:
         sink.stop()
+
+
+def test_one_address_gets_at_most_the_limit_of_code_requests_per_hour_then_429(client, monkeypatch):
+    """The per-address limit (kept in a table, so every API worker counts the same requests): past it
+    the JSON and the page both answer 429 in Russian with Retry-After; another address is unaffected."""
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_REQUESTS_PER_IP", "3")
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_FLOOR_MS", "0")
+    get_settings.cache_clear()
+    world = order_with_ticket()
+    asked = [client.post("/buyer/session", json={"order_number": n, "email": EMAIL}) for n in (world["order"], "NO-SUCH-1", "NO-SUCH-2")]
+    assert [r.status_code for r in asked] == [202, 202, 202]
+    r = client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3600"
+    assert r.json()["detail"][0]["loc"] == ["client"] and "Слишком много запросов кода" in r.json()["detail"][0]["msg"]
+    assert len(codes_sent(world["order"])) == 1  # the refused request queued nothing
+    page = client.post("/buyer/sign-in", data={"order_number": world["order"], "email": EMAIL})
+    assert page.status_code in (403, 429)  # 403: the form's CSRF check comes first; with the token it is 429
+    csrf_page = client.get("/buyer")
+    token = csrf_page.text.split('name="csrf" value="')[1].split('"')[0]
+    page = client.post("/buyer/sign-in", data={"order_number": world["order"], "email": EMAIL, "csrf": token})
+    assert page.status_code == 429 and "Слишком много запросов кода" in page.text and page.headers["Retry-After"] == "3600"
+    # Another worker, the same table: still refused; an hour later the address may ask again.
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(minutes=30)
+    assert client.post("/buyer/session", json={"order_number": "X", "email": EMAIL}).headers["Retry-After"] == "1800"
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(hours=1, seconds=1)
+    assert client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL}).status_code == 202
+    # Another address has its own count.
+    with TestClient(app, client=("203.0.113.7", 50000)) as other:
+        app.dependency_overrides[clock] = lambda: NOW
+        assert other.post("/buyer/session", json={"order_number": "X", "email": EMAIL}).status_code == 202
+
+
+def test_a_real_order_and_an_unknown_one_answer_in_the_same_time(client, monkeypatch, capsys):
+    """Measured, not asserted (timing in a shared machine): the median answer time of POST /buyer/session
+    for a real order (code written, sealed, queued) and for an unknown one, printed as JSON."""
+    import json
+    import statistics
+    import time
+
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_REQUESTS_PER_IP", "0")
+    get_settings.cache_clear()
+    orders = [order_with_ticket(email=f"t{i}@example.ru")["order"] for i in range(5)]
+
+    def median_ms(bodies) -> float:
+        times = []
+        for body in bodies:
+            started = time.perf_counter()
+            assert client.post("/buyer/session", json=body).status_code == 202
+            times.append((time.perf_counter() - started) * 1000)
+        return round(statistics.median(times), 2)
+
+    result = {}
+    for floor in ("0", "250"):
+        monkeypatch.setenv("VOZVRAT_BUYER_CODE_FLOOR_MS", floor)
+        get_settings.cache_clear()
+        real = median_ms([{"order_number": orders[i % 5], "email": f"t{i % 5}@example.ru"} for i in range(25)])
+        unknown = median_ms([{"order_number": f"NO-SUCH-{i}", "email": "t0@example.ru"} for i in range(25)])
+        result[f"floor_{floor}ms"] = {"real_order_ms": real, "unknown_order_ms": unknown, "difference_ms": round(real - unknown, 2)}
+    with capsys.disabled():
+        print(json.dumps({"bench": "buyer_session_timing", "backend": get_engine().dialect.name, **result}))
