@@ -7,7 +7,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 DEFAULT_DATABASE_URL = "sqlite:///var/vozvrat.db"
 
 
