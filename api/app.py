@@ -109,7 +109,7 @@ async def _not_found(_: Request, exc: NotYourClaim) -> JSONResponse:
 @app.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport, "description": "База данных недоступна.",
                                                                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def health() -> JSONResponse:
-    """Each dependency (database, Prefect, SMTP, acquirer) checked concurrently; answers within a second."""
+    """Each dependency (database, Prefect, SMTP, acquirer, inbound mail server) checked concurrently; answers within a second."""
     report = await check_health()
     down = report.status == "unavailable"
     return JSONResponse(status_code=503 if down else 200, content=report.model_dump(mode="json"),

@@ -27,6 +27,7 @@ from api.buyer_common import (
     ClaimNumber,
     ClaimPublic,
     Withdrawal,
+    ask_for_code,
     attach_document,
     buyer_claim,
     give_bank_details,
@@ -35,9 +36,9 @@ from api.buyer_common import (
 )
 from api.buyer_pages import router as pages_router
 from api.clock import Now
-from api.errors import errors
+from api.errors import ErrorResponse, errors
 from models.db import get_engine
-from tasks.buyer_auth import request_code, send_code, verify_code
+from tasks.buyer_auth import MESSAGE_TOO_MANY_RU, TooManyCodeRequests, send_code, verify_code
 from tasks.buyer_claims import check_ticket, claim_status
 from tasks.claims import send_claim_mail
 from tasks.intake import NotYourClaim, file_buyer_claim, withdraw_claim
@@ -77,11 +78,24 @@ CODE_SENT = ("Если номер заказа и почта указаны ве
 BAD_CODE = "Код неверный или устарел. Запросите новый код, если этот не подходит."
 
 
-@router.post("/buyer/session", status_code=202, response_model=SessionRequested, responses=errors(422, 503))
-def start_session(body: SessionRequest, now: Now, background: BackgroundTasks) -> SessionRequested:
+TOO_MANY = {429: {"model": ErrorResponse, "description": "Слишком много запросов кода с одного адреса; повторите через Retry-After секунд.",
+                  "headers": {"Retry-After": {"description": "Через сколько секунд повторить запрос.", "schema": {"type": "integer"}}}}}
+
+
+def too_many(exc: TooManyCodeRequests) -> HTTPException:
+    return HTTPException(429, detail=[{"loc": ["client"], "msg": MESSAGE_TOO_MANY_RU.format(minutes=max(1, -(-exc.retry_after // 60))),
+                                       "type": "too_many_requests"}], headers={"Retry-After": str(exc.retry_after)})
+
+
+@router.post("/buyer/session", status_code=202, response_model=SessionRequested, responses={**errors(422, 503), **TOO_MANY})
+async def start_session(body: SessionRequest, now: Now, request: Request, background: BackgroundTasks) -> SessionRequested:
     """Send a one-time code to the order's email. The answer is the same whether or not the order
-    exists, the email is the order's, or the order asked too often: nothing here reveals an order."""
-    key = request_code(get_engine(), order_number=body.order_number, email=body.email, now=now)
+    exists, the email is the order's, or the order asked too often, and it takes the same time:
+    nothing here reveals an order. One address asking too often is answered 429 with Retry-After."""
+    try:
+        key = await ask_for_code(request, order_number=body.order_number, email=body.email, now=now)
+    except TooManyCodeRequests as exc:
+        raise too_many(exc) from None
     if key is not None:
         background.add_task(send_code, get_engine(), key, now=now)  # the code now, not at the next outbox sweep
     return SessionRequested(detail=CODE_SENT)

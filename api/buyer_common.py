@@ -3,10 +3,13 @@ models, and the steps both take for a proven principal (a claim by number, a doc
 bank details)."""
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
@@ -16,6 +19,7 @@ from models.db import get_engine
 from models.settings import get_settings
 from states.bank import mask_account
 from tasks.auth import Principal
+from tasks.buyer_auth import request_code
 from tasks.buyer_claims import ClaimRef, claim_ref
 from tasks.documents import DocumentRejected, StoredFile, store
 from tasks.intake import NotYourClaim, add_document
@@ -25,6 +29,19 @@ ClaimNumber = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-
 ORDER_NUMBER = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$", description="Номер заказа.")
 FORBIDDEN = {403: {"description": "Ключ распознан, но этому вызывающему действие не положено (например, токен организатора)."}}
 TOO_LARGE = {413: {"description": "Файл больше допустимого размера."}}
+
+
+async def ask_for_code(request: Request, *, order_number: str, email: str, now: datetime) -> str | None:
+    """`request_code` for the caller's address (TooManyCodeRequests past its limit), answered no sooner
+    than `buyer_code_floor_ms` after it began: a real order and an unknown one take the same time (the
+    same work inside, and this floor over what is left). Returns the outbox key to send AFTER answering."""
+    started = time.monotonic()
+    client = request.client.host if request.client else "unknown"
+    key = await run_in_threadpool(lambda: request_code(get_engine(), order_number=order_number, email=email, now=now, client=client))
+    remaining = get_settings().buyer_code_floor_ms / 1000 - (time.monotonic() - started)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    return key
 
 
 def not_found() -> HTTPException:

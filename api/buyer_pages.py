@@ -24,15 +24,26 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from api.buyer_common import BankDetails, ClaimCreate, DocumentCreate, give_bank_details, store_file
+from api.buyer_common import BankDetails, ClaimCreate, DocumentCreate, ask_for_code, give_bank_details, store_file
 from api.clock import Now
 from models.db import get_engine
 from models.settings import get_settings
 from states.policy import DOCUMENT_KINDS
 from tasks.auth import Principal
-from tasks.buyer_auth import CODE_TTL, TOKEN_TTL, buyer, request_code, resolve_buyer_token, revoke_buyer_token, send_code, verify_code
+from tasks.buyer_auth import (
+    CODE_TTL,
+    MESSAGE_TOO_MANY_RU,
+    TOKEN_TTL,
+    TooManyCodeRequests,
+    buyer,
+    resolve_buyer_token,
+    revoke_buyer_token,
+    send_code,
+    verify_code,
+)
 from tasks.buyer_claims import DOCUMENT_KIND_RU, ClaimStatus, check_ticket, claim_ref, claim_status, order_of_claim, order_tickets
 from tasks.buyer_links import LinkExpired, LinkInvalid, read_status_link, status_link_token
 from tasks.claims import send_claim_mail
@@ -308,10 +319,17 @@ async def sign_in(request: Request, now: Now) -> Response:
     errors = {k: "Обязательное поле." for k, v in (("order_number", order_number), ("email", email)) if not v}
     if errors:
         return page(request, "sign_in.html", {"errors": errors, "order_number": order_number}, status=422)
-    key = await run_in_threadpool(lambda: request_code(get_engine(), order_number=order_number, email=email, now=now))
-    if key is not None:
-        await run_in_threadpool(lambda: send_code(get_engine(), key, now=now))  # the code only, now
-    return page(request, "code.html", {"order_number": order_number, "errors": {}, "minutes": int(CODE_TTL.total_seconds() // 60)})
+    try:
+        key = await ask_for_code(request, order_number=order_number, email=email, now=now)
+    except TooManyCodeRequests as exc:
+        response = page(request, "sign_in.html", {"order_number": order_number, "errors": {
+            "form": MESSAGE_TOO_MANY_RU.format(minutes=max(1, -(-exc.retry_after // 60)))}}, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    response = page(request, "code.html", {"order_number": order_number, "errors": {}, "minutes": int(CODE_TTL.total_seconds() // 60)})
+    if key is not None:  # the code only, right after answering (not while the buyer waits: that time would tell)
+        response.background = BackgroundTask(send_code, get_engine(), key, now=now)
+    return response
 
 
 @router.post("/buyer/sign-in/code", response_class=HTMLResponse)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import OrganizerOrStaff, requires
@@ -19,13 +19,24 @@ from api.errors import MAX_ID, ErrorResponse
 from models.db import get_engine
 from tasks.auth import Principal
 from tasks.mass import MassRefused, check_start
-from tasks.mass_sends import MassSendRefused, approve_mass_send, get_mass_send, list_mass_sends, reject_mass_send, render_sample
+from tasks.mass_sends import (
+    MassSendRefused,
+    approve_mass_send,
+    buyer_not_told,
+    get_mass_send,
+    list_mass_sends,
+    reject_mass_send,
+    render_sample,
+    resend_mass_send,
+)
 from tasks.mass_steps import RunNotStarted, start_run
 
 router = APIRouter()
 EventId = Annotated[int, Path(gt=0, le=MAX_ID, description="Мероприятие (id).")]
 MassSendId = Annotated[int, Path(gt=0, le=MAX_ID, description="Массовая рассылка (id).")]
 Supervisor = Annotated[Principal, Depends(requires("staff", roles=("supervisor",)))]
+Resender = Annotated[Principal, Depends(requires("staff", roles=("support", "supervisor")))]
+AnyStaff = Annotated[Principal, Depends(requires("staff"))]
 
 
 _DESCRIPTIONS = {
@@ -104,6 +115,9 @@ class MassSendPublic(BaseModel):
     note: str | None
     sent: int
     waiting: int
+    resend_of: int | None = Field(default=None, description="Повтор отклонённой рассылки №")
+    buyer_not_told: list[str] = Field(default_factory=list, description="Отклонённая рассылка: заявки, покупатель которых так и не уведомлён")
+    resent_as: list[int] = Field(default_factory=list, description="Повторы этой рассылки (новые рассылки, ждущие второго сотрудника)")
     sample_recipient: str | None = None
     sample_subject: str | None = None
     sample_text: str | None = None
@@ -122,6 +136,17 @@ def _public(view, with_sample: bool = False) -> MassSendPublic:
 def mass_sends(principal: Supervisor, status: Literal["held", "approved", "rejected", "sending", "done"] | None = None) -> list[MassSendPublic]:
     """Mass sends, newest first (staff supervisors)."""
     return [_public(v) for v in list_mass_sends(get_engine(), status=status)]
+
+
+class UntoldClaim(BaseModel):
+    claim_number: str
+    mass_send_id: int = Field(description="Отклонённая рассылка, которая не ушла этому покупателю")
+
+
+@router.get("/mass-sends/buyer-not-told", response_model=list[UntoldClaim], responses=errors(401, 403, 422))
+def untold_claims(principal: AnyStaff, event_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None) -> list[UntoldClaim]:
+    """Claims whose buyer a rejected mass send left untold (staff): they wait for the buyer, who was never asked."""
+    return [UntoldClaim(claim_number=n, mass_send_id=m) for _, n, m in buyer_not_told(get_engine(), event_id=event_id)]
 
 
 @router.get("/mass-sends/{mass_send_id}", response_model=MassSendPublic, responses=errors(401, 403, 404, 422))
@@ -157,3 +182,10 @@ def reject(mass_send_id: MassSendId, principal: Supervisor, now: Now, body: Reje
     """A second staff supervisor stops the mass send: its messages never leave."""
     return _decided(lambda: reject_mass_send(get_engine(), mass_send_id, principal=principal, now=now, note=body.note if body else None),
                     mass_send_id)
+
+
+@router.post("/mass-sends/{mass_send_id}/resend", status_code=201, response_model=MassSendPublic, responses=errors(401, 403, 404, 409, 422))
+def resend(mass_send_id: MassSendId, principal: Resender, now: Now) -> MassSendPublic:
+    """Queue a rejected send's template again for the buyers it left untold: a new held send (201) that
+    another staff supervisor must approve."""
+    return _decided(lambda: resend_mass_send(get_engine(), mass_send_id, principal=principal, now=now), mass_send_id)

@@ -1,10 +1,10 @@
 """`/health`: which dependency is down, answered within a second whatever is down.
 
-Database, Prefect, SMTP and the acquirer are checked concurrently, each with a short timeout; a check
+Database, Prefect, SMTP, the acquirer and the inbound mail server (claims by email) are checked concurrently, each with a short timeout; a check
 that does not finish in time counts as down (a blocked database connect goes on in its thread and is
 bounded by the engine's own connect timeout). The database is the only dependency the API cannot work
-without: 503 when it is down, 200 otherwise (Prefect, SMTP and the acquirer being down delays runs,
-emails and payouts, it loses nothing: they are recorded and caught up).
+without: 503 when it is down, 200 otherwise (Prefect, SMTP, the acquirer and the inbound mail server being down delays
+runs, emails, payouts and letters, it loses nothing: they are recorded and caught up).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CHECK_TIMEOUT_S = 0.7
 
 Status = Literal["up", "down", "not_configured"]
 
-NAMES_RU = {"database": "база данных", "prefect": "Prefect", "smtp": "SMTP", "acquirer": "эквайер"}
+NAMES_RU = {"database": "база данных", "prefect": "Prefect", "smtp": "SMTP", "acquirer": "эквайер", "inbound_mail": "приём писем"}
 
 
 class DependencyHealth(BaseModel):
@@ -90,7 +90,18 @@ async def _prefect() -> bool:
 
 async def _smtp() -> None:
     settings = get_settings()
-    reader, writer = await asyncio.open_connection(settings.smtp_host, settings.smtp_port)
+    await _smtp_greets(settings.smtp_host, settings.smtp_port)
+
+
+async def _inbound_mail() -> None:
+    """The inbound SMTP server for the refunds address (tasks/inbound_mail.py, `make up` starts it):
+    down, letters with claims are refused by our MX and the senders' servers retry them for days."""
+    settings = get_settings()
+    await _smtp_greets(settings.inbound_smtp_host, settings.inbound_smtp_port)
+
+
+async def _smtp_greets(host: str, port: int) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         greeting = await reader.readline()
         if not greeting.startswith(b"220"):
@@ -126,7 +137,7 @@ async def check_health() -> HealthReport:
     # What is ours to prepare is prepared before the clocks start: the timeouts measure dependencies.
     _prefect_api_url()
     _http()
-    checks = {"database": _database, "prefect": _prefect, "smtp": _smtp, "acquirer": _acquirer}
+    checks = {"database": _database, "prefect": _prefect, "smtp": _smtp, "acquirer": _acquirer, "inbound_mail": _inbound_mail}
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
     deps = dict(zip(checks, results))
     down = [name for name, dep in deps.items() if dep.status == "down"]

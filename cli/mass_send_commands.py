@@ -58,8 +58,15 @@ def _show_view(console: Console, view) -> None:
                   + (f"; event № {view.event_id}" if view.event_id else ""))
     if view.approved_by:
         console.print(f"approved by {view.approved_by} at {view.approved_at:%Y-%m-%d %H:%M} UTC; sent {view.sent}, waiting {view.waiting}")
+    if view.resend_of:
+        console.print(f"a resend of rejected mass send № {view.resend_of}")
     if view.rejected_by:
-        console.print(f"rejected by {view.rejected_by}: {view.note or ''}")
+        console.print(f"rejected by {view.rejected_by} at {view.rejected_at:%Y-%m-%d %H:%M} UTC: {view.note or '(no reason given)'}")
+    if view.resent_as:
+        console.print(f"resent as № {', '.join(map(str, view.resent_as))}")
+    if view.buyer_not_told:
+        console.print(f"[bold red]buyer not told[/bold red]: {len(view.buyer_not_told)} claim(s): {', '.join(view.buyer_not_told)}"
+                      f" (`vozvrat mass-sends resend {view.id}` queues them again for a second person to approve)")
 
 
 @mass_sends_app.command("list")
@@ -72,11 +79,11 @@ def list_sends(status: str = typer.Option(None, "--status", help="held | approve
         fail(f"--status is one of {', '.join(STATUSES)}, not {status!r}")
     views = list_mass_sends(engine_for(db), status=status)
     table = Table(title="Mass sends")
-    for col in ("id", "template", "event", "recipients", "status", "started by", "approved by", "sent"):
+    for col in ("id", "template", "event", "recipients", "status", "started by", "approved by", "sent", "buyer not told"):
         table.add_column(col)
     for v in views:
         table.add_row(str(v.id), v.template, str(v.event_id or ""), str(v.recipient_count), v.status, v.started_by,
-                      v.approved_by or v.rejected_by or "", str(v.sent))
+                      v.approved_by or v.rejected_by or "", str(v.sent), str(len(v.buyer_not_told) or ""))
     Console().print(table)
 
 
@@ -133,3 +140,37 @@ def reject(mass_send_id: int = typer.Argument(..., help="The mass send's number"
            db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Stop a held mass send for good: its messages never leave."""
     _decide(mass_send_id, login, password_file, db, approve=False, note=note)
+
+
+@mass_sends_app.command("resend")
+def resend(mass_send_id: int = typer.Argument(..., help="The rejected mass send's number"),
+           login: str = typer.Option(None, "--as", help=AS_HELP),
+           password_file: Path = typer.Option(None, "--password-file", help=PASSWORD_FILE_HELP),
+           db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Queue a rejected send's template again for the buyers it left untold: a new held send that
+    another staff supervisor must approve."""
+    from tasks.mass_sends import MassSendRefused, resend_mass_send
+
+    engine = engine_for(db)
+    principal = signed_in(engine, login, password_file)
+    try:
+        view = resend_mass_send(engine, mass_send_id, principal=principal, now=datetime.now(UTC))
+    except MassSendRefused as exc:
+        fail(exc.message_ru)
+    typer.echo(f"mass send {view.id} ({view.template}, {view.recipient_count} recipient(s)) queued by {principal.audit} as a resend of "
+               f"{mass_send_id}: held until another staff supervisor approves it (vozvrat mass-sends approve {view.id})")
+
+
+@mass_sends_app.command("untold")
+def untold(event_id: int = typer.Option(None, "--event", help="Only this event's sends"),
+           db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Claims whose buyer a rejected mass send left untold (they still wait for the buyer)."""
+    from tasks.mass_sends import buyer_not_told
+
+    rows = buyer_not_told(engine_for(db), event_id=event_id)
+    table = Table(title=f"Buyer not told: {len(rows)} claim(s)")
+    for col in ("claim", "rejected mass send"):
+        table.add_column(col)
+    for _claim_id, number, mass_send_id in rows:
+        table.add_row(number, str(mass_send_id))
+    Console().print(table)

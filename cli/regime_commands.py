@@ -145,7 +145,7 @@ def event_vouchers(event_id: int = typer.Argument(..., min=1), chunk_size: int =
 # --- regimes --------------------------------------------------------------------------------------
 
 @regimes_app.command("add")
-def regimes_add(region: str = typer.Option(..., "--region", help="Region code or name, as venues store it"),
+def regimes_add(region: str = typer.Option(..., "--region", help="The subject's code as venues store it (77) or its ISO 3166-2:RU code (RU-MOW)"),
                 starts_on: str = typer.Option(..., "--from", help="First day, e.g. 2026-03-16"),
                 ends_on: str | None = typer.Option(None, "--to", help="Last day (inclusive); omit while in force"),
                 as_json: bool = typer.Option(False, "--json"), db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:

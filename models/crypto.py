@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -23,6 +25,8 @@ __all__ = [
     "decrypt_text",
     "encrypt_text",
     "ensure_key_file",
+    "open_sealed",
+    "seal_fields",
     "read_key_file",
     "reencrypt_bank_details",
     "secret_keys",
@@ -126,6 +130,26 @@ def decrypt_text(token: str, *, key: str | None = None) -> str:
         raise DecryptionError(
             "cannot decrypt bank details: the token was made with another VOZVRAT_SECRET_KEY or was altered"
         ) from exc
+
+
+SEALED = "sealed"  # the payload key under which `seal_fields` keeps its encrypted fields
+
+
+def seal_fields(payload: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """A message payload with `names` taken out and kept encrypted under "sealed" (a sign-in code in an
+    outbox row: the database never holds it in the clear). `open_sealed` puts them back to render."""
+    out = {k: v for k, v in payload.items() if k not in names}
+    out[SEALED] = {name: encrypt_text(str(payload[name])) for name in names if name in payload}
+    return out
+
+
+def open_sealed(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The payload to render: sealed fields decrypted back in place (DecryptionError on a wrong key, a
+    ValueError); a payload without sealed fields is returned as it is."""
+    sealed = payload.get(SEALED)
+    if not sealed:
+        return payload
+    return {**{k: v for k, v in payload.items() if k != SEALED}, **{name: decrypt_text(token) for name, token in sealed.items()}}
 
 
 def reencrypt_bank_details(engine, *, keys: list[str] | None = None) -> int:

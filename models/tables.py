@@ -435,6 +435,19 @@ class MassSend(SQLModel, table=True):
     approved_at: datetime | None = _ts()
     rejected_at: datetime | None = _ts()
     done_at: datetime | None = _ts()
+    # A resend of a rejected mass send names the one it repeats (same template, its untold recipients).
+    resend_of: int | None = Field(default=None, foreign_key="mass_send.id")
+
+
+class CodeRequest(SQLModel, table=True):
+    """A sign-in code asked for (POST /buyer/session), by client address: the per-address limit
+    holds across API workers (tasks/buyer_auth.py). Rows older than the window are deleted as it goes."""
+
+    __tablename__ = "code_request"
+    __table_args__ = (Index("ix_code_request_client_at", "client", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    client: str = Field(sa_type=String(64))  # a keyed hash of the address, never the address itself
+    at: datetime = Field(sa_type=UtcDateTime, nullable=False)
 
 
 class MailAudit(SQLModel, table=True):

@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from models.crypto import seal_fields
 from models.settings import get_settings
-from models.tables import BuyerCode, BuyerToken, Order
+from models.tables import BuyerCode, BuyerToken, CodeRequest, Order
 from tasks.auth import BUYER_PREFIX, Principal, digest, new_secret
 from tasks.buyer_links import link_secret
 from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
@@ -38,6 +40,7 @@ TOKEN_TTL = timedelta(hours=2)
 code_t = BuyerCode.__table__
 token_t = BuyerToken.__table__
 order_t = Order.__table__
+client_t = CodeRequest.__table__
 
 
 # --- one-time codes --------------------------------------------------------------------------------
@@ -50,31 +53,69 @@ def _same_email(typed: str, stored: str) -> bool:
     return secrets.compare_digest(typed.strip().casefold().encode(), stored.strip().casefold().encode())
 
 
-def request_code(engine: Engine, *, order_number: str, email: str, now: datetime) -> str | None:
+class TooManyCodeRequests(Exception):
+    """One client address asked for more than `buyer_code_requests_per_ip` codes in RATE_WINDOW:
+    answer 429 with Retry-After `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many code requests; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+MESSAGE_TOO_MANY_RU = "Слишком много запросов кода с вашего адреса. Попробуйте снова через {minutes} мин."
+
+
+def _client_key(address: str) -> str:
+    """What the limit stores for a client address: a keyed hash, never the address itself."""
+    return hmac.new(link_secret(), f"client\x00{address}".encode(), hashlib.sha256).hexdigest()
+
+
+def _check_client(conn, address: str, now: datetime) -> None:
+    """Count this address's code requests in the window (a table: the limit holds across API workers);
+    refuse past the limit, else record this one. Its own rows older than the window are dropped."""
+    limit = get_settings().buyer_code_requests_per_ip
+    key, since = _client_key(address), now - RATE_WINDOW
+    conn.execute(delete(client_t).where(client_t.c.client == key, client_t.c.at <= since))
+    recent = conn.execute(select(func.count(), func.min(client_t.c.at)).where(client_t.c.client == key, client_t.c.at > since)).one()
+    if limit > 0 and recent[0] >= limit:
+        oldest = recent[1] if recent[1].tzinfo else recent[1].replace(tzinfo=now.tzinfo)
+        raise TooManyCodeRequests(max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds())))
+    conn.execute(insert(client_t).values(client=key, at=now))
+
+
+def request_code(engine: Engine, *, order_number: str, email: str, now: datetime, client: str | None = None) -> str | None:
     """Queue a one-time code to the order's email when `email` is that email and the order is under its
     rate limit; the caller answers the same either way. Returns the queued message's outbox key (for
     `send_code`, never for the answer), None when nothing was queued. Older live codes of the order
-    are spent: only the newest one works."""
+    are spent: only the newest one works.
+
+    `client` (the caller's address): at most `buyer_code_requests_per_ip` requests per RATE_WINDOW,
+    else TooManyCodeRequests (nothing else is looked at). Every request does the same work whether it
+    finds the order or not (code, HMAC, sealing, a write and a commit), so its time tells little; the
+    API adds a floor on top (api/buyer.py)."""
     order_number = order_number.strip()
     secret_code = f"{secrets.randbelow(10**6):06d}"
+    code_hmac = _code_hmac(order_number, secret_code)
+    sealed = seal_fields({"order_number": order_number, "code": secret_code, "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, "code")
     with engine.begin() as conn:
+        if client is not None:
+            _check_client(conn, client, now)
         order = conn.execute(select(order_t.c.number, order_t.c.buyer_email, order_t.c.buyer_name)
                              .where(order_t.c.number == order_number)).one_or_none()
-        if order is None or not _same_email(email, order.buyer_email):
-            return None
+        matches = _same_email(email, order.buyer_email if order is not None else email + "\x00")
         recent = conn.execute(select(func.count()).select_from(code_t).where(
             code_t.c.order_number == order_number, code_t.c.created_at > now - RATE_WINDOW)).scalar_one()
-        if recent >= CODE_REQUESTS:
+        if order is None or not matches or recent >= CODE_REQUESTS:
             return None
         conn.execute(update(code_t).where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None)).values(used_at=now))
-        code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=_code_hmac(order_number, secret_code),
+        code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=code_hmac,
                                                      created_at=now, expires_at=now + CODE_TTL, attempts=0)).inserted_primary_key[0]
         with Session(bind=conn) as session:
-            # The code travels in the outbox row until it is sent; it lives CODE_TTL.
+            # The code travels in the outbox row encrypted with the bank-details key (never in the clear
+            # in the database, before or after it is sent); the dispatcher decrypts it only to render.
             key = f"buyer-code:{code_id}"
             enqueue_email(session, dedup_key=key, claim_id=None, template="buyer_code", recipient=order.buyer_email,
-                          payload={"order_number": order_number, "code": secret_code, "buyer_name": order.buyer_name,
-                                   "valid_minutes": int(CODE_TTL.total_seconds() // 60)}, now=now)
+                          payload={**sealed, "buyer_name": order.buyer_name}, now=now)
             session.flush()
     return key
 

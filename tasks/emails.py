@@ -76,7 +76,7 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     # the sales feed reported the ticket refunded elsewhere (states.lifecycle.REFUNDED_ELSEWHERE)
     "claim_closed": frozenset({"buyer_name"}),
     "inbound_confirm": frozenset({"buyer_name", "why", "code_url"}),
-    "inbound_refused": frozenset({"buyer_name", "max_mb", "refused_files"}),
+    "inbound_refused": frozenset({"buyer_name", "max_mb", "refused_files", "open_claims"}),
     "event_postponed": frozenset({"buyer_name", "previous_date", "new_date", "new_time", "claims_until", "refunds_accepted",
                                   "vouchers_offered", "treated_as_cancelled", "refund_due", "tickets"}),
     "voucher_issued": frozenset({"buyer_name", "rule_ru"}),

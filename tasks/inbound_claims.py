@@ -108,6 +108,32 @@ def read_token(token: str, *, now: datetime) -> int:
     return data["p"]
 
 
+def open_claims_by_ticket(conn: Connection, ticket_ids: list[int]) -> dict[int, str]:
+    """The claims in work on these tickets: {ticket id: claim number}. A letter whose every ticket has
+    one gets no confirmation (confirming would file nothing): it is answered with those claims instead."""
+    if not ticket_ids:
+        return {}
+    return {ticket_id: number for ticket_id, number in conn.execute(
+        select(claim_t.c.ticket_id, claim_t.c.number).where(claim_t.c.ticket_id.in_(ticket_ids), claim_t.c.state.in_(OPEN_STATE_VALUES))
+        .order_by(claim_t.c.id))}
+
+
+def open_claims_reply(claim_numbers: list[str], *, now: datetime) -> list[dict[str, str | None]]:
+    """The reply's list of claims already in work, each with a fresh signed link to its status page
+    (none when no link secret is configured: the letter still goes)."""
+    from models.crypto import SecretKeyError
+    from tasks.buyer_links import status_url
+
+    out: list[dict[str, str | None]] = []
+    for number in dict.fromkeys(claim_numbers):
+        try:
+            url: str | None = status_url(number, now=now)
+        except SecretKeyError:
+            url = None
+        out.append({"number": number, "status_url": url})
+    return out
+
+
 def create_pending_claim(conn: Connection, *, letter_id: int, order_id: int, ticket_ids: list[int], reason: Reason, why: str,
                          description: str, files: list[tuple[str, StoredFile]], now: datetime) -> int:
     """Record a claim sent by email and queue its confirmation to the order's email, in the caller's transaction."""

@@ -55,7 +55,7 @@ from models.tables import Event, InboundLetter, Order, Ticket
 from states.letter import automatic_mail, order_number_candidates, recognise_reason
 from tasks import documents
 from tasks.files import keep_once
-from tasks.inbound_claims import create_pending_claim
+from tasks.inbound_claims import create_pending_claim, open_claims_by_ticket, open_claims_reply
 from tasks.outbox import enqueue_email
 
 log = logging.getLogger("vozvrat.inbound")
@@ -318,6 +318,10 @@ def _process(engine: Engine, row: Any, *, now: datetime, config: InboundConfig) 
     tickets = named or tickets
     if not tickets:
         return finish("not_matched", common)
+    with engine.connect() as conn:
+        in_work = open_claims_by_ticket(conn, [t.id for t in tickets])
+    if len(in_work) == len(tickets):  # every ticket already has a claim in work: say so, with its link, to the order's mailbox
+        return finish("claim_open", common | {"open_claims": open_claims_reply(list(in_work.values()), now=now)}, to=order.buyer_email)
     statuses = {t.status for t in tickets}
     recognised = recognise_reason(letter.subject, letter.text, event_status=statuses.pop() if len(statuses) == 1 else "scheduled")
     stored = [(a.filename, documents.store(a.data)) for a in letter.attachments]

@@ -181,12 +181,18 @@ class MassSendView:
     note: str | None
     sent: int = 0
     waiting: int = 0
+    resend_of: int | None = None
+    # A rejected send: the claims whose buyer was never told (no other message of the template holds
+    # or left for them); `resent_as` the held or later resends of it.
+    buyer_not_told: tuple[str, ...] = ()
+    resent_as: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         for key in ("created_at", "approved_at", "rejected_at", "done_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["status_ru"] = STATUS_RU.get(self.status, self.status)
+        out["buyer_not_told"], out["resent_as"] = list(self.buyer_not_told), list(self.resent_as)
         return out
 
 
@@ -202,11 +208,62 @@ def _views(conn: Connection, where) -> list[MassSendView]:
             .group_by(outbox_t.c.mass_send_id, outbox_t.c.status)
         )
     }
+    rejected = [r["id"] for r in rows if r["status"] == REJECTED]
+    untold = _untold(conn, rejected)
+    resends: dict[int, list[int]] = {}
+    if rejected:
+        for new_id, old_id in conn.execute(select(mass_send_t.c.id, mass_send_t.c.resend_of)
+                                           .where(id_in(conn, mass_send_t.c.resend_of, rejected)).order_by(mass_send_t.c.id)):
+            resends.setdefault(old_id, []).append(new_id)
     return [
         MassSendView(**{k: r[k] for k in MassSendView.__dataclass_fields__ if k in r}, sent=counts.get((r["id"], "sent"), 0),
-                     waiting=counts.get((r["id"], HELD), 0) + counts.get((r["id"], "pending"), 0))
+                     waiting=counts.get((r["id"], HELD), 0) + counts.get((r["id"], "pending"), 0),
+                     buyer_not_told=tuple(n for _, n in untold.get(r["id"], [])), resent_as=tuple(resends.get(r["id"], [])))
         for r in rows
     ]
+
+
+# A message of the template that holds, waits or left: the buyer is told, or will be once approved.
+_TOLD = (HELD, "pending", "sent")
+
+
+def _untold_rows(conn: Connection, mass_send_ids: Sequence[int]):
+    """The rejected rows of these sends whose claim has no other message of the same template that is
+    held, pending or sent: (mass_send_id, claim id, claim number, outbox row), one per claim."""
+    if not mass_send_ids:
+        return []
+    other = outbox_t.alias("other")
+    told = (select(other.c.id).where(other.c.claim_id == outbox_t.c.claim_id, other.c.template == outbox_t.c.template,
+                                     other.c.status.in_(_TOLD)).exists())
+    return conn.execute(
+        select(outbox_t.c.mass_send_id, claim_t.c.id, claim_t.c.number, outbox_t.c.id.label("row_id"), outbox_t.c.recipient,
+               outbox_t.c.payload, outbox_t.c.dedup_key, outbox_t.c.template)
+        .join(claim_t, claim_t.c.id == outbox_t.c.claim_id)
+        .where(id_in(conn, outbox_t.c.mass_send_id, list(mass_send_ids)), outbox_t.c.status == REJECTED, ~told)
+        .order_by(outbox_t.c.id)
+    ).all()
+
+
+def _untold(conn: Connection, mass_send_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+    out: dict[int, list[tuple[int, str]]] = {}
+    seen: set[int] = set()
+    for row in _untold_rows(conn, mass_send_ids):
+        if row[1] not in seen:
+            seen.add(row[1])
+            out.setdefault(row[0], []).append((row[1], row[2]))
+    return out
+
+
+def buyer_not_told(engine: Engine, *, event_id: int | None = None) -> list[tuple[int, str, int]]:
+    """Every claim whose buyer a rejected mass send left untold: (claim id, claim number, mass send id),
+    oldest send first; `event_id` narrows it to one event's sends."""
+    with engine.connect() as conn:
+        where = mass_send_t.c.status == REJECTED
+        if event_id is not None:
+            where = where & (mass_send_t.c.event_id == event_id)
+        ids = list(conn.execute(select(mass_send_t.c.id).where(where).order_by(mass_send_t.c.id)).scalars())
+        untold = _untold(conn, ids)
+    return [(claim_id, number, mass_send_id) for mass_send_id in ids for claim_id, number in untold.get(mass_send_id, [])]
 
 
 def list_mass_sends(engine: Engine, *, status: str | None = None) -> list[MassSendView]:
@@ -288,6 +345,45 @@ def reject_mass_send(engine: Engine, mass_send_id: int, *, principal: Principal,
         conn.execute(update(outbox_t).where(outbox_t.c.mass_send_id == mass_send_id, outbox_t.c.status == HELD)
                      .values(status=REJECTED, last_error=f"mass send rejected by {principal.audit}"))
     view = get_mass_send(engine, mass_send_id)
+    assert view is not None
+    return view
+
+
+RESEND_ROLES = ("support", "supervisor")
+
+
+def resend_mass_send(engine: Engine, mass_send_id: int, *, principal: Principal, now: datetime) -> MassSendView:
+    """Queue a rejected send's template again for the recipients it left untold, as a NEW held send
+    (`resend_of` names the rejected one) that again waits for a second person: whoever resends it may
+    not approve it. Each claim gets the template as it reads now (the payload is the template's context,
+    so a corrected wording is what goes). Refused: not staff (403), unknown (404), not rejected or
+    nobody left untold (409)."""
+    now = _utc(now)
+    if not principal.is_staff(*RESEND_ROLES):
+        raise MassSendRefused(403, "forbidden", "Повторить рассылку может сотрудник поддержки или старший смены.")
+    with engine.begin() as conn:
+        row = conn.execute(select(mass_send_t).where(mass_send_t.c.id == mass_send_id).with_for_update()).mappings().first()
+        if row is None:
+            raise MassSendRefused(404, "not_found", f"Рассылка № {mass_send_id} не найдена.")
+        if row["status"] != REJECTED:
+            raise MassSendRefused(409, "not_rejected",
+                                  f"Повторить можно только отклонённую рассылку; № {mass_send_id} {STATUS_RU.get(row['status'], row['status'])}.")
+        rows, seen = [], set()
+        for r in _untold_rows(conn, [mass_send_id]):
+            if r.id not in seen:
+                seen.add(r.id)
+                rows.append(r)
+        if not rows:
+            raise MassSendRefused(409, "nothing_to_resend", f"По рассылке № {mass_send_id} все покупатели уже уведомлены: повторять нечего.")
+        new_id = _new_mass_send(conn, template=row["template"], started_by=principal.audit, now=now, event_id=row["event_id"])
+        conn.execute(update(mass_send_t).where(mass_send_t.c.id == new_id).values(resend_of=mass_send_id))
+        conn.execute(insert(outbox_t), [
+            dict(kind="email", dedup_key=f"{r.dedup_key[:160]}:resend:{new_id}", claim_id=r.id, template=r.template, recipient=r.recipient,
+                 payload=r.payload or {}, status=HELD, attempts=0, next_attempt_at=now, created_at=now, mass_send_id=new_id)
+            for r in rows
+        ])
+        _count(conn, new_id)
+    view = get_mass_send(engine, new_id)
     assert view is not None
     return view
 

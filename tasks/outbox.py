@@ -41,7 +41,7 @@ from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
-from models.crypto import SecretKeyError
+from models.crypto import SecretKeyError, open_sealed
 from models.tables import MailAudit, OutboxMessage
 from tasks.buyer_links import status_url
 from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
@@ -397,7 +397,8 @@ async def _deliver(
         if not email.recipient:
             raise ValueError("no recipient")
         message = render_email_bytes(
-            email.template or "", to=email.recipient, context=with_status_link(email.template, email.payload, now), mail_from=mail_from,
+            email.template or "", to=email.recipient, mail_from=mail_from,
+            context=with_status_link(email.template, open_sealed(email.payload), now),  # a sealed sign-in code opens only here
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:

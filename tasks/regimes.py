@@ -19,6 +19,7 @@ from models.claim_store import claim_t, event_t, load_facts, regime_t, venue_t
 from models.tables import OutboxMessage
 from states.lifecycle import PAYOUT_STATES, regime_refund_due
 from states.regimes import RegimeError, RegimeSpan, applicable_regime
+from states.regions import UnknownRegion, subject_code
 from tasks.intake import IntakeError
 from tasks.mass_sends import queue_messages
 
@@ -58,6 +59,10 @@ def add_regime(engine: Engine, *, region: str, starts_on: date, ends_on: date | 
     region = region.strip()
     if not region:
         raise RegimeInputError("region", "Укажите регион.")
+    try:
+        region = subject_code(region)  # stored as venues store it: the subject's code (states/regions.py)
+    except UnknownRegion as exc:
+        raise RegimeInputError("region", str(exc)) from None
     try:
         RegimeSpan(None, region, starts_on, ends_on)
     except RegimeError:

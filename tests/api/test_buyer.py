@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.app import app, clock
 from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, order_t, outbox_t
+from models.crypto import open_sealed
 from models.db import get_engine
 from models.settings import get_settings
 from tasks.auth import create_service_key
@@ -53,7 +54,7 @@ def order_with_ticket(*, email: str = EMAIL, event_in: timedelta = timedelta(day
 def codes_sent(order_number: str) -> list[str]:
     with get_engine().connect() as conn:
         rows = conn.execute(select(outbox_t.c.payload, outbox_t.c.recipient).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id))
-        return [r.payload["code"] for r in rows if r.payload["order_number"] == order_number]
+        return [open_sealed(r.payload)["code"] for r in rows if r.payload["order_number"] == order_number]
 
 
 def sign_in(client, order_number: str, email: str = EMAIL) -> dict[str, str]:
@@ -375,3 +376,34 @@ def test_a_stale_form_on_the_buyer_pages_is_said_on_a_page_and_does_nothing(clie
     with get_engine().connect() as conn:
         assert conn.execute(select(claim_t.c.id)).first() is None
     assert client.get("/buyer").status_code == 200 and world["order"] in client.get("/buyer").text  # still signed in
+
+
+def test_one_address_gets_at_most_the_limit_of_code_requests_per_hour_then_429(client, monkeypatch):
+    """The per-address limit (kept in a table, so every API worker counts the same requests): past it
+    the JSON and the page both answer 429 in Russian with Retry-After; another address is unaffected."""
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_REQUESTS_PER_IP", "3")
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_FLOOR_MS", "0")
+    get_settings.cache_clear()
+    world = order_with_ticket()
+    asked = [client.post("/buyer/session", json={"order_number": n, "email": EMAIL}) for n in (world["order"], "NO-SUCH-1", "NO-SUCH-2")]
+    assert [r.status_code for r in asked] == [202, 202, 202]
+    r = client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3600"
+    assert r.json()["detail"][0]["loc"] == ["client"] and "Слишком много запросов кода" in r.json()["detail"][0]["msg"]
+    assert len(codes_sent(world["order"])) == 1  # the refused request queued nothing
+    page = client.post("/buyer/sign-in", data={"order_number": world["order"], "email": EMAIL})
+    assert page.status_code in (403, 429)  # 403: the form's CSRF check comes first; with the token it is 429
+    csrf_page = client.get("/buyer")
+    token = csrf_page.text.split('name="csrf" value="')[1].split('"')[0]
+    page = client.post("/buyer/sign-in", data={"order_number": world["order"], "email": EMAIL, "csrf": token})
+    assert page.status_code == 429 and "Слишком много запросов кода" in page.text and page.headers["Retry-After"] == "3600"
+    # Another worker, the same table: still refused; an hour later the address may ask again.
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(minutes=30)
+    assert client.post("/buyer/session", json={"order_number": "X", "email": EMAIL}).headers["Retry-After"] == "1800"
+    app.dependency_overrides[clock] = lambda: NOW + timedelta(hours=1, seconds=1)
+    assert client.post("/buyer/session", json={"order_number": world["order"], "email": EMAIL}).status_code == 202
+    # Another address has its own count.
+    with TestClient(app, client=("203.0.113.7", 50000)) as other:
+        app.dependency_overrides[clock] = lambda: NOW
+        assert other.post("/buyer/session", json={"order_number": "X", "email": EMAIL}).status_code == 202
+

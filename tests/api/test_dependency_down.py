@@ -33,6 +33,7 @@ NOTHING_ELSE = {
     "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api",
     "VOZVRAT_SMTP_PORT": str(closed_port()),
     "VOZVRAT_ACQUIRER_API_URL": f"http://127.0.0.1:{closed_port()}/v3",
+    "VOZVRAT_INBOUND_SMTP_PORT": str(closed_port()),
 }
 
 
@@ -75,8 +76,8 @@ def test_health_answers_within_a_second_and_names_the_database(dead_database_ser
     report = r.json()
     assert report["status"] == "unavailable"
     assert {name: dep["status"] for name, dep in report["dependencies"].items()} == {
-        "database": "down", "prefect": "down", "smtp": "down", "acquirer": "down"}
-    assert report["message"] == "Недоступны: база данных, Prefect, SMTP, эквайер."
+        "database": "down", "prefect": "down", "smtp": "down", "acquirer": "down", "inbound_mail": "down"}
+    assert report["message"] == "Недоступны: база данных, Prefect, SMTP, эквайер, приём писем."
 
 
 @pytest.fixture
@@ -109,9 +110,34 @@ def test_health_is_200_when_only_the_database_is_up_and_names_what_is_down(sqlit
         assert time.monotonic() - started < 1.0
     assert r.status_code == 200 and "retry-after" not in r.headers
     report = r.json()
-    assert report["status"] == "degraded" and report["message"] == "Недоступны: Prefect, SMTP, эквайер."
+    assert report["status"] == "degraded" and report["message"] == "Недоступны: Prefect, SMTP, эквайер, приём писем."
     assert report["dependencies"]["database"]["status"] == "up"
-    assert {report["dependencies"][n]["status"] for n in ("prefect", "smtp", "acquirer")} == {"down"}
+    assert {report["dependencies"][n]["status"] for n in ("prefect", "smtp", "acquirer", "inbound_mail")} == {"down"}
+
+
+def test_health_reports_the_inbound_mail_server(sqlite_url, tmp_path):
+    """The inbound SMTP server for claims by email (tasks/inbound_mail.py) is a dependency of its own:
+    up while it greets, down (and named in Russian) once it has stopped."""
+    from models.db import make_engine
+    from tasks.inbound_mail import InboundConfig, start_inbound
+
+    engine = make_engine(sqlite_url)
+    inbound = start_inbound(engine, port=0, config=InboundConfig(refunds_address="vozvrat@example.ru", own_addresses=frozenset(),
+                                                                 max_bytes=100_000))
+    env = {"VOZVRAT_DATABASE_URL": sqlite_url, **NOTHING_ELSE, "VOZVRAT_INBOUND_SMTP_PORT": str(inbound.port)}
+    stopped = False
+    try:
+        with api_server(env, tmp_path / "api.log") as base_url:
+            up = httpx.get(base_url + "/health", timeout=10).json()
+            inbound.stop()
+            stopped = True
+            down = httpx.get(base_url + "/health", timeout=10).json()
+    finally:
+        if not stopped:
+            inbound.stop()
+        engine.dispose()
+    assert up["dependencies"]["inbound_mail"]["status"] == "up" and "приём писем" not in up["message"]
+    assert down["dependencies"]["inbound_mail"]["status"] == "down" and "приём писем" in down["message"]
 
 
 @pytest.mark.parametrize("kind", ["postgresql-closed-port", "sqlite-unopenable"])

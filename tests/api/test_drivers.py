@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.app import app, clock
 from models.claim_store import apply_trigger, audit_t, claim_t, document_t, file_claims, order_t, outbox_t, ticket_t
+from models.crypto import open_sealed
 from models.db import get_engine
 from models.settings import get_settings
 from states.policy import REFUSAL_MESSAGES_RU
@@ -122,7 +123,8 @@ def buyer_token(client, number: str, email: str = BUYER) -> dict[str, str]:
                                     .join(claim_t, claim_t.c.ticket_id == ticket_t.c.id).where(claim_t.c.number == number)).scalar_one()
     assert client.post("/buyer/session", json={"order_number": order_number, "email": email}).status_code == 202
     with get_engine().connect() as conn:
-        code = conn.execute(select(outbox_t.c.payload).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id.desc())).first()[0]["code"]
+        payload = conn.execute(select(outbox_t.c.payload).where(outbox_t.c.template == "buyer_code").order_by(outbox_t.c.id.desc())).first()[0]
+    code = open_sealed(payload)["code"]
     r = client.post("/buyer/session/verify", json={"order_number": order_number, "code": code})
     return {"Authorization": f"Bearer {r.json()['token']}"}
 

@@ -94,3 +94,32 @@ def test_a_mass_send_is_approved_only_by_another_supervisor(client):
     assert r.status_code == 200 and r.json()["approved_by"] == "staff:supervisor:boris@example.ru"
     assert client.post(f"/mass-sends/{mass_send_id}/reject", headers=boris).status_code == 409  # no longer held
     assert client.get("/mass-sends/999", headers=boris).status_code == 404
+
+
+def test_a_rejected_send_lists_who_was_not_told_and_is_resent_for_a_second_person(client):
+    from sqlalchemy import select
+
+    from models.tables import Claim, OutboxMessage
+    from tasks.mass_sends import hold_event_mail
+
+    outbox_t, claim_t = OutboxMessage.__table__, Claim.__table__
+    with get_engine().begin() as conn:
+        event_id = f.event(conn, starts_at=NOW + timedelta(days=30))
+        ids = [f.claim_in_payout(conn, payment_method="cash", now=NOW, event_id=event_id) for _ in range(4)]
+        conn.execute(outbox_t.delete().where(outbox_t.c.claim_id.in_(ids), outbox_t.c.template != "bank_details_needed"))
+        conn.execute(outbox_t.update().where(outbox_t.c.claim_id.in_(ids)).values(status="held"))
+        (mass_send_id,) = hold_event_mail(conn, event_id=event_id, started_by="staff:supervisor:anna@example.ru", now=NOW)
+        numbers = list(conn.execute(select(claim_t.c.number).where(claim_t.c.id.in_(ids)).order_by(claim_t.c.id)).scalars())
+    boris, sam = staff("boris@example.ru"), staff("sam@example.ru", role="support")
+    r = client.post(f"/mass-sends/{mass_send_id}/reject", headers=boris, json={"note": "не та формулировка"})
+    assert r.status_code == 200 and r.json()["buyer_not_told"] == numbers and r.json()["note"] == "не та формулировка"
+    r = client.get("/mass-sends/buyer-not-told", headers=sam, params={"event_id": event_id})
+    assert r.status_code == 200 and r.json() == [{"claim_number": n, "mass_send_id": mass_send_id} for n in numbers]
+    r = client.post(f"/mass-sends/{mass_send_id}/resend", headers=sam)
+    assert r.status_code == 201 and (r.json()["status"], r.json()["resend_of"], r.json()["recipient_count"]) == ("held", mass_send_id, 4)
+    again = r.json()["id"]
+    assert client.get("/mass-sends/buyer-not-told", headers=sam).json() == []
+    r = client.post(f"/mass-sends/{mass_send_id}/resend", headers=sam)
+    assert r.status_code == 409 and r.json()["detail"][0]["loc"] == ["path", "mass_send_id"] and "повторять нечего" in r.json()["detail"][0]["msg"]
+    assert client.post(f"/mass-sends/{again}/approve", headers=boris).json()["status"] == "approved"
+    assert client.post("/mass-sends/999/resend", headers=sam).status_code == 404

@@ -68,6 +68,11 @@ def test_regimes_are_staff_only_and_validated(client, world):
     assert client.post("/regimes", json={"region": "77", "starts_on": "2026-03-16"}, headers=world["organizer"]).status_code == 403
     bad = client.post("/regimes", json={"region": "77", "starts_on": "2026-03-16", "ends_on": "2026-03-01"}, headers=world["staff"])
     assert bad.status_code == 422 and bad.json()["detail"][0] == {"loc": ["body", "ends_on"], "msg": "Дата окончания режима раньше даты начала.", "type": "invalid"}
+    unknown = client.post("/regimes", json={"region": "Регион 1", "starts_on": "2026-03-16"}, headers=world["staff"])
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "region"]
+    assert unknown.json()["detail"][0]["msg"].startswith("Неизвестный регион «Регион 1»")
+    iso = client.post("/regimes", json={"region": "RU-MOS", "starts_on": "2026-03-16"}, headers=world["staff"])
+    assert iso.status_code == 201 and iso.json()["region"] == "50"  # stored as venues store it
     made = client.post("/regimes", json={"region": "77", "starts_on": "2026-03-16"}, headers=world["staff"])
     assert made.status_code == 201 and made.json()["created_by"] == "staff:supervisor:ivan@operator.ru"
     ended = client.post(f"/regimes/{made.json()['id']}/end", json={"ends_on": "2026-04-30"}, headers=world["staff"])

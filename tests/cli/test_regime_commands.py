@@ -53,6 +53,12 @@ def test_regimes_add_end_list(world):
 @pytest.mark.parametrize(("args", "message"), [
     (("regimes", "add", "--region", "77", "--from", "yesterday"), "error: --from: malformed date 'yesterday' (expected e.g. 2027-06-01)"),
     (("regimes", "add", "--region", " ", "--from", "2026-01-01"), "error: region: Укажите регион."),
+    (("regimes", "add", "--region", "Мск", "--from", "2026-01-01"),
+     "error: region: Неизвестный регион «Мск»: укажите код субъекта РФ, как у площадок (например 77 — Москва, 50 — Московская область), "
+     "или код ISO 3166-2:RU (например RU-MOW)."),
+    (("regimes", "add", "--region", "99", "--from", "2026-01-01"),
+     "error: region: Неизвестный регион «99»: укажите код субъекта РФ, как у площадок (например 77 — Москва, 50 — Московская область), "
+     "или код ISO 3166-2:RU (например RU-MOW)."),
     (("regimes", "end", "999", "--on", "2026-01-01"), "error: regime_id: Режим не найден."),
     (("events", "postpone", "999", "--to", "2030-01-01T19:00"), "error: event 999 not found"),
     (("events", "postpone", "1", "--to", "next friday"), "error: --to: malformed date-time 'next friday' (expected e.g. 2027-06-01T19:00)"),

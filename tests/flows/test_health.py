@@ -14,5 +14,5 @@ def test_health_is_200_and_names_every_dependency_up_on_the_embedded_stack(stack
     report = r.json()
     assert report["status"] == "ok" and report["message"] == "Все зависимости доступны."
     assert {name: dep["status"] for name, dep in report["dependencies"].items()} == {
-        "database": "up", "prefect": "up", "smtp": "up", "acquirer": "up"}
+        "database": "up", "prefect": "up", "smtp": "up", "acquirer": "up", "inbound_mail": "up"}
     assert all(dep["latency_ms"] is not None and dep["error"] is None for dep in report["dependencies"].values())

@@ -382,3 +382,25 @@ def test_nul_and_control_characters_in_a_letter_are_dropped_on_both_databases(db
             assert conn.execute(select(pending_t.c.description)).scalar_one() == "Передумал, верните деньги"
     finally:
         _close(room)
+
+
+def test_a_letter_about_a_ticket_that_already_has_a_claim_in_work_is_answered_with_that_claims_link(room):
+    """No «confirm your claim» letter (its confirmation would only answer 409): a reply saying the claim
+    is already in work, with the signed link to its status page, to the order's own mailbox."""
+    from models.claim_store import file_claims
+    from tasks.buyer_links import read_status_link
+
+    with room.engine.begin() as conn:
+        (claim_id,) = file_claims(conn, ticket_ids=[room.ticket_id], reason="voluntary", actor="buyer", now=NOW)
+        number = conn.execute(select(claim_t.c.number).where(claim_t.c.id == claim_id)).scalar_one()
+    room.send(letter(subject=f"Заказ № {room.order_number}", text="Передумал, верните деньги", sender=f"Анна <{BUYER.upper()}>"))
+    assert room.letters()[0].outcome == "claim_open"
+    [reply] = room.deliver_replies()
+    assert reply["To"] == BUYER and reply["X-Vozvrat-Template"] == "inbound_refused"
+    assert "заявка по этому билету уже есть" in reply["Subject"]
+    text = body(reply)
+    assert "уже есть заявка на возврат в работе" in text and f"заявка № {number}" in text and "подтвердите" not in text.lower()
+    link = re.search(r"https://vozvrat\.example\.ru/s/(\S+)", text).group(1)
+    assert read_status_link(link, now=NOW) == number  # the link opens that claim's page
+    with room.engine.connect() as conn:
+        assert conn.execute(select(pending_t.c.id)).first() is None  # nothing to confirm

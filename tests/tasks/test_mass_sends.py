@@ -3,15 +3,24 @@ approves it; it leaves paced, stops at once with the kill switch, and every mess
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from models.tables import MailAudit, MassSend, OutboxMessage
 from tasks.accounts import create_user
+from tasks.auth import Principal
 from tasks.emails import UnknownTemplate
-from tasks.mass_sends import MassSendRefused, approve_mass_send, get_mass_send, queue_mass_send, reject_mass_send, render_sample
+from tasks.mass_sends import (
+    MassSendRefused,
+    approve_mass_send,
+    get_mass_send,
+    hold_event_mail,
+    queue_mass_send,
+    reject_mass_send,
+    render_sample,
+)
 from tasks.outbox import Pacer, dispatch_emails
 from tasks.smtp import SmtpSettings
 from tasks.smtp_sink import start_sink
@@ -152,3 +161,62 @@ def test_the_kill_switch_is_read_from_the_environment_before_every_message(engin
     monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "false")
     assert send(engine, sink).sent == 0
     assert sink.handler.received == []
+
+
+def _bank_claims(engine, n: int) -> tuple[int, list[tuple[int, str]]]:
+    """n cash claims waiting for bank details in one event, and their 'give bank details' messages held."""
+    from models.tables import Claim
+    from tests import factories as f
+
+    claim_t = Claim.__table__
+    with engine.begin() as conn:
+        event_id = f.event(conn, starts_at=NOW + timedelta(days=30))
+        ids = [f.claim_in_payout(conn, payment_method="cash", now=NOW, event_id=event_id) for _ in range(n)]
+        claims = [tuple(r) for r in conn.execute(select(claim_t.c.id, claim_t.c.number).where(claim_t.c.id.in_(ids)).order_by(claim_t.c.id))]
+        conn.execute(outbox_t.delete().where(outbox_t.c.claim_id.in_(ids), outbox_t.c.template != "bank_details_needed"))
+        # What a mass cancellation's batch steps do (apply_batch(hold_notifications=True)): the claims' mail is held ...
+        conn.execute(outbox_t.update().where(outbox_t.c.claim_id.in_(ids), outbox_t.c.template == "bank_details_needed").values(status="held"))
+        # ... and gathered per template under a mass send record.
+        (mass_send_id,) = hold_event_mail(conn, event_id=event_id, started_by="staff:supervisor:anna@example.ru", now=NOW)
+    assert mass_send_id is not None
+    return mass_send_id, claims
+
+
+def test_a_rejected_bank_details_send_shows_who_was_not_told_and_is_resent_for_a_second_person(engine, sink):
+    from tasks.buyer_claims import claim_status
+    from tasks.mass_sends import buyer_not_told, resend_mass_send
+
+    mass_send_id, claims = _bank_claims(engine, 6)
+    numbers = tuple(number for _, number in claims)
+    boris, sam = staff(engine, "boris@example.ru"), staff(engine, "sam@example.ru", role="support")
+    with pytest.raises(MassSendRefused) as held:  # only a rejected send is resent
+        resend_mass_send(engine, mass_send_id, principal=sam, now=NOW)
+    assert held.value.status == 409
+
+    view = reject_mass_send(engine, mass_send_id, principal=boris, now=NOW, note="в письме не та сумма")
+    assert view.note == "в письме не та сумма" and view.rejected_by == boris.audit
+    assert view.buyer_not_told == numbers  # ops see who was never asked
+    assert [n for _, n, _ in buyer_not_told(engine)] == list(numbers)
+    assert {claim_status(engine, n, now=NOW).can_give_bank_details for n in numbers} == {True}  # the buyer's page still asks
+
+    accounting = staff(engine, "acc@example.ru", role="accounting")
+    with pytest.raises(MassSendRefused) as forbidden:
+        resend_mass_send(engine, mass_send_id, principal=accounting, now=NOW)
+    assert forbidden.value.status == 403
+    again = resend_mass_send(engine, mass_send_id, principal=sam, now=NOW)
+    assert (again.status, again.resend_of, again.recipient_count, again.template) == ("held", mass_send_id, 6, "bank_details_needed")
+    assert get_mass_send(engine, mass_send_id).resent_as == (again.id,)
+    assert buyer_not_told(engine) == []  # queued again: waiting for approval, no longer forgotten
+    with pytest.raises(MassSendRefused) as twice:
+        resend_mass_send(engine, mass_send_id, principal=sam, now=NOW)
+    assert twice.value.code == "nothing_to_resend"
+    assert send(engine, sink).sent == 0  # held again: nothing leaves without a second person
+    with pytest.raises(MassSendRefused) as same:  # whoever resent it may not approve it
+        approve_mass_send(engine, again.id, principal=Principal(kind="staff", audit="staff:supervisor:sam@example.ru", role="supervisor"),
+                          now=NOW)
+    assert same.value.code == "same_person"
+
+    approve_mass_send(engine, again.id, principal=boris, now=NOW)
+    assert send(engine, sink).sent == 6
+    assert get_mass_send(engine, mass_send_id).buyer_not_told == ()
+

@@ -1,0 +1,36 @@
+"""Regions: a regime names the subject by its code, as venues do (`77`), or by its ISO 3166-2:RU code;
+the list is ISO 3166-2:RU as the maintained pycountry package ships it, and nothing else passes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from states.regions import ISO_TO_SUBJECT, UnknownRegion, iso_subdivisions, subject_code
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_table_is_iso_3166_2_ru_as_pycountry_ships_it():
+    assert set(ISO_TO_SUBJECT) == iso_subdivisions() and len(iso_subdivisions()) == 83
+    assert len(set(ISO_TO_SUBJECT.values())) == 83  # one subject code each
+
+
+@pytest.mark.parametrize(("given", "stored"), [("77", "77"), (" 50 ", "50"), ("7", "07"), ("RU-MOW", "77"), ("ru-spe", "78"), ("MOS", "50"),
+                                               ("RU-PRI", "25"), ("RU-KGD", "39")])
+def test_a_subject_code_or_an_iso_code_is_stored_as_venues_store_it(given, stored):
+    assert subject_code(given) == stored
+
+
+@pytest.mark.parametrize("given", ["Регион 1", "99", "00", "RU-XX", "UA-43", "Москва", "777", "RU-", "bench"])
+def test_anything_else_is_refused_in_russian(given):
+    with pytest.raises(UnknownRegion, match="Неизвестный регион"):
+        subject_code(given)
+
+
+def test_every_region_the_sales_feed_docs_and_sample_use_is_a_known_subject():
+    regions = {json.loads(line)["venue"]["region"] for line in (REPO / "docs/sample-sales.jsonl").read_text().splitlines() if line.strip()}
+    assert regions and all(subject_code(r) == r for r in regions)
+    documented = (REPO / "docs/sales-feed.md").read_text()
+    assert '"region": "50"' in documented and subject_code("50") == "50"

@@ -1,0 +1,52 @@
+"""Sign-in codes (tasks/buyer_auth.py): the one-time code never sits in the database in the clear, not
+in the outbox row before it is sent nor after; the buyer's email carries it."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from models.tables import Order, OutboxMessage
+from tasks.buyer_auth import request_code, verify_code
+from tasks.outbox import dispatch_emails
+from tasks.smtp import SmtpSettings
+from tasks.smtp_sink import start_sink
+from tests import factories as f
+
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+outbox_t, order_t = OutboxMessage.__table__, Order.__table__
+
+
+@pytest.fixture
+def sink(tmp_path):
+    handle = start_sink("127.0.0.1", 0, tmp_path / "mail")
+    yield handle
+    handle.stop()
+
+
+def _dump(engine) -> str:
+    """Everything the outbox table holds, as text (what a stolen copy of the database shows)."""
+    with engine.connect() as conn:
+        return "\n".join(repr(tuple(r)) for r in conn.execute(select(outbox_t)))
+
+
+def test_the_sign_in_code_is_never_in_the_outbox_in_the_clear(engine, sink):
+    import asyncio
+
+    with engine.begin() as conn:
+        order_id = f.order(conn, created_at=NOW - timedelta(days=3), buyer_email="anna@example.ru")
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order_id)).scalar_one()
+    key = request_code(engine, order_number=number, email="anna@example.ru", now=NOW)
+    assert key is not None
+    before = _dump(engine)
+    assert "buyer_code" in before and "sealed" in before
+
+    smtp = SmtpSettings(host=sink.host, port=sink.port, timeout=5)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=NOW, mail_from="v@example.ru", dedup_key=key, limit=1))
+    assert report.sent == 1
+    (mail,) = sink.messages()
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    code = next(word for word in body.replace(".", " ").replace(":", " ").split() if word.isdigit() and len(word) == 6)
+    assert code not in before and code not in _dump(engine)  # neither before sending nor after
+    assert verify_code(engine, order_number=number, code=code, now=NOW + timedelta(minutes=1)) is not None  # and it is the real code
