@@ -70,7 +70,8 @@ def summary_rows(summary: Mapping[str, Any], *, labels: Mapping[str, str] | None
     return [{"what": labels.get(k, k), "value": str(v)} for k, v in summary.items()]
 
 
-def publish_follow_ups(failures: Mapping[str, Mapping[str, Any]], *, key: str, hint: str) -> UUID | None:
+def publish_follow_ups(failures: Mapping[str, Mapping[str, Any]], *, key: str, hint: str,
+                       title: str = "Заявки, выпавшие из пакета") -> UUID | None:
     """The claims or buyers that left the batch, by reason (code: count, Russian message), as a
     markdown artifact under the key's `-follow-ups`; None when nothing left the batch."""
     from prefect.artifacts import create_markdown_artifact
@@ -78,7 +79,7 @@ def publish_follow_ups(failures: Mapping[str, Mapping[str, Any]], *, key: str, h
     lines = [f"- `{code}`: {e['count']} — {e['message_ru']}" for code, e in sorted(failures.items())]
     if not lines:
         return None
-    return create_markdown_artifact("\n".join(["### Выпали из пакета", *lines, "", hint]), key=follow_ups_key(key))
+    return create_markdown_artifact("\n".join([f"### {title}", *lines, "", hint]), key=follow_ups_key(key))
 
 
 __all__ = ["event_key", "progress_key", "follow_ups_key", "percent", "start_progress", "report_progress", "publish_table", "summary_rows",
