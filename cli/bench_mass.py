@@ -311,9 +311,16 @@ def bench_mass_cancel(
     connections: int = typer.Option(4, "--connections", min=1, help="SMTP dispatchers, one connection each"),
     replies: int = typer.Option(2000, "--replies", min=0, help="Cash/BSO buyers who reply with bank details (then one 1C export)"),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON line only"),
+    regime: bool = typer.Option(False, "--regime", help="Decree 442: a regime cancellation and a postponement with vouchers (cli/bench_regime.py)"),
 ) -> None:
     """A stadium cancelled end to end: claims, refunds at the stand-in, mass mail approved and delivered."""
     import json
+
+    if regime:
+        from cli.bench_regime import run_regime_bench
+
+        typer.echo(json.dumps(run_regime_bench(tickets=tickets, chunk_size=chunk_size, concurrency=concurrency), ensure_ascii=False))
+        return
 
     result = run_mass_cancel_bench(tickets=tickets, chunk_size=chunk_size, concurrency=concurrency, connections=connections, replies=replies)
     typer.echo(json.dumps(result, ensure_ascii=False))

@@ -24,7 +24,7 @@ def event_postponement(change_id: int, issue_vouchers: bool = False, chunk_size:
     orders = postponement_chunks(change_id, chunk_size)
     tickets = voucher_chunks(event_id, chunk_size) if issue_vouchers and event_takes_vouchers(event_id, now) else []
     total_orders, total_tickets = sum(map(len, orders)), sum(map(len, tickets))
-    progress = start_progress(f"Postponement {change_id}: {total_orders} orders to tell, {total_tickets} tickets to exchange")
+    progress = start_progress(change_id, f"Перенос № {change_id}: оповестить заказов — {total_orders}, обменять билетов на ваучеры — {total_tickets}")
     steps, done = len(orders) + len(tickets), 0
 
     told = 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -21,10 +23,16 @@ from models.db import get_engine
 from models.tables import EventChange
 from states.policy import OrganizerPolicy
 from states.regimes import RegimeRuling
+from tasks import event_artifacts
 from tasks.regimes import RegimeInputError, regime_for_event, send_to_buyers
 
 event_change_t = EventChange.__table__
 NOTICE_TEMPLATE = "event_postponed"
+
+
+def artifact_key(change_id: int) -> str:
+    """The event-postponement run's artifacts, one key per change (tasks/event_artifacts.py)."""
+    return event_artifacts.event_key("event-postponement", change_id)
 
 
 @dataclass(frozen=True)
@@ -217,27 +225,19 @@ def event_of_change(change_id: int) -> int:
         return _change(conn, change_id).event_id
 
 
-@task(name="start-progress")
-def start_progress(description: str) -> str:
-    """A progress artifact the flow's chunks move forward (Prefect UI: the run's Artifacts tab)."""
-    from prefect.artifacts import create_progress_artifact
-
-    return str(create_progress_artifact(progress=0.0, description=description))
+@task(name="start-progress", cache_policy=NO_CACHE)
+def start_progress(change_id: int, description: str) -> UUID:
+    """The run's progress bar (tasks/event_artifacts.py, shared with mass-cancellation), keyed by change."""
+    return event_artifacts.start_progress(key=artifact_key(change_id), description=description)
 
 
-@task(name="report-progress")
-def report_progress(artifact_id: str, done: int, total: int) -> float:
-    from prefect.artifacts import update_progress_artifact
-
-    percent = round(100.0 * done / total, 1) if total else 100.0
-    update_progress_artifact(artifact_id=artifact_id, progress=percent)  # type: ignore[arg-type]  # accepts the id's text
-    return percent
+@task(name="report-progress", cache_policy=NO_CACHE)
+def report_progress(artifact_id: UUID, done: int, total: int) -> float:
+    return event_artifacts.report_progress(artifact_id, done, total)
 
 
-@task(name="publish-postponement-summary")
+@task(name="publish-postponement-summary", cache_policy=NO_CACHE)
 def publish_summary(change_id: int, summary: dict[str, Any]) -> None:
     """The run's summary as a table artifact, one key per change (the newest run of a change replaces it)."""
-    from prefect.artifacts import create_table_artifact
-
-    create_table_artifact(table=[{"what": k, "value": str(v)} for k, v in summary.items()], key=f"event-postponement-{change_id}",
-                          description=f"Postponement {change_id}: buyers told and vouchers issued")
+    event_artifacts.publish_table(event_artifacts.summary_rows(summary), key=artifact_key(change_id),
+                                  description=f"Перенос № {change_id}: покупатели оповещены, ваучеры выданы")

@@ -121,6 +121,29 @@ def regime_for_event(conn: Connection, *, event_id: int, original_day: date, cha
     return applicable_regime(spans, region=region, original_day=original_day, changed_on=changed_on)
 
 
+def attach_regime(conn: Connection, *, event_id: int, now: datetime) -> int | None:
+    """An event cancelled (the mass-cancellation flow's first step) or postponed: the regime its change
+    falls under is attached to it, once (its region's regime in force on the event's original date or
+    on today's date in the venue's zone). From here every claim of the event is judged by Decree 442
+    (models.claim_store.regime_rulings): the 180-day refund deadline from the regime's end, the rule
+    cited, vouchers where the organizer's policy offers them. Returns the regime's id (None: none)."""
+    from zoneinfo import ZoneInfo
+
+    ev = conn.execute(
+        select(event_t.c.regime_id, event_t.c.starts_at, event_t.c.original_starts_at, venue_t.c.timezone)
+        .join(venue_t, venue_t.c.id == event_t.c.venue_id).where(event_t.c.id == event_id)
+    ).one_or_none()
+    if ev is None or ev.regime_id is not None:
+        return ev.regime_id if ev is not None else None
+    zone = ZoneInfo(ev.timezone)
+    original = (ev.original_starts_at or ev.starts_at).astimezone(zone).date()
+    regime = regime_for_event(conn, event_id=event_id, original_day=original, changed_on=now.astimezone(zone).date())
+    if regime is None:
+        return None
+    conn.execute(update(event_t).where(event_t.c.id == event_id, event_t.c.regime_id.is_(None)).values(regime_id=regime.id))
+    return regime.id
+
+
 # --- telling buyers ------------------------------------------------------------------------------
 
 Message = tuple[int | None, str, dict[str, Any], str]  # (claim id | None, recipient, payload, dedup key)
