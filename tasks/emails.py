@@ -9,6 +9,7 @@ footer.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -297,7 +298,7 @@ POLICY = email_policy.default.clone(header_factory=_HeaderClasses())
 def message_id_for(key: str, mail_from: str) -> str:
     """Deterministic Message-ID: the same outbox key gives the same id, so a resend is recognisable."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "vozvrat.local"
+    domain = _bare_address(mail_from).rpartition("@")[2] or "vozvrat.local"
     return f"<{digest}.vozvrat@{domain}>"
 
 
@@ -402,12 +403,23 @@ def _encoded_words(value: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
+@functools.lru_cache(maxsize=64)
+def _address_header(name: str, value: str) -> str:
+    """From and To (the sender is the same on every message: parsed once)."""
+    display, address = parseaddr(value)
+    if display and not display.isascii():
+        return f"{name}: {_encoded_words(display)} <{address}>"
+    return f"{name}: {formataddr((display, address))}"
+
+
+@functools.lru_cache(maxsize=64)
+def _bare_address(value: str) -> str:
+    return parseaddr(value)[1]
+
+
 def _wire_header(name: str, value: str) -> str:
     if name in _ADDRESS_HEADERS:
-        display, address = parseaddr(value)
-        if display and not display.isascii():
-            return f"{name}: {_encoded_words(display)} <{address}>"
-        return f"{name}: {formataddr((display, address))}"
+        return _address_header(name, value)
     if value.isascii():
         return f"{name}: {value}"
     return f"{name}: {_encoded_words(value)}"
@@ -448,7 +460,7 @@ def render_email_bytes(
         f"--{boundary}\r\n", _PART_HEAD.format(subtype="html"), _base64_body(html),
         f"--{boundary}--\r\n",
     )).encode("ascii")
-    return RenderedEmail(mail_from=parseaddr(mail_from)[1], to=parseaddr(to)[1], data=data, message_id=mid)
+    return RenderedEmail(mail_from=_bare_address(mail_from), to=_bare_address(to), data=data, message_id=mid)
 
 
 __all__ = [
