@@ -266,6 +266,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # compiled once per process: no stat() of three template files for every message
     )
     env.filters.update(rub=rub, ru_date=ru_date, days_ru=days_ru, working_days_ru=working_days_ru, reason_ru=reason_ru,
                        channel_ru=channel_ru, nolinks=nolinks)
