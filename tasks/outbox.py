@@ -43,7 +43,7 @@ from sqlmodel import Session, select
 
 from models.crypto import SecretKeyError
 from models.tables import MailAudit, OutboxMessage
-from tasks.buyer_links import status_url
+from tasks.buyer_links import status_url, status_url_maker
 from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
 from tasks.mass_sends import refresh_progress
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
@@ -353,7 +353,7 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
-    run = _Run()
+    run = _Run(link=_status_links(now))
     remaining = limit
     connections = [SmtpConnection(smtp) for _ in range(concurrency)]
     try:
@@ -412,7 +412,8 @@ class _Batch:
                 return
             email = self.todo.popleft()
             self.begun.add(email.id)
-            outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=run.smtp_down)
+            outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=run.smtp_down,
+                                            link=run.link)
             self.done.append((email, outcome, error))
             if outcome == "sent":
                 report.sent += 1
@@ -430,6 +431,7 @@ class _Batch:
 class _Run:
     stopped: bool = False  # the kill switch or the lease budget: no new sends in this run
     smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
+    link: Callable[[str], str] | None = None  # the status links' signer, made once per run
 
 
 async def _all_or_none(coroutines: list[Awaitable[None]]) -> None:
@@ -464,27 +466,38 @@ def _audit_sent(engine: Engine, sent: Sequence[LeasedEmail], *, owner: str, now:
         refresh_progress(conn, [k for k in groups if k is not None], now=now)
 
 
-def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime) -> Mapping[str, Any]:
+def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime,
+                     link: Callable[[str], str] | None = None) -> Mapping[str, Any]:
     """A buyer's claim email gets a fresh signed link to the claim's «Где мои деньги» page when it is
     sent (a message held by the kill switch for days still carries a live link). No link secret: the
-    email goes without the link rather than not at all."""
+    email goes without the link rather than not at all. ``link``: a dispatcher's ``status_url_maker(now)``."""
     if template not in BUYER_CLAIM_TEMPLATES or payload.get("status_url") or not payload.get("claim_number"):
         return payload
     try:
-        return {**payload, "status_url": status_url(str(payload["claim_number"]), now=now)}
+        url = link(str(payload["claim_number"])) if link is not None else status_url(str(payload["claim_number"]), now=now)
     except SecretKeyError:
         return payload
+    return {**payload, "status_url": url}
+
+
+def _status_links(now: datetime) -> Callable[[str], str] | None:
+    """One signer for a whole dispatch run (None without a link secret: each message then goes without)."""
+    try:
+        return status_url_maker(now)
+    except SecretKeyError:
+        return None
 
 
 async def _deliver(
-    email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None
+    email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None,
+    link: Callable[[str], str] | None = None,
 ) -> tuple[str, str | None]:
     """("sent" | "retry" | "failed", error)."""
     try:
         if not email.recipient:
             raise ValueError("no recipient")
         message = render_email_bytes(
-            email.template or "", to=email.recipient, context=with_status_link(email.template, email.payload, now), mail_from=mail_from,
+            email.template or "", to=email.recipient, context=with_status_link(email.template, email.payload, now, link), mail_from=mail_from,
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
