@@ -404,17 +404,30 @@ def _encoded_words(value: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
-@functools.lru_cache(maxsize=64)
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
 def _address_header(name: str, value: str) -> str:
-    """From and To (the sender is the same on every message: parsed once)."""
+    """From and To: a bare address (a buyer's, on most messages) as it is, anything else parsed."""
+    if _BARE_ADDRESS.fullmatch(value):
+        return f"{name}: {value}"
+    return _parsed_address_header(name, value)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_address_header(name: str, value: str) -> str:
     display, address = parseaddr(value)
     if display and not display.isascii():
         return f"{name}: {_encoded_words(display)} <{address}>"
     return f"{name}: {formataddr((display, address))}"
 
 
-@functools.lru_cache(maxsize=64)
 def _bare_address(value: str) -> str:
+    return value if _BARE_ADDRESS.fullmatch(value) else _parsed_address(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_address(value: str) -> str:
     return parseaddr(value)[1]
 
 
