@@ -9,7 +9,10 @@ anyone until their lease expires, which is how the rows of a dispatcher that die
 
 Each row's status is committed on its own right after its send, so a dispatcher killed between the
 SMTP "250" and that commit causes at most one duplicate, of that one message, sent again after the
-lease expires with the same Message-ID (fixed on the row the first time it is leased). While the
+lease expires with the same Message-ID (fixed on the row the first time it is leased). A dispatcher
+may send over several SMTP connections at once (``concurrency``, for a mass send): its senders share
+the leased batch and their outcomes are committed ``concurrency`` at a time, so a kill between the
+"250"s and that commit resends at most ``2 * concurrency - 1`` messages (the same Message-IDs). While the
 SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
 The kill switch (``enabled=False``) sends nothing and leases nothing; thrown while a dispatcher
 sends (``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the
