@@ -79,8 +79,8 @@ def seed_mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: i
     return {"event_id": event_id, "tickets": ticket_ids, "payments": payments}
 
 
-def _dispatcher(url: str, smtp_port: int, now: datetime) -> int:
-    """One outbox dispatcher process (its own engine, event loop and SMTP connection) until nothing is due."""
+def _dispatcher(url: str, smtp_port: int, now: datetime, concurrency: int = 1) -> int:
+    """One outbox dispatcher process (its own engine, event loop and `concurrency` SMTP connections) until nothing is due."""
     from models.db import make_engine
     from tasks.outbox import dispatch_emails
     from tasks.smtp import SmtpSettings
@@ -92,7 +92,7 @@ def _dispatcher(url: str, smtp_port: int, now: datetime) -> int:
         while True:
             # The real clock on each pass: leases are taken until now + 5 min (see tasks/outbox.py).
             report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=max(now, datetime.now(UTC)), mail_from=MAIL_FROM,
-                                                 limit=5000, rate_per_s=0))
+                                                 limit=5000, rate_per_s=0, concurrency=concurrency))
             sent += report.sent
             if not report.sent:
                 return sent
@@ -159,7 +159,7 @@ async def _smtp_baseline(port: int, *, messages: int, connections: int) -> float
     return messages / (time.perf_counter() - t0)
 
 
-def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 4,
+def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 4, dispatchers: int = 2,
                           cash_share: float = 0.12, bso_share: float = 0.08, replies: int = 2000, keep: bool = False) -> dict:
     from sqlalchemy import delete, func, insert, select
 
@@ -233,8 +233,12 @@ def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: 
         t_sending = time.perf_counter()
 
         # Dispatchers are processes, as outbox-dispatch workers are: rendering is CPU, and threads share one GIL.
-        with ProcessPoolExecutor(connections) as pool:
-            emails_sent = sum(pool.map(_dispatcher, [url] * connections, [stack.smtp_port] * connections, [now] * connections))
+        # The `connections` SMTP sessions are shared out among `dispatchers` processes (the baseline uses as many).
+        dispatchers = max(1, min(dispatchers, connections))
+        per_dispatcher = [connections // dispatchers + (n < connections % dispatchers) for n in range(dispatchers)]
+        with ProcessPoolExecutor(dispatchers) as pool:
+            emails_sent = sum(pool.map(_dispatcher, [url] * dispatchers, [stack.smtp_port] * dispatchers, [now] * dispatchers,
+                                       per_dispatcher))
         t_end = time.perf_counter()
         with engine.connect() as conn:
             claims = conn.execute(select(func.count()).select_from(claim_t).where(claim_t.c.event_id == data["event_id"])).scalar_one()
@@ -278,6 +282,7 @@ def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: 
         "chunk_size": chunk_size,
         "acquirer_concurrency": concurrency,
         "smtp_connections": connections,
+        "dispatchers": dispatchers,
         "claims": claims,
         "states": states,
         "engine_claims_per_s": round(claims / engine_s, 1) if engine_s else None,
@@ -308,7 +313,8 @@ def bench_mass_cancel(
     tickets: int = typer.Option(60000, "--tickets", min=1, help="Tickets of the cancelled event"),
     chunk_size: int = typer.Option(2000, "--chunk-size", min=1),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Card refunds in flight (VOZVRAT_ACQUIRER_CONCURRENCY)"),
-    connections: int = typer.Option(4, "--connections", min=1, help="SMTP dispatchers, one connection each"),
+    connections: int = typer.Option(4, "--connections", min=1, help="SMTP connections in all (and of the baseline)"),
+    dispatchers: int = typer.Option(2, "--dispatchers", min=1, help="Dispatcher processes sharing the connections"),
     replies: int = typer.Option(2000, "--replies", min=0, help="Cash/BSO buyers who reply with bank details (then one 1C export)"),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON line only"),
     regime: bool = typer.Option(False, "--regime", help="Decree 442: a regime cancellation and a postponement with vouchers (cli/bench_regime.py)"),
@@ -322,7 +328,8 @@ def bench_mass_cancel(
         typer.echo(json.dumps(run_regime_bench(tickets=tickets, chunk_size=chunk_size, concurrency=concurrency), ensure_ascii=False))
         return
 
-    result = run_mass_cancel_bench(tickets=tickets, chunk_size=chunk_size, concurrency=concurrency, connections=connections, replies=replies)
+    result = run_mass_cancel_bench(tickets=tickets, chunk_size=chunk_size, concurrency=concurrency, connections=connections, dispatchers=dispatchers,
+                                   replies=replies)
     typer.echo(json.dumps(result, ensure_ascii=False))
     if not json_out:
         typer.echo(f"end to end {result['end_to_end_claims_per_s']} claims/s over {result['tickets']} tickets", err=True)

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -101,3 +102,11 @@ def read_status_link(token: str, *, now: datetime, max_age: timedelta | None = N
 def status_url(claim_number: str, *, now: datetime) -> str:
     """The «Где мои деньги» link put in every email the buyer gets (valid VOZVRAT_STATUS_LINK_DAYS)."""
     return f"{get_settings().public_url.rstrip('/')}/s/{status_link_token(claim_number, now=now)}"
+
+
+def status_url_maker(now: datetime) -> Callable[[str], str]:
+    """``status_url`` for many claims at one ``now`` (the outbox sending a batch): the secret, the
+    signer and the base URL are made once. Raises SecretKeyError as ``status_url`` does."""
+    serializer = _serializer(now, STATUS_SALT)
+    base = f"{get_settings().public_url.rstrip('/')}/s/"
+    return lambda claim_number: base + serializer.dumps({"claim": claim_number})

@@ -9,7 +9,10 @@ anyone until their lease expires, which is how the rows of a dispatcher that die
 
 Each row's status is committed on its own right after its send, so a dispatcher killed between the
 SMTP "250" and that commit causes at most one duplicate, of that one message, sent again after the
-lease expires with the same Message-ID (fixed on the row the first time it is leased). While the
+lease expires with the same Message-ID (fixed on the row the first time it is leased). A dispatcher
+may send over several SMTP connections at once (``concurrency``, for a mass send): its senders share
+the leased batch and their outcomes are committed ``concurrency`` at a time, so a kill between the
+"250"s and that commit resends at most ``2 * concurrency - 1`` messages (the same Message-IDs). While the
 SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
 The kill switch (``enabled=False``) sends nothing and leases nothing; thrown while a dispatcher
 sends (``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the
@@ -27,7 +30,7 @@ import os
 import socket
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from sqlmodel import Session, select
 
 from models.crypto import SecretKeyError, open_sealed
 from models.tables import MailAudit, OutboxMessage
-from tasks.buyer_links import status_url
+from tasks.buyer_links import status_url, status_url_maker
 from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
 from tasks.mass_sends import refresh_progress
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
@@ -80,10 +83,11 @@ class Pacer:
         if not self.interval:
             return
         now = self.clock()
-        if self.next_at is not None and self.next_at > now:
-            await self.sleep(self.next_at - now)
-            now = self.next_at
-        self.next_at = now + self.interval
+        # The slot is taken before sleeping, so concurrent senders of one dispatcher get distinct slots.
+        slot = now if self.next_at is None or self.next_at <= now else self.next_at
+        self.next_at = slot + self.interval
+        if slot > now:
+            await self.sleep(slot - now)
 
 
 @dataclass
@@ -260,6 +264,33 @@ def _record(engine: Engine, email: LeasedEmail, *, owner: str, outcome: str, err
         conn.execute(statement)
 
 
+def _record_many(engine: Engine, outcomes: Sequence[tuple[LeasedEmail, str, str | None]], *, owner: str, now: datetime,
+                 autocommit: Connection | None = None) -> None:
+    """Commit the outcomes of several sends at once (one transaction, one statement per kind of outcome):
+    the same updates as ``_record``'s, for a dispatcher sending over several connections."""
+    if len(outcomes) == 1:
+        email, outcome, error = outcomes[0]
+        _record(engine, email, owner=owner, outcome=outcome, error=error, now=now, autocommit=autocommit)
+        return
+    released = dict(lease_owner=None, leased_until=None)
+    row = outbox_t.c.id == bindparam("row_id")
+    mine = row & (outbox_t.c.lease_owner == owner)
+    sent = [{"row_id": e.id} for e, outcome, _ in outcomes if outcome == "sent"]
+    retry = [{"row_id": e.id, "next_at": now + backoff(e.attempts), "error": err} for e, outcome, err in outcomes if outcome == "retry"]
+    failed = [{"row_id": e.id, "error": err} for e, outcome, err in outcomes if outcome not in ("sent", "retry")]
+    with ExitStack() as stack:
+        conn = autocommit if autocommit is not None else stack.enter_context(engine.begin())
+        if sent:
+            conn.execute(update(outbox_t).where(row, outbox_t.c.status == "pending")
+                         .values(status="sent", sent_at=now, last_error=None, **released), sent)
+        if retry:
+            conn.execute(update(outbox_t).where(mine).values(next_attempt_at=bindparam("next_at"), attempts=outbox_t.c.attempts + 1,
+                                                             last_error=bindparam("error"), **released), retry)
+        if failed:
+            conn.execute(update(outbox_t).where(mine).values(status="failed", attempts=outbox_t.c.attempts + 1,
+                                                             last_error=bindparam("error"), **released), failed)
+
+
 def _release(engine: Engine, emails: Sequence[LeasedEmail], *, owner: str) -> None:
     if not emails:
         return
@@ -287,13 +318,17 @@ async def dispatch_emails(
     rate_per_s: float | None = None,
     still_enabled: Callable[[], bool] | None = email_enabled_now,
     pacer: Pacer | None = None,
+    concurrency: int = 1,
 ) -> DispatchReport:
     """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s, or the one
     message ``dedup_key``, when given).
 
-    Rows are leased ``batch`` at a time and sent over one SMTP session; each outcome is committed
-    on its own. Safe to run in any number of processes at once.
+    Rows are leased ``batch`` at a time and sent over ``concurrency`` SMTP sessions at once (one by
+    default). With one session each outcome is committed on its own; with several, the outcomes
+    are committed ``concurrency`` at a time. Safe to run in any number of processes at once.
     """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     now = _utc(now)
     report = DispatchReport()
     if not enabled:
@@ -311,53 +346,110 @@ async def dispatch_emails(
             autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
         return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, dedup_key=dedup_key,
                                owner=owner, batch=batch, lease=lease, autocommit=autocommit, report=report,
-                               pacer=pacer or Pacer(rate_per_s), still_enabled=still_enabled or (lambda: True))
+                               pacer=pacer or Pacer(rate_per_s), still_enabled=still_enabled or (lambda: True),
+                               concurrency=concurrency)
 
 
 async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
                     dedup_key: str | None, owner: str, batch: int, lease: timedelta, autocommit: Connection | None,
-                    report: DispatchReport, pacer: Pacer, still_enabled: Callable[[], bool]) -> DispatchReport:
+                    report: DispatchReport, pacer: Pacer, still_enabled: Callable[[], bool], concurrency: int = 1) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
-    smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
+    run = _Run(link=_status_links(now))
     remaining = limit
-    async with SmtpConnection(smtp) as connection:
-        while remaining > 0:
+    connections = [SmtpConnection(smtp) for _ in range(concurrency)]
+    try:
+        while remaining > 0 and not run.stopped:
             with engine.begin() as conn:
                 leased = lease_due_emails(conn, owner=owner, now=now, limit=min(batch, remaining), mail_from=mail_from,
                                           lease=lease, claim_id=claim_id, dedup_key=dedup_key)
             if not leased:
                 break
             remaining -= len(leased)
-            done, in_flight = 0, False
-            sent: list[LeasedEmail] = []
+            sending = _Batch(leased)
             try:
-                for email in leased:
-                    if time.monotonic() - started > budget:
-                        return report
-                    if not still_enabled():  # the kill switch, thrown while we send: stop now
-                        report.held_by_kill_switch = True
-                        return report
-                    await pacer.wait()
-                    in_flight = True
-                    outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=smtp_down)
-                    _record(engine, email, owner=owner, outcome=outcome, error=error, now=now, autocommit=autocommit)
-                    done, in_flight = done + 1, False
-                    if outcome == "sent":
-                        report.sent += 1
-                        sent.append(email)
-                    elif outcome == "retry":
-                        report.retried += 1
-                        smtp_down = smtp_down or error
-                    else:
-                        report.failed += 1
+                await _all_or_none([sending.sender(c, engine=engine, now=now, mail_from=mail_from, owner=owner, started=started, budget=budget,
+                                                   autocommit=autocommit, report=report, pacer=pacer, still_enabled=still_enabled,
+                                                   run=run, group=concurrency)
+                                    for c in connections[: len(leased)]])
             finally:
-                _audit_sent(engine, sent, owner=owner, now=now)
-                # Rows not tried (the lease running out, or an error) are due again at once, not when the
-                # lease expires; a row in flight when an error struck stays leased, as it may have been sent.
-                _release(engine, leased[done + in_flight:], owner=owner)
+                sending.commit_outcomes(engine, owner=owner, now=now, autocommit=autocommit)
+                _audit_sent(engine, sending.sent, owner=owner, now=now)
+                # Rows not tried (the lease running out, the kill switch, or an error) are due again at once, not when
+                # the lease expires; a row in flight when an error struck stays leased, as it may have been sent.
+                _release(engine, [e for e in leased if e.id not in sending.begun], owner=owner)
+    finally:
+        for connection in connections:
+            await connection.close()
     return report
+
+
+class _Batch:
+    """One leased batch, sent by the dispatcher's senders together (one per SMTP connection)."""
+
+    def __init__(self, leased: Sequence[LeasedEmail]):
+        self.todo = deque(leased)
+        self.begun: set[int] = set()  # taken by a sender: tried, or in flight (may have left)
+        self.done: list[tuple[LeasedEmail, str, str | None]] = []  # outcomes not yet committed
+        self.sent: list[LeasedEmail] = []
+
+    def commit_outcomes(self, engine: Engine, *, owner: str, now: datetime, autocommit: Connection | None) -> None:
+        if self.done:
+            _record_many(engine, self.done, owner=owner, now=now, autocommit=autocommit)
+            self.done.clear()
+
+    async def sender(self, connection: SmtpConnection, *, engine: Engine, now: datetime, mail_from: str, owner: str, started: float,
+                     budget: float, autocommit: Connection | None, report: DispatchReport, pacer: Pacer,
+                     still_enabled: Callable[[], bool], run: _Run, group: int) -> None:
+        """Send from the batch until it is empty or the run stops; commit outcomes ``group`` at a time."""
+        while self.todo and not run.stopped:
+            if time.monotonic() - started > budget:
+                run.stopped = True
+                return
+            if not still_enabled():  # the kill switch, thrown while we send: stop now
+                report.held_by_kill_switch = run.stopped = True
+                return
+            await pacer.wait()
+            if run.stopped or not self.todo:
+                return
+            email = self.todo.popleft()
+            self.begun.add(email.id)
+            outcome, error = await _deliver(email, connection=connection, now=now, mail_from=mail_from, smtp_down=run.smtp_down,
+                                            link=run.link)
+            self.done.append((email, outcome, error))
+            if outcome == "sent":
+                report.sent += 1
+                self.sent.append(email)
+            elif outcome == "retry":
+                report.retried += 1
+                run.smtp_down = run.smtp_down or error
+            else:
+                report.failed += 1
+            if len(self.done) >= group:
+                self.commit_outcomes(engine, owner=owner, now=now, autocommit=autocommit)
+
+
+@dataclass
+class _Run:
+    stopped: bool = False  # the kill switch or the lease budget: no new sends in this run
+    smtp_down: str | None = None  # once the server is down, the rest of this run is deferred untried
+    link: Callable[[str], str] | None = None  # the status links' signer, made once per run
+
+
+async def _all_or_none(coroutines: list[Awaitable[None]]) -> None:
+    """Run the senders together; the first error cancels the others (their messages in flight stay
+    leased) and is raised as it is."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _audit_sent(engine: Engine, sent: Sequence[LeasedEmail], *, owner: str, now: datetime) -> None:
@@ -377,20 +469,31 @@ def _audit_sent(engine: Engine, sent: Sequence[LeasedEmail], *, owner: str, now:
         refresh_progress(conn, [k for k in groups if k is not None], now=now)
 
 
-def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime) -> Mapping[str, Any]:
+def with_status_link(template: str | None, payload: Mapping[str, Any], now: datetime,
+                     link: Callable[[str], str] | None = None) -> Mapping[str, Any]:
     """A buyer's claim email gets a fresh signed link to the claim's «Где мои деньги» page when it is
     sent (a message held by the kill switch for days still carries a live link). No link secret: the
-    email goes without the link rather than not at all."""
+    email goes without the link rather than not at all. ``link``: a dispatcher's ``status_url_maker(now)``."""
     if template not in BUYER_CLAIM_TEMPLATES or payload.get("status_url") or not payload.get("claim_number"):
         return payload
     try:
-        return {**payload, "status_url": status_url(str(payload["claim_number"]), now=now)}
+        url = link(str(payload["claim_number"])) if link is not None else status_url(str(payload["claim_number"]), now=now)
     except SecretKeyError:
         return payload
+    return {**payload, "status_url": url}
+
+
+def _status_links(now: datetime) -> Callable[[str], str] | None:
+    """One signer for a whole dispatch run (None without a link secret: each message then goes without)."""
+    try:
+        return status_url_maker(now)
+    except SecretKeyError:
+        return None
 
 
 async def _deliver(
-    email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None
+    email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None,
+    link: Callable[[str], str] | None = None,
 ) -> tuple[str, str | None]:
     """("sent" | "retry" | "failed", error)."""
     try:
@@ -398,7 +501,7 @@ async def _deliver(
             raise ValueError("no recipient")
         message = render_email_bytes(
             email.template or "", to=email.recipient, mail_from=mail_from,
-            context=with_status_link(email.template, open_sealed(email.payload), now),  # a sealed sign-in code opens only here
+            context=with_status_link(email.template, open_sealed(email.payload), now, link),  # a sealed sign-in code opens only here
             message_id_key=email.dedup_key, message_id=email.message_id, now=now,
         )
     except (UnknownTemplate, MissingContext, jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
