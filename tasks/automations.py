@@ -35,8 +35,9 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 
 # Runs re-run after a crash. refund-claim: one claim from filing to payout. mass-cancellation: one
-# event's cancellation (issue 12), resumable where it stopped. Naming one that is not deployed is harmless.
-RERUN_ON_CRASH = ("refund-claim", "mass-cancellation")
+# event's cancellation (issue 12), resumable where it stopped; mass-cancellation-chunk: one chunk of
+# it, idempotent by ticket, on any worker. Naming one that is not deployed is harmless.
+RERUN_ON_CRASH = ("refund-claim", "mass-cancellation", "mass-cancellation-chunk")
 # A run crashed with run_count above this is left Crashed (and, for a claim, to the sweep).
 MAX_RUN_COUNT = 6
 

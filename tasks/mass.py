@@ -44,7 +44,6 @@ from tasks.acquirer import AcquirerPort
 from tasks.auth import Principal
 from tasks.mass_sends import hold_event_mail
 from tasks.payouts import export_bank_transfers, open_payouts, submit_card_refunds_concurrently
-from tasks.regimes import attach_regime
 
 event_t = Event.__table__
 ticket_t = Ticket.__table__
@@ -118,9 +117,6 @@ def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by
             moved = conn.execute(update(event_t).where(event_t.c.id == event_id, event_t.c.status == status).values(status=step.new_status)).rowcount
             if moved != 1:
                 raise MassRefused("EVENT_CHANGED", "Статус мероприятия изменился, повторите запуск.")
-        if action == "cancelled":
-            # Decree 442: cancelled while its region's regime is in force -> every claim under the regime's rules.
-            attach_regime(conn, event_id=event_id, now=now)
         if existing is None:
             conn.execute(
                 _upsert(conn, mass_t).values(event_id=event_id, action=action, reason=reason, started_by=started_by, status="running",
