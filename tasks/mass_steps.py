@@ -1,7 +1,10 @@
 """The mass-cancellation flow's steps as Prefect tasks (flows/mass_cancellation.py puts them in order).
 
 Each chunk is its own task run, idempotent by ticket (tasks/mass.py): a retry, a resumed run or a
-run on another worker finds what is done and does the rest. Nothing is cached: a re-run must look at
+run on another worker finds what is done and does the rest. A parent run from a deployment submits
+each chunk as a run of the `mass-cancellation-chunk` deployment (submit_chunk_runs, one idempotency
+key per event and chunk) and waits for them (wait_for_chunk_runs), so any worker of the pool takes
+chunks. Nothing is cached: a re-run must look at
 the database again. The progress and summary artifacts are keyed by event, so ops find the latest
 of an event's runs under one name in the Prefect UI.
 """
