@@ -156,7 +156,7 @@ def test_the_automations_are_applied_once_and_again_change_nothing(prefect_on_po
     from tasks.automations import CRASH_NEVER_STARTED, CRASH_SILENT, RERUN_CRASHED
 
     silent, = prefect_client.read_automations_by_name(CRASH_SILENT)
-    assert silent.trigger.posture == "Proactive" and silent.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert silent.trigger.posture == "Proactive" and silent.trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert "prefect.flow-run.Suspended" in silent.trigger.expect  # a claim waiting for a person holds no process
     assert silent.actions[0].type == "change-flow-run-state" and silent.actions[0].state == "CRASHED"
     rerun, = prefect_client.read_automations_by_name(RERUN_CRASHED)
