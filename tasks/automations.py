@@ -35,8 +35,9 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 
 # Runs re-run after a crash. refund-claim: one claim from filing to payout. mass-cancellation: one
-# event's cancellation (issue 12), resumable where it stopped. Naming one that is not deployed is harmless.
-RERUN_ON_CRASH = ("refund-claim", "mass-cancellation")
+# event's cancellation (issue 12), resumable where it stopped; mass-cancellation-chunk: one chunk of
+# it, idempotent by ticket, on any worker. Naming one that is not deployed is harmless.
+RERUN_ON_CRASH = ("refund-claim", "mass-cancellation", "mass-cancellation-chunk")
 # A run crashed with run_count above this is left Crashed (and, for a claim, to the sweep).
 MAX_RUN_COUNT = 6
 
@@ -74,10 +75,12 @@ def declared_automations(*, heartbeat_grace_s: int = HEARTBEAT_GRACE_S, pending_
         raise ValueError(f"pending grace {pending_grace_s}s: at least 30 s (a worker takes seconds to start a run)")
     silent = AutomationCore(
         name=CRASH_SILENT,
-        description=(f"A flow run that sent a heartbeat and then nothing for {heartbeat_grace_s}s (its process died with its "
+        description=(f"A flow run that started or sent a heartbeat and then nothing for {heartbeat_grace_s}s (its process died with its "
                      "worker) is set Crashed; the re-run automation then schedules it again. Declared in tasks/automations.py."),
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # Running too: a run killed before its first heartbeat (they come every 30 s) was left
+            # Running for good (a chunk run of a mass cancellation, seen in the scale-out test).
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             # AwaitingRetry: the flow's own retry waits in its process; were it to die then, the run is
             # Scheduled already and a worker takes it when its retry time comes.
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.AwaitingRetry", *_STOPS_HEARTBEATS},

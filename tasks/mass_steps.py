@@ -1,7 +1,10 @@
 """The mass-cancellation flow's steps as Prefect tasks (flows/mass_cancellation.py puts them in order).
 
 Each chunk is its own task run, idempotent by ticket (tasks/mass.py): a retry, a resumed run or a
-run on another worker finds what is done and does the rest. Nothing is cached: a re-run must look at
+run on another worker finds what is done and does the rest. A parent run from a deployment submits
+each chunk as a run of the `mass-cancellation-chunk` deployment (submit_chunk_runs, one idempotency
+key per event and chunk) and waits for them (wait_for_chunk_runs), so any worker of the pool takes
+chunks. Nothing is cached: a re-run must look at
 the database again. The progress and summary artifacts are keyed by event, so ops find the latest
 of an event's runs under one name in the Prefect UI.
 """
@@ -70,6 +73,101 @@ def move_chunk(run: dict, first_ticket_id: int, last_ticket_id: int, now: dateti
     get_run_logger().info("chunk %s-%s: %s", first_ticket_id, last_ticket_id,
                           "done by an earlier run" if result.skipped else f"{result.filed} filed, states {result.states}")
     return result.to_json()
+
+
+CHUNK_DEPLOYMENT = "mass-cancellation-chunk/mass-cancellation-chunk"
+CHUNK_POLL_S = 3.0
+# A chunk run left Crashed this long was not scheduled again by the automations (none applied?): the
+# parent schedules it again itself. The automations act within seconds of the crash.
+CRASHED_GRACE_S = 180.0
+_FINAL_NOT_DONE = {"FAILED", "CANCELLED", "CRASHED"}
+
+
+def chunk_key(run: dict, first_ticket_id: int, last_ticket_id: int) -> str:
+    """One chunk run per mass record (one per event) and ticket range: a re-run of the parent finds it."""
+    return f"mass-cancellation-{run['id']}-chunk-{first_ticket_id}-{last_ticket_id}"
+
+
+def chunk_deployment_exists() -> bool:
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(CHUNK_DEPLOYMENT)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _schedule_again(client, run_id: UUID, why: str) -> None:
+    from prefect.states import Scheduled
+
+    client.set_flow_run_state(run_id, Scheduled(name="Rescheduled", message=why), force=True)
+
+
+def submit_chunk_runs(run: dict, chunks: list[tuple[int, int]], now: datetime) -> list[UUID]:
+    """Each chunk as a run of the chunk deployment, for any worker of the pool (timeout=0: not waited
+    for here). The same key on a re-run returns the run made before; one that failed, was cancelled
+    or crashed is scheduled again (the same run: idempotent by ticket)."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    ids: list[UUID] = []
+    for first, last in chunks:
+        chunk_run = run_deployment(
+            CHUNK_DEPLOYMENT, parameters={"run": run, "first_ticket_id": first, "last_ticket_id": last, "now": now.isoformat()},
+            timeout=0, idempotency_key=chunk_key(run, first, last), flow_run_name=f"event-{run['event_id']}-chunk-{first}-{last}",
+            tags=["mass", f"event-{run['event_id']}"],
+        )
+        ids.append(chunk_run.id)
+        if chunk_run.state is not None and chunk_run.state.type.value in _FINAL_NOT_DONE:
+            with get_client(sync_client=True) as client:
+                _schedule_again(client, chunk_run.id, f"parent run of event {run['event_id']} resumed")
+    get_run_logger().info("event %s: %d chunk run(s) submitted to the pool", run["event_id"], len(ids))
+    return ids
+
+
+def wait_for_chunk_runs(run_ids: list[UUID], progress: UUID, *, poll_s: float = CHUNK_POLL_S,
+                        crashed_grace_s: float = CRASHED_GRACE_S) -> None:
+    """Until every chunk run is Completed, the progress artifact moved as they finish. A crashed one
+    waits for the re-run automation (or, past `crashed_grace_s`, is scheduled again from here); a
+    failed or cancelled one fails this run (run it again: the chunk is scheduled again)."""
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.automations import MAX_RUN_COUNT
+
+    logger = get_run_logger()
+    total, reported = len(run_ids), -1
+    crashed_since: dict[UUID, float] = {}
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)), limit=len(run_ids) + 1)
+            done = sum(1 for r in runs if r.state is not None and r.state.type.value == "COMPLETED")
+            if done != reported:
+                report_progress(progress, done, total)
+                reported = done
+            if done == total:
+                return
+            lost = [r for r in runs if r.state is not None and r.state.type.value in {"FAILED", "CANCELLED"}]
+            if lost:
+                raise RuntimeError(f"chunk run(s) {', '.join(r.name for r in lost)} ended {lost[0].state.type.value}; "
+                                   "run the mass cancellation again to do the rest")
+            for r in runs:
+                if r.state is None or r.state.type.value != "CRASHED":
+                    crashed_since.pop(r.id, None)
+                    continue
+                if r.run_count >= MAX_RUN_COUNT:
+                    raise RuntimeError(f"chunk run {r.name} crashed {r.run_count} times; see its logs")
+                first_seen = crashed_since.setdefault(r.id, time.monotonic())
+                if time.monotonic() - first_seen >= crashed_grace_s:
+                    logger.warning("chunk run %s still Crashed after %.0f s: scheduled again from the parent", r.name, crashed_grace_s)
+                    _schedule_again(client, r.id, "crashed, not re-run by an automation")
+                    crashed_since.pop(r.id)
+        time.sleep(poll_s)
 
 
 @task(name="finish-mass-cancellation", **_IO)

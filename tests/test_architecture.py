@@ -93,7 +93,7 @@ def test_deployments_are_declared_once_and_every_entrypoint_is_a_flow():
     whose name is the deployment's flow, and the scheduled ones have an interval."""
     specs = {s.name: s for s in declared_deployments()}
     assert set(specs) == {"refund-claim", "sla-watch", "outbox-dispatch", "payout-run", "payout-reconcile", "escalation-alert",
-                          "event-postponement", "mass-cancellation", "bulk-decision"}
+                          "event-postponement", "mass-cancellation", "mass-cancellation-chunk", "bulk-decision"}
     for spec in specs.values():
         assert spec.flow().name == spec.name, spec
     assert specs["refund-claim"].interval is None  # created per claim by the run starter

@@ -191,3 +191,43 @@ def test_a_run_scheduled_in_the_prefect_ui_runs_at_its_time(stack, people):
             state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(seconds=3)))
     wait_for("the scheduled mass run completed", lambda: run_state(str(run.id)) == "COMPLETED", timeout=180)
     assert states(data["event_id"]) == {"paid": 10}
+
+
+def chunk_runs(event_id: int) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"event-{event_id}"])),
+                                     deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["mass-cancellation-chunk"])))
+
+
+def test_a_deployed_run_shares_its_chunks_as_runs_of_the_chunk_deployment_and_a_second_run_makes_none_again(stack, people):
+    """Issue 12 (scale-out): the chunks are runs any worker (here: the serving process) takes, one per
+    chunk and event (idempotency key); a second run of the event finds them done and creates nothing."""
+    from prefect import get_client
+
+    data = event_with_tickets(stack, card=9, cash=2)
+    parameters = {"event_id": data["event_id"], "action": "cancelled", "reason": "Отмена: гастроли перенесены",
+                  "started_by": "staff:supervisor:anna.mass@example.ru", "chunk_size": 4}
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("mass-cancellation/mass-cancellation")
+        first = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    wait_for("the mass run completed", lambda: run_state(str(first.id)) in ("COMPLETED", "FAILED", "CRASHED"), timeout=240)
+    assert run_state(str(first.id)) == "COMPLETED"
+    chunks = chunk_runs(data["event_id"])
+    assert sorted(r.name for r in chunks) == sorted(f"event-{data['event_id']}-chunk-{t[0]}-{t[-1]}"
+                                                    for t in (data["tickets"][i:i + 4] for i in range(0, 11, 4)))
+    assert {r.state.type.value for r in chunks} == {"COMPLETED"} and all(r.parent_task_run_id for r in chunks)
+    assert states(data["event_id"]) == {"paid": 9, "needs_bank_details": 2}
+    progress = artifacts(f"mass-cancellation-event-{data['event_id']}-progress")
+    assert progress and progress[0].data == 100.0
+
+    with get_client(sync_client=True) as client:
+        again = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    wait_for("the second mass run completed", lambda: run_state(str(again.id)) in ("COMPLETED", "FAILED", "CRASHED"), timeout=240)
+    assert run_state(str(again.id)) == "COMPLETED"
+    assert sorted(r.id for r in chunk_runs(data["event_id"])) == sorted(r.id for r in chunks)  # the same runs, none made again
+    assert states(data["event_id"]) == {"paid": 9, "needs_bank_details": 2}
+    ledger = httpx.get(f"http://127.0.0.1:{stack.acquirer_port}/_standin/ledger", timeout=10).json()
+    assert len([r for r in ledger["refunds"] if r["payment_id"] in data["payments"]]) == 9
