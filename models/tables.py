@@ -261,7 +261,7 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
-        Index("ix_outbox_due", "status", "kind", "next_attempt_at"),
+        Index("ix_outbox_due", "status", "kind", "next_attempt_at", "id"),  # the lease walks it in this order
         Index("ix_outbox_mass_send_status", "mass_send_id", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
