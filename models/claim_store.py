@@ -385,6 +385,7 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
         ("decided_by", claim_t.c.decided_by),  # None: decided by the rules, no person (the emails say so)
         ("refund_kopecks", func.coalesce(claim_t.c.approved_amount, claim_t.c.amount)),
         ("payout_deadline", _date_text(claim_t.c.payout_due)),
+        ("regime_refund_due", _date_text(claim_t.c.regime_refund_due)),  # Decree 442: the email cites it
         ("new_deadline", _date_text(claim_t.c.decision_due)),
         ("extension_reason", claim_t.c.extension_reason),
         ("rejection_reason", func.coalesce(claim_t.c.refusal_message, claim_t.c.decision_note, _text("Организатор отказал в возврате."))),
