@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # cancellation moves this many tickets per chunk (one transaction, one task run).
     mass_send_threshold: int = 100
     mail_rate_per_s: float = 200.0
+    # SMTP connections the outbox-dispatch sweep sends over at once (a mass send); one claim's mail uses one.
+    mail_connections: int = Field(default=1, ge=1, le=16)
     acquirer_concurrency: int = 16
     mass_chunk_size: int = 2000
 

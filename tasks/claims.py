@@ -95,7 +95,8 @@ def send_claim_mail(claim_id: int | None, now: datetime) -> DispatchReport:
     settings = get_settings()
     return asyncio.run(
         dispatch_emails(engine=get_engine(), smtp=SmtpSettings.from_settings(settings), now=now, mail_from=settings.mail_from,
-                        enabled=settings.outbound_email_enabled, claim_id=claim_id, rate_per_s=settings.mail_rate_per_s)
+                        enabled=settings.outbound_email_enabled, claim_id=claim_id, rate_per_s=settings.mail_rate_per_s,
+                        concurrency=settings.mail_connections if claim_id is None else 1)
     )
 
 

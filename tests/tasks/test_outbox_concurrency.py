@@ -14,6 +14,7 @@ from tasks.emails import message_id_for
 from tasks.outbox import Pacer, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
 from tasks.smtp_sink import free_port, start_sink
+from tests import factories as f
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 MAIL_FROM = "Возврат билетов <vozvrat@example.ru>"
@@ -137,3 +138,51 @@ def test_concurrent_senders_take_distinct_pacing_slots():
 def test_concurrency_must_be_positive(engine, sink):
     with pytest.raises(ValueError, match="concurrency"):
         dispatch(engine, sink.port, concurrency=0)
+
+
+def test_the_sweep_sends_over_the_configured_connections_and_one_claims_mail_over_one(tmp_path, sink, monkeypatch):
+    """VOZVRAT_MAIL_CONNECTIONS reaches the outbox-dispatch sweep (tasks/claims.send_claim_mail without a
+    claim); one claim's mail keeps one connection. The real connections are counted as they are made."""
+    import tasks.outbox as outbox_module
+    from models.db import get_engine
+    from models.migrate import upgrade
+    from models.settings import get_settings
+    from tasks.claims import send_claim_mail
+
+    url = f"sqlite:///{tmp_path / 'vozvrat.db'}"
+    upgrade(url)
+    for key, value in {"VOZVRAT_DATABASE_URL": url, "VOZVRAT_SMTP_HOST": "127.0.0.1", "VOZVRAT_SMTP_PORT": str(sink.port),
+                       "VOZVRAT_MAIL_CONNECTIONS": "3", "VOZVRAT_MAIL_RATE_PER_S": "0"}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    made: list[object] = []
+
+    class Counted(outbox_module.SmtpConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(outbox_module, "SmtpConnection", Counted)
+    try:
+        engine = get_engine()
+        with engine.begin() as conn:
+            claim_id = f.claim_in_payout(conn, now=NOW - timedelta(days=1))  # its steps queue its buyer's mail
+        with Session(engine) as session:
+            for i in range(11):
+                assert enqueue_email(session, dedup_key=f"notice:{i}", claim_id=None, template="decision_approved",
+                                     recipient=f"n{i}@example.org", payload={"claim_number": f"В-2026-{i:06d}", "event_title": "Пикник",
+                                                                               "refund_kopecks": 175000, "payout_deadline": "2026-12-23"}, now=NOW)
+            session.commit()
+        own = send_claim_mail(claim_id, NOW).sent
+        assert own >= 1 and len(made) == 1  # one claim's mail: one connection
+        made.clear()
+        assert send_claim_mail(None, NOW).sent == 11 and len(made) == 3
+        assert statuses(engine) == {"sent": 11 + own}
+        monkeypatch.setenv("VOZVRAT_MAIL_CONNECTIONS", "0")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+        get_engine.cache_clear()
