@@ -383,6 +383,14 @@ def bulk_decide(
 
 templates = Jinja2Templates(directory=str(FilePath(__file__).parent / "templates"))
 templates.env.filters["rub"] = rub
+
+
+def _local(value: datetime, zone: str, pattern: str = "%d.%m.%Y %H:%M") -> str:
+    """An event's start in its venue's zone (stored in UTC): 19:00 in Moscow is shown as 19:00, not 16:00 UTC."""
+    return value.astimezone(ZoneInfo(zone)).strftime(pattern)
+
+
+templates.env.filters["local"] = _local
 templates.env.filters["document_kind_ru"] = lambda kind: DOCUMENT_KIND_RU.get(kind, kind)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(load_session)])
 

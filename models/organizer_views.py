@@ -17,8 +17,11 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from models.claim_store import audit_t, claim_t, document_t, event_t, id_in, order_t, organizer_t, ticket_t
+from models.tables import Venue
 from states.calendar import add_working_days, working_days_left
 from states.lifecycle import ClaimState
+
+venue_t = Venue.__table__
 
 #: What "waiting for a decision" means: the organizer can decide these now.
 WAITING_STATES = (ClaimState.AWAITING_ORGANIZER.value, ClaimState.ESCALATED.value)
@@ -50,6 +53,7 @@ class ClaimRow(BaseModel):
     event_id: int
     event_title: str
     event_starts_at: datetime
+    event_timezone: str = Field(description="Часовой пояс площадки (IANA), в нём показывается время мероприятия")
     organizer_id: int
     organizer_name: str
     buyer_name: str
@@ -119,7 +123,7 @@ class ClaimDetail(ClaimRecord):
 def _columns():
     return (
         claim_t.c.id, claim_t.c.number, claim_t.c.state, claim_t.c.reason, claim_t.c.event_id, event_t.c.title, event_t.c.starts_at,
-        event_t.c.organizer_id, organizer_t.c.name.label("organizer_name"), order_t.c.buyer_name,
+        venue_t.c.timezone.label("event_timezone"), event_t.c.organizer_id, organizer_t.c.name.label("organizer_name"), order_t.c.buyer_name,
         func.coalesce(claim_t.c.approved_amount, claim_t.c.amount).label("amount"), claim_t.c.decision_due, claim_t.c.extended,
         claim_t.c.version,
     )
@@ -131,6 +135,7 @@ def _joined(*columns):
         .select_from(claim_t)
         .join(event_t, event_t.c.id == claim_t.c.event_id)
         .join(organizer_t, organizer_t.c.id == event_t.c.organizer_id)
+        .join(venue_t, venue_t.c.id == event_t.c.venue_id)
         .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
         .join(order_t, order_t.c.id == ticket_t.c.order_id)
     )
@@ -139,7 +144,7 @@ def _joined(*columns):
 def _row(r, today: date) -> ClaimRow:
     left = working_days_left(today, r.decision_due) if r.decision_due is not None else None
     return ClaimRow(
-        id=r.id, number=r.number, state=r.state, reason=r.reason, event_id=r.event_id, event_title=r.title, event_starts_at=r.starts_at,
+        id=r.id, number=r.number, state=r.state, reason=r.reason, event_id=r.event_id, event_title=r.title, event_starts_at=r.starts_at, event_timezone=r.event_timezone,
         organizer_id=r.organizer_id, organizer_name=r.organizer_name, buyer_name=r.buyer_name, amount_kopecks=int(r.amount or 0),
         decision_due=r.decision_due, working_days_left=left, overdue=left is not None and left < 0, extended=bool(r.extended),
         version=r.version,

@@ -202,6 +202,9 @@ def test_the_claim_page_names_documents_in_russian_and_a_malformed_number_is_a_n
     assert page.status_code == 200
     assert "Больничный с Госуслуг (снимок экрана)" in page.text and "Свидетельство о смерти «свидетельство.pdf»" in page.text
     assert "sick_leave_gosuslugi" not in page.text
+    # the event's time in its venue's zone (09:00 UTC is 12:00 in Moscow), in the list as well
+    assert "28.12.2026 12:00, время площадки" in page.text and "09:00 UTC" not in page.text
+    assert world.client.get(f"/organizer/claims/{number}", headers=a.headers).json()["event_timezone"] == "Europe/Moscow"
     for bad in ("%27%3Bdrop", "x" * 41):
         r = world.client.get(f"/organizer/claim/{bad}", headers=a.headers)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "Заявка не найдена" in r.text
