@@ -54,6 +54,22 @@ class Principal:
     def is_staff(self, *roles: str) -> bool:
         return self.kind == "staff" and (not roles or self.role in roles)
 
+    @property
+    def shown_as(self) -> str:
+        """Who is signed in, as a page header says it: the login (and a staff member's role in Russian),
+        not the audit principal's technical form."""
+        if ":user:" in self.audit:
+            return self.audit.split(":user:", 1)[1]
+        if self.kind == "staff":
+            login = self.audit.split(":", 2)[-1]
+            return f"{login} ({STAFF_ROLE_RU.get(self.role or '', self.role)})"
+        if self.kind == "organizer":
+            return "организатор (ключ API)"
+        return self.audit
+
+
+STAFF_ROLE_RU = {"support": "поддержка", "supervisor": "старший смены", "accounting": "бухгалтерия"}
+
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()

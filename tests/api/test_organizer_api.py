@@ -178,6 +178,7 @@ def test_the_page_lists_confirms_with_count_and_money_then_shows_each_result(wor
     assert page.status_code == 200 and all(n in page.text for _, n in claims)
     assert 'class="overdue"' in page.text and "просрочено на 5 раб. дн." in page.text
     assert page.headers["cache-control"] == "no-store"
+    assert "anna@a.ru" in page.text and f"organizer:{world.org_a}:user:" not in page.text  # the login, not the audit form
     numbers = [n for _, n in claims] + [overdue[1]]
     confirm = world.client.post("/organizer/confirm", headers=a.headers, data=a.with_csrf({"numbers": numbers, "decision": "approve"}))
     assert confirm.status_code == 200

@@ -50,3 +50,11 @@ def test_the_sign_in_code_is_never_in_the_outbox_in_the_clear(engine, sink):
     code = next(word for word in body.replace(".", " ").replace(":", " ").split() if word.isdigit() and len(word) == 6)
     assert code not in before and code not in _dump(engine)  # neither before sending nor after
     assert verify_code(engine, order_number=number, code=code, now=NOW + timedelta(minutes=1)) is not None  # and it is the real code
+
+
+def test_a_page_header_names_the_signed_in_person_not_the_audit_form():
+    from tasks.auth import Principal
+
+    assert Principal(kind="organizer", audit="organizer:3:user:ivan@org.ru", organizer_id=3, user_id=7).shown_as == "ivan@org.ru"
+    assert Principal(kind="staff", audit="staff:supervisor:anna", role="supervisor", user_id=2).shown_as == "anna (старший смены)"
+    assert Principal(kind="organizer", audit="organizer:3", organizer_id=3).shown_as == "организатор (ключ API)"
