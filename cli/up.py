@@ -90,6 +90,8 @@ def main() -> None:
     key_export += f" VOZVRAT_LINK_SECRET_FILE={env['VOZVRAT_LINK_SECRET_FILE']}" if env.get("VOZVRAT_LINK_SECRET_FILE") else ""
     # The run links the CLI prints (events cancel) and the acquirer it pays through follow this stack's ports.
     key_export += f" VOZVRAT_PREFECT_UI_URL={env['VOZVRAT_PREFECT_UI_URL']} VOZVRAT_ACQUIRER_API_URL={env['VOZVRAT_ACQUIRER_API_URL']}"
+    # ... and the mail the CLI sends itself (a buyer's code, `vozvrat outbox dispatch`) goes to this stack's SMTP server.
+    key_export += f" VOZVRAT_SMTP_PORT={env['VOZVRAT_SMTP_PORT']} VOZVRAT_PUBLIC_URL={env['VOZVRAT_PUBLIC_URL']}"
     console.print(f"""[bold]vozvrat is up[/bold]
   Prefect UI      {stack.prefect_ui_url}   (claim runs are named after claim numbers; a waiting run's state says whom it waits on and until when)
   deployments     refund-claim, sla-watch (every 15 min), outbox-dispatch (when mail is left behind), payout-run, payout-reconcile, escalation-alert (automation) — served by `python -m flows.serve`
