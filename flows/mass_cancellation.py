@@ -11,7 +11,9 @@ Scale-out (issue 12): a parent run from a deployment submits each chunk as a run
 parent finds the same chunk runs), and any worker of the pool takes them; the parent waits for them,
 updating its progress artifact. A chunk run whose worker died is crashed and scheduled again by the
 automations (tasks/automations.py). Called directly (tests, a Python shell) the chunks are task runs
-in this process, as before.
+in this process, as before. Both flows persist their results (the summary, a chunk's counts) to the
+result storage the workers share (PREFECT_LOCAL_STORAGE_PATH, docs/deploy.md), so the result of a run
+is readable whichever worker ran it.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from prefect.runtime import deployment, flow_run
 from tasks import mass_steps
 
 
-@flow(name="mass-cancellation", flow_run_name="{action}-event-{event_id}", log_prints=True)
+@flow(name="mass-cancellation", flow_run_name="{action}-event-{event_id}", log_prints=True, persist_result=True)
 def mass_cancellation(
     event_id: int,
     action: Literal["cancelled", "replaced"] = "cancelled",
@@ -56,7 +58,7 @@ def mass_cancellation(
     return summary
 
 
-@flow(name="mass-cancellation-chunk", log_prints=True)
+@flow(name="mass-cancellation-chunk", log_prints=True, persist_result=True)
 def mass_cancellation_chunk(run: dict, first_ticket_id: int, last_ticket_id: int, now: datetime) -> dict:
     """One chunk of a mass cancellation (tasks/mass.py `move_chunk`), on whichever worker takes it.
 
