@@ -1,6 +1,6 @@
 """Writing a file so that it is never seen half-written: a temporary name in the same folder, fsync, then rename.
 
-Used where a file is kept under its content's digest (documents, inbound letters): a reader finds the
+Used for files kept under their content's digest (documents, inbound letters) and the 1C export: a reader finds the
 whole file under its final name or no file at all, and a failed write leaves no temporary file behind.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def write_atomically(final: Path, data: bytes) -> None:
-    """Write `data` to `final` (its folder created when missing): temporary name, fsync, rename."""
+    """Write `data` to `final` (its folder created when missing): temporary name, fsync, rename, fsync the folder."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".incoming-")
     try:
@@ -23,6 +23,11 @@ def write_atomically(final: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(final.parent, os.O_RDONLY)  # the rename itself survives a power cut
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def keep_once(final: Path, data: bytes) -> None:

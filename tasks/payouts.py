@@ -27,8 +27,6 @@ stay `pending` and are exported, and paid, a second time.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -65,6 +63,7 @@ from states.bank import FieldError, mask_account, validate_bank_details
 from states.lifecycle import ClaimState, InvalidTrigger
 from tasks.acquirer import AcquirerError, AcquirerPort, RefundRequest, RefundResult, refund_receipt
 from tasks.export_1c import Payer, PaymentOrder, payment_purpose, read_bank_statement, render_payment_orders
+from tasks.files import write_atomically
 
 __all__ = [
     "BankDetailsNotExpected",
@@ -869,27 +868,6 @@ def batch_orders(engine: Engine, *, batch: str) -> tuple[list[PaymentOrder], dat
     return orders, (rows[0].exported_at if rows else None)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_export_file(engine: Engine, *, batch: str, out: Path, payer: Payer | None = None) -> int:
     """Write (or rewrite, byte for byte) the 1C file of an export batch; returns the number of orders."""
     orders, created = batch_orders(engine, batch=batch)
@@ -900,7 +878,7 @@ def write_export_file(engine: Engine, *, batch: str, out: Path, payer: Payer | N
         orders, payer=payer or Payer.from_settings(), created_at=created_local,
         date_from=created_local.date(), date_to=created_local.date(),
     )
-    _write_atomically(Path(out), data)
+    write_atomically(Path(out), data)
     return len(orders)
 
 
