@@ -39,6 +39,7 @@ from states.lifecycle import (
     FACTLESS_TRIGGERS,
     NOTIFICATIONS,
     OPEN_STATES,
+    SUPERSEDES,
     ClaimFacts,
     ClaimState,
     InvalidTrigger,
@@ -363,17 +364,39 @@ def insert_notifications(
     if not ids:
         return
     offers: Mapping[Any, Mapping[str, Any]] = data.get("fallback_offers") or {}
+    replaced = supersede_held(conn, ids, template=template) if status == "held" else {}
     groups: dict[tuple, list[int]] = defaultdict(list)
     for claim_id in ids:
         offer = offers.get(claim_id) or offers.get(str(claim_id)) or {}
-        groups[(offer.get("percent"), offer.get("amount"))].append(claim_id)
-    for (percent, amount), group in groups.items():
+        groups[(offer.get("percent"), offer.get("amount"), replaced.get(claim_id))].append(claim_id)
+    for (percent, amount, includes), group in groups.items():
         _insert_notifications(conn, group, template=template, dates=dates, now=now, status=status, note=note,
-                              fallback_percent=percent, fallback_kopecks=amount)
+                              fallback_percent=percent, fallback_kopecks=amount, includes=includes)
+
+
+def supersede_held(conn: Connection, ids: Sequence[int], *, template: str) -> dict[int, str]:
+    """Mark the claims' held letters that ``template`` replaces (states.lifecycle.SUPERSEDES) as
+    `superseded`, before the new letter is queued; returns claim id -> the replaced template.
+
+    Only loose held rows: not yet gathered under a mass send (whose recipient count a second person
+    may be reviewing), never leased, so never possibly on the wire.
+    """
+    replaceable = SUPERSEDES.get(template)
+    if not replaceable:
+        return {}
+    rows = conn.execute(
+        update(outbox_t)
+        .where(id_in(conn, outbox_t.c.claim_id, ids), outbox_t.c.status == "held", outbox_t.c.mass_send_id.is_(None),
+               outbox_t.c.message_id.is_(None), outbox_t.c.template.in_(sorted(replaceable)))
+        .values(status="superseded", last_error=f"superseded by {template}")
+        .returning(outbox_t.c.claim_id, outbox_t.c.template)
+    ).all()
+    return {claim_id: replaced for claim_id, replaced in rows}
 
 
 def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str, dates: EventDates, now: datetime, status: str,
-                          note: str | None, fallback_percent: int | None, fallback_kopecks: int | None) -> None:
+                          note: str | None, fallback_percent: int | None, fallback_kopecks: int | None,
+                          includes: str | None = None) -> None:
     dialect = conn.dialect.name
     payload = _json_object(dialect, [
         ("claim_number", claim_t.c.number),
@@ -395,6 +418,7 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
         ("fallback_percent", _int(fallback_percent)),
         ("fallback_kopecks", _int(fallback_kopecks)),
         ("note", _text(note)),
+        ("includes", _text(includes)),  # a held letter this one replaced (supersede_held): say what it said
     ])
     dedup = (
         _text("claim:") + cast(claim_t.c.id, String) + _text(":v") + cast(claim_t.c.version - 1, String) + _text(f":{template}")

@@ -271,7 +271,7 @@ class OutboxMessage(SQLModel, table=True):
     template: str | None = None
     recipient: str | None = None
     payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = "pending"  # pending | sent | failed | held
+    status: str = "pending"  # pending | sent | failed | held | superseded (states.lifecycle.SUPERSEDES)
     attempts: int = 0
     next_attempt_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)

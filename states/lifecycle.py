@@ -13,7 +13,8 @@ Reading guide:
   `GuardCondition` that carries its `Guard`, so a refusal's code and Russian message come from the
   very condition the machine found false.
 - `effects()`: the columns a step writes besides the state (deadlines, decision, voided barcode).
-- `NOTIFICATIONS`: which buyer email a step sends (through the outbox, in the same transaction).
+- `NOTIFICATIONS`: which buyer email a step sends (through the outbox, in the same transaction);
+  `SUPERSEDES`: which held letter a later one replaces.
 """
 from __future__ import annotations
 
@@ -367,6 +368,15 @@ NOTIFICATIONS: Mapping[tuple[str, str], str] = {
     (T.REFUSE_SCANNED, S.REJECTED): "decision_rejected",
     (T.CLOSE_REFUNDED_ELSEWHERE, S.CLOSED): "claim_closed",
     (T.PAYOUT_SUCCEEDED, S.PAID): "refund_sent",
+}
+
+# A held letter (mass mail waiting for its second person, tasks/mass_sends.py) that a later step of the
+# same claim makes redundant is never sent: the buyer of a cancelled event gets one letter with where
+# the refund stands, not "approved" and "sent" in the same minute. The later letter carries what the
+# replaced one said (its payload names it under "includes"). Letters already released are never touched.
+SUPERSEDES: Mapping[str, frozenset[str]] = {
+    "refund_sent": frozenset({"decision_approved"}),
+    "bank_details_needed": frozenset({"decision_approved"}),
 }
 
 

@@ -66,8 +66,9 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
     "decision_approved": frozenset({"buyer_name", "reason"}),
     # the fallback offer is shown only when both are present
     "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks", "decided_by", "refusal_code"}),
-    "refund_sent": frozenset({"buyer_name", "account_masked"}),
-    "bank_details_needed": frozenset({"buyer_name", "refund_kopecks"}),
+    # "includes": the held "approved" letter this one replaced (states.lifecycle.SUPERSEDES), said here too
+    "refund_sent": frozenset({"buyer_name", "account_masked", "includes", "reason"}),
+    "bank_details_needed": frozenset({"buyer_name", "refund_kopecks", "includes", "reason", "payout_deadline", "regime_refund_due"}),
     "review_extended": frozenset({"buyer_name"}),
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
     # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)

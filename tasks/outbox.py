@@ -11,8 +11,10 @@ Each row's status is committed on its own right after its send, so a dispatcher 
 SMTP "250" and that commit causes at most one duplicate, of that one message, sent again after the
 lease expires with the same Message-ID (fixed on the row the first time it is leased). A dispatcher
 may send over several SMTP connections at once (``concurrency``, for a mass send): its senders share
-the leased batch and their outcomes are committed ``concurrency`` at a time, so a kill between the
-"250"s and that commit resends at most ``2 * concurrency - 1`` messages (the same Message-IDs). While the
+the leased batch and their outcomes are committed ``concurrency`` at a time, by the dispatcher's
+database thread while the next ones are sent (one commit in flight at most), so a kill between the
+"250"s and those commits resends at most ``3 * concurrency - 1`` messages (the same Message-IDs). The
+database thread also takes the next batch's lease while the current one is sent. While the
 SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
 The kill switch (``enabled=False``) sends nothing and leases nothing; thrown while a dispatcher
 sends (``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from functools import partial
 from typing import Any
 
 import jinja2
@@ -366,15 +369,29 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
     run = _Run(link=_status_links(now))
     remaining = limit
     connections = [SmtpConnection(smtp) for _ in range(concurrency)]
-    try:
-        while remaining > 0 and not run.stopped:
+    # The database work (leases, outcomes, audit, releases) runs in order on one thread of its own, so
+    # the SMTP conversations go on while a commit or the next lease waits for the database; the
+    # autocommit connection (PostgreSQL) is only ever used from that thread.
+    db = _DbThread()
+
+    def lease_next(count: int) -> asyncio.Future[list[LeasedEmail]]:
+        def take() -> list[LeasedEmail]:
             with engine.begin() as conn:
-                leased = lease_due_emails(conn, owner=owner, now=now, limit=min(batch, remaining), mail_from=mail_from,
-                                          lease=lease, claim_id=claim_id, dedup_key=dedup_key)
+                return lease_due_emails(conn, owner=owner, now=now, limit=count, mail_from=mail_from,
+                                        lease=lease, claim_id=claim_id, dedup_key=dedup_key)
+        return db.submit(take)
+
+    upcoming: asyncio.Future[list[LeasedEmail]] | None = lease_next(min(batch, remaining))
+    try:
+        while upcoming is not None:
+            leased = await upcoming
+            upcoming = None
             if not leased:
                 break
             remaining -= len(leased)
-            sending = _Batch(leased)
+            if remaining > 0 and not run.stopped:
+                upcoming = lease_next(min(batch, remaining))  # the next batch is taken while this one is sent
+            sending = _Batch(leased, db)
             try:
                 await _all_or_none([sending.sender(c, engine=engine, now=now, mail_from=mail_from, owner=owner, started=started, budget=budget,
                                                    autocommit=autocommit, report=report, pacer=pacer, still_enabled=still_enabled,
@@ -382,29 +399,73 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
                                     for c in connections[: len(leased)]])
             finally:
                 sending.commit_outcomes(engine, owner=owner, now=now, autocommit=autocommit)
-                _audit_sent(engine, sending.sent, owner=owner, now=now)
+                db.submit(partial(_audit_sent, engine, list(sending.sent), owner=owner, now=now))
                 # Rows not tried (the lease running out, the kill switch, or an error) are due again at once, not when
                 # the lease expires; a row in flight when an error struck stays leased, as it may have been sent.
-                _release(engine, [e for e in leased if e.id not in sending.begun], owner=owner)
+                db.submit(partial(_release, engine, [e for e in leased if e.id not in sending.begun], owner=owner))
+                await db.drain()
+            if run.stopped:
+                break
     finally:
-        for connection in connections:
-            await connection.close()
+        try:
+            if upcoming is not None:  # taken ahead and not sent: due again at once
+                taken = await upcoming
+                db.submit(partial(_release, engine, taken, owner=owner))
+            await db.drain()
+        finally:
+            db.close()
+            for connection in connections:
+                await connection.close()
     return report
+
+
+class _DbThread:
+    """One dispatcher's database work, in submission order, on a thread of its own; ``drain`` waits for
+    all of it and raises the first error."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
+        self._pending: list[asyncio.Future[Any]] = []
+
+    def submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().run_in_executor(self._pool, work)
+        self._pending.append(future)
+        return future
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class _Batch:
     """One leased batch, sent by the dispatcher's senders together (one per SMTP connection)."""
 
-    def __init__(self, leased: Sequence[LeasedEmail]):
+    def __init__(self, leased: Sequence[LeasedEmail], db: _DbThread):
         self.todo = deque(leased)
+        self.db = db
         self.begun: set[int] = set()  # taken by a sender: tried, or in flight (may have left)
-        self.done: list[tuple[LeasedEmail, str, str | None]] = []  # outcomes not yet committed
+        self.done: list[tuple[LeasedEmail, str, str | None]] = []  # outcomes not yet handed to the database thread
         self.sent: list[LeasedEmail] = []
+        self.commits: deque[asyncio.Future[Any]] = deque()
 
     def commit_outcomes(self, engine: Engine, *, owner: str, now: datetime, autocommit: Connection | None) -> None:
+        """Hand the outcomes so far to the database thread (committed in order, before the batch's release)."""
         if self.done:
-            _record_many(engine, self.done, owner=owner, now=now, autocommit=autocommit)
-            self.done.clear()
+            outcomes, self.done = self.done, []
+            self.commits.append(self.db.submit(lambda: _record_many(engine, outcomes, owner=owner, now=now, autocommit=autocommit)))
+
+    async def keep_up(self, in_flight: int) -> None:
+        """Wait until at most ``in_flight`` outcome commits are unfinished: what a kill could resend stays bounded."""
+        while self.commits and (self.commits[0].done() or len(self.commits) > in_flight):
+            await self.commits.popleft()
 
     async def sender(self, connection: SmtpConnection, *, engine: Engine, now: datetime, mail_from: str, owner: str, started: float,
                      budget: float, autocommit: Connection | None, report: DispatchReport, pacer: Pacer,
@@ -435,6 +496,9 @@ class _Batch:
                 report.failed += 1
             if len(self.done) >= group:
                 self.commit_outcomes(engine, owner=owner, now=now, autocommit=autocommit)
+                # One connection: the outcome is committed before the next send (a kill resends at most that one
+                # message). Several: one group's commit may run while the next group is sent.
+                await self.keep_up(0 if group == 1 else 1)
 
 
 @dataclass

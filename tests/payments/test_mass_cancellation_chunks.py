@@ -63,13 +63,24 @@ def test_every_valid_ticket_is_claimed_paid_or_followed_up_and_a_rerun_creates_n
     assert summary.failures["BANK_DETAILS_MISSING"]["count"] == 11
     assert summary.amounts == {"card": 38 * 350000, "cash": 6 * 350000, "bso": 4 * 350000}  # 100 % of the price, no service fee
     assert len(standin.ledger()["refunds"]) == 38  # one call per card, the declined one included
-    # The buyers' approvals and refund notices (more than the threshold of 10) wait for a second
-    # person; ten «нужны реквизиты» are no mass send (released), and the declined card's follows it one by one.
-    assert count(engine, outbox_t, outbox_t.c.status == "held") == 48 + 37
+    # One letter per buyer where the refund stands: a held «возврат одобрен» is replaced by the held
+    # «деньги отправлены» (37) or «нужны реквизиты» (10) of the same claim (states.lifecycle.SUPERSEDES).
+    # The refund notices (more than the threshold of 10) wait for a second person; the ten «нужны
+    # реквизиты» are no mass send (released). The declined card's claim left the batch: its approval
+    # (held before the refusal) goes out with its own «нужны реквизиты», one by one.
+    assert count(engine, outbox_t, outbox_t.c.status == "superseded", outbox_t.c.template == "decision_approved") == 47
+    assert count(engine, outbox_t, outbox_t.c.status == "held") == 37
     with engine.connect() as conn:
         sends = dict(conn.execute(select(MassSend.__table__.c.template, MassSend.__table__.c.recipient_count)).all())
-    assert sends == {"decision_approved": 48, "refund_sent": 37}
+        letters = conn.execute(select(outbox_t.c.claim_id, func.count()).where(outbox_t.c.status != "superseded")
+                               .group_by(outbox_t.c.claim_id)).all()
+        includes = conn.execute(select(outbox_t.c.template, outbox_t.c.payload).where(outbox_t.c.status != "superseded",
+                                                                                     outbox_t.c.template != "decision_approved")).all()
+    assert sends == {"refund_sent": 37}
+    assert sorted(n for _, n in letters) == [1] * 47 + [2]  # the declined card: approval, then the request for bank details
+    assert sum(1 for _, payload in includes if payload.get("includes") == "decision_approved") == 47
     assert count(engine, outbox_t, outbox_t.c.template == "bank_details_needed", outbox_t.c.status == "pending") == 11
+    assert count(engine, outbox_t, outbox_t.c.template == "decision_approved", outbox_t.c.status == "pending") == 1
     before = (count(engine, claim_t), count(engine, audit_t), count(engine, outbox_t), count(engine, payout_t))
 
     # Again, as a re-run of the same event would: every chunk is found done, nothing is written twice.
