@@ -465,13 +465,21 @@ class _Batch:
     async def keep_up(self, in_flight: int) -> None:
         """Wait until at most ``in_flight`` outcome commits are unfinished: what a kill could resend stays bounded."""
         while self.commits and (self.commits[0].done() or len(self.commits) > in_flight):
-            await self.commits.popleft()
+            head = self.commits[0]
+            await asyncio.wait([head])  # every sender waits on the same commit; it leaves the queue only once done
+            if self.commits and self.commits[0] is head:
+                self.commits.popleft()
+                head.result()  # the commit's error, if it failed
 
     async def sender(self, connection: SmtpConnection, *, engine: Engine, now: datetime, mail_from: str, owner: str, started: float,
                      budget: float, autocommit: Connection | None, report: DispatchReport, pacer: Pacer,
                      still_enabled: Callable[[], bool], run: _Run, group: int) -> None:
         """Send from the batch until it is empty or the run stops; commit outcomes ``group`` at a time."""
         while self.todo and not run.stopped:
+            # No send starts while the database lags: with one connection, not before the last outcome is committed
+            # (a kill resends at most that one message); with several, while at most one group's commit is running
+            # (then at most 3 * group - 1 messages are sent and not yet recorded).
+            await self.keep_up(0 if group == 1 else 1)
             if time.monotonic() - started > budget:
                 run.stopped = True
                 return
@@ -496,9 +504,6 @@ class _Batch:
                 report.failed += 1
             if len(self.done) >= group:
                 self.commit_outcomes(engine, owner=owner, now=now, autocommit=autocommit)
-                # One connection: the outcome is committed before the next send (a kill resends at most that one
-                # message). Several: one group's commit may run while the next group is sent.
-                await self.keep_up(0 if group == 1 else 1)
 
 
 @dataclass

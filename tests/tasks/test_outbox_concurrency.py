@@ -186,3 +186,38 @@ def test_the_sweep_sends_over_the_configured_connections_and_one_claims_mail_ove
     finally:
         get_settings.cache_clear()
         get_engine.cache_clear()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_slow_database_never_leaves_more_than_the_bound_sent_and_unrecorded(engine, sink, monkeypatch, concurrency):
+    """Outcomes are committed on the dispatcher's database thread while the next messages go out; however
+    slow that thread is, the messages sent but not yet recorded (what a kill would resend) stay within
+    1 with one connection and 3 x concurrency - 1 with several (tasks/outbox.py)."""
+    import threading
+    import time
+
+    from tasks import outbox as outbox_module
+
+    enqueue(engine, 40)
+    lock = threading.Lock()
+    counts = {"delivered": 0, "recorded": 0, "worst": 0}
+    real_deliver, real_record_many = outbox_module._deliver, outbox_module._record_many
+
+    async def deliver(email, **kw):
+        outcome = await real_deliver(email, **kw)
+        with lock:
+            counts["delivered"] += 1
+            counts["worst"] = max(counts["worst"], counts["delivered"] - counts["recorded"])
+        return outcome
+
+    def record_many(engine_, outcomes, **kw):
+        time.sleep(0.02)  # a database slower than the SMTP server: the senders must wait for it, not run ahead
+        real_record_many(engine_, outcomes, **kw)
+        with lock:
+            counts["recorded"] += len(outcomes)
+
+    monkeypatch.setattr(outbox_module, "_deliver", deliver)
+    monkeypatch.setattr(outbox_module, "_record_many", record_many)
+    assert dispatch(engine, sink.port, concurrency=concurrency, batch=20).sent == 40
+    assert statuses(engine) == {"sent": 40} and counts["recorded"] == 40
+    assert 1 <= counts["worst"] <= (1 if concurrency == 1 else 3 * concurrency - 1)
