@@ -28,55 +28,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
-from sqlalchemy import insert
-from sqlalchemy.engine import Connection
 
+from cli.bench_seed import seed_mass_event
 from cli.db_commands import bench_app
-from models.tables import Event, Order, Organizer, Ticket, Venue
 
 MAIL_FROM = "Возврат билетов <vozvrat@example.ru>"
-
-
-def seed_mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: int = 0, bso: int = 0, scanned: int = 0,
-               price_paid: int = 350000, service_fee: int = 35000, organizer_id: int | None = None, title: str = "Стадионный концерт",
-               seed: int | None = None) -> dict:
-    """An event with many tickets, each in its own order: `card` paid by card (payment ids fit for the
-    acquirer stand-in), `cash` and `bso` at the box office, the first `scanned` card tickets already
-    scanned at the entrance. Returns {"event_id", "tickets", "payments": {payment id: kopecks paid}}."""
-    import uuid
-
-    from sqlalchemy import func, select
-
-    order_t, ticket_t = Order.__table__, Ticket.__table__
-    base = (seed if seed is not None else 1) * 10_000_000
-    if organizer_id is None:
-        organizer_id = conn.execute(insert(Organizer.__table__).values(name="Стадион «Демо»", email="stadium@example.ru", policy={})
-                                    ).inserted_primary_key[0]
-    venue_id = conn.execute(insert(Venue.__table__).values(name="Стадион", timezone="Europe/Moscow", region="77")).inserted_primary_key[0]
-    event_id = conn.execute(insert(Event.__table__).values(organizer_id=organizer_id, venue_id=venue_id, title=title, starts_at=starts_at)
-                            ).inserted_primary_key[0]
-    methods = ["card"] * card + ["cash"] * cash + ["bso"] * bso
-    payments = {}
-    orders = []
-    for i, method in enumerate(methods):
-        payment_id = str(uuid.UUID(int=base + i)) if method == "card" else None
-        if payment_id:
-            payments[payment_id] = price_paid + service_fee
-        orders.append({"number": f"M-{base + i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"m{base + i}@example.ru",
-                       "buyer_phone": "", "channel": "site" if method == "card" else "box_office", "payment_method": method,
-                       "acquirer_payment_id": payment_id, "created_at": starts_at - timedelta(days=60)})
-    last_order = conn.execute(select(func.coalesce(func.max(order_t.c.id), 0))).scalar_one()
-    last_ticket = conn.execute(select(func.coalesce(func.max(ticket_t.c.id), 0))).scalar_one()
-    for start in range(0, len(orders), 5000):
-        conn.execute(insert(order_t), orders[start : start + 5000])
-    order_ids = [r[0] for r in conn.execute(select(order_t.c.id).where(order_t.c.id > last_order).order_by(order_t.c.id))]
-    tickets = [{"order_id": oid, "event_id": event_id, "price_paid": price_paid, "nominal": price_paid, "service_fee": service_fee,
-                "delivery_fee": 0, "promo": False, "barcode": f"MS{base + i}", "barcode_status": "scanned" if i < scanned else "valid"}
-               for i, oid in enumerate(order_ids)]
-    for start in range(0, len(tickets), 5000):
-        conn.execute(insert(ticket_t), tickets[start : start + 5000])
-    ticket_ids = [r[0] for r in conn.execute(select(ticket_t.c.id).where(ticket_t.c.id > last_ticket).order_by(ticket_t.c.id))]
-    return {"event_id": event_id, "tickets": ticket_ids, "payments": payments}
 
 
 def _dispatcher(url: str, smtp_port: int, now: datetime, concurrency: int = 1) -> int:

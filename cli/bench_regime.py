@@ -37,46 +37,19 @@ def _rss_mb() -> float:
 
 
 def _seed(engine, *, now: datetime, tickets: int, cash_share: float, bso_share: float, region: str, seed: int, title: str) -> dict[str, Any]:
-    """An event of `tickets` tickets, one order each (card payments with ids fit for the acquirer
-    stand-in, the rest at the box office), at a venue of `region`, whose organizer offers vouchers and
-    keeps tickets valid on a postponement. (The same shape as cli.bench_mass.seed_mass_event, which
-    this module may not import: bench_mass imports it for `--regime`.)"""
-    import uuid
+    """An event of `tickets` tickets, one order each (cli/bench_seed.py: card payments with ids fit for
+    the acquirer stand-in, the rest at the box office), at a venue of `region`, whose organizer offers
+    vouchers and keeps tickets valid on a postponement."""
+    from cli.bench_seed import seed_mass_event
 
-    from sqlalchemy import insert, select
-
-    from models.tables import Event, Order, Organizer, Ticket, Venue
-
-    order_t, ticket_t = Order.__table__, Ticket.__table__
     cash, bso = int(tickets * cash_share), int(tickets * bso_share)
     card = tickets - cash - bso
-    base, price, fee = seed * 10_000_000, 350000, 35000
-    policy = {"vouchers_offered": True, "voucher_valid_days": 540, "regime_postponed_refunds": False}
-    methods = ["card"] * card + ["cash"] * cash + ["bso"] * bso
-    payments: dict[str, int] = {}
+    organizer = {"name": f"Стадион {seed}", "email": f"stadium{seed}@example.ru",
+                 "policy": {"vouchers_offered": True, "voucher_valid_days": 540, "regime_postponed_refunds": False}}
     with engine.begin() as conn:
-        org = conn.execute(insert(Organizer.__table__).values(name=f"Стадион {seed}", email=f"stadium{seed}@example.ru", policy=policy)
-                           ).inserted_primary_key[0]
-        venue = conn.execute(insert(Venue.__table__).values(name="Стадион", timezone="Europe/Moscow", region=region)).inserted_primary_key[0]
-        event_id = conn.execute(insert(Event.__table__).values(organizer_id=org, venue_id=venue, title=title, starts_at=now + timedelta(days=20))
-                                ).inserted_primary_key[0]
-        orders = []
-        for i, method in enumerate(methods):
-            payment_id = str(uuid.UUID(int=base + i)) if method == "card" else None
-            if payment_id:
-                payments[payment_id] = price + fee
-            orders.append({"number": f"R-{base + i}", "buyer_name": f"Покупатель {i}", "buyer_email": f"r{base + i}@example.ru", "buyer_phone": "",
-                           "channel": "site" if method == "card" else "box_office", "payment_method": method, "acquirer_payment_id": payment_id,
-                           "created_at": now - timedelta(days=40)})
-        for start in range(0, len(orders), 5000):
-            conn.execute(insert(order_t), orders[start : start + 5000])
-        order_ids = list(conn.execute(select(order_t.c.id).where(order_t.c.number.like(f"R-{seed}%")).order_by(order_t.c.id)).scalars())
-        rows = [{"order_id": oid, "event_id": event_id, "price_paid": price, "nominal": price, "service_fee": fee, "delivery_fee": 0, "promo": False,
-                 "barcode": f"RS{base + i}", "barcode_status": "valid"} for i, oid in enumerate(order_ids)]
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(ticket_t), rows[start : start + 5000])
-        ticket_ids = list(conn.execute(select(ticket_t.c.id).where(ticket_t.c.event_id == event_id).order_by(ticket_t.c.id)).scalars())
-    return {"event_id": event_id, "tickets": ticket_ids, "payments": payments, "channels": {"card": card, "cash": cash, "bso": bso}}
+        data = seed_mass_event(conn, starts_at=now + timedelta(days=20), card=card, cash=cash, bso=bso, organizer=organizer, region=region,
+                               title=title, seed=seed, prefix="R")
+    return {**data, "channels": {"card": card, "cash": cash, "bso": bso}}
 
 
 def run_regime_bench(*, tickets: int, chunk_size: int = 2000, notice_chunk_size: int = 1000, concurrency: int = 16,

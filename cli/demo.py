@@ -293,7 +293,7 @@ def _mass_cancellation(stack: Stack, engine, now: datetime) -> dict:
 
     from prefect import get_client
 
-    from cli.bench_mass import seed_mass_event
+    from cli.bench_seed import seed_mass_event
     from tasks.accounts import create_user
     from tasks.mass import progress
     from tasks.mass_sends import approve_mass_send, list_mass_sends

@@ -16,14 +16,13 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from models.db import get_engine
 from models.settings import get_settings
 from states.money import format_rub
-from tasks import mass
+from tasks import event_artifacts, mass
 from tasks.acquirer import YooKassaAcquirer
 
 _IO = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
@@ -31,7 +30,8 @@ CHANNEL_RU = {"card": "карта (эквайер)", "cash": "наличные (
 
 
 def artifact_key(event_id: int) -> str:
-    return f"mass-cancellation-event-{event_id}"
+    """The mass-cancellation run's artifacts, one key per event (tasks/event_artifacts.py)."""
+    return event_artifacts.event_key("mass-cancellation-event", event_id)
 
 
 @task(name="begin-mass-cancellation", **_IO)
@@ -53,13 +53,13 @@ def plan_chunks(run: dict, chunk_size: int | None = None) -> list[tuple[int, int
 
 @task(name="start-progress", cache_policy=NO_CACHE)
 def start_progress(event_id: int, chunks: int) -> UUID:
-    return create_progress_artifact(0.0, key=artifact_key(event_id) + "-progress",
-                                    description=f"Мероприятие № {event_id}: {chunks} частей по билетам")
+    """The run's progress bar (tasks/event_artifacts.py, shared with event-postponement), keyed by event."""
+    return event_artifacts.start_progress(key=artifact_key(event_id), description=f"Мероприятие № {event_id}: {chunks} частей по билетам")
 
 
 @task(name="report-progress", cache_policy=NO_CACHE)
-def report_progress(artifact_id: UUID, done: int, total: int) -> None:
-    update_progress_artifact(artifact_id, 100.0 * done / max(total, 1), description=f"готово частей: {done} из {total}")
+def report_progress(artifact_id: UUID, done: int, total: int) -> float:
+    return event_artifacts.report_progress(artifact_id, done, total)
 
 
 @task(name="move-chunk", task_run_name="move-chunk-{first_ticket_id}-{last_ticket_id}", **_IO)
@@ -197,12 +197,9 @@ def publish_summary(summary: dict) -> None:
                      "значение": ", ".join(f"№ {i}" for i in summary["mass_sends"]) + " (vozvrat mass-sends show ID)"})
     if summary.get("export_batch_file"):
         rows.append({"что": "выгрузка 1С", "значение": f"{summary['exported']} п/п: {summary['export_batch_file']}"})
-    create_table_artifact(rows, key=artifact_key(event_id), description=f"Мероприятие № {event_id}: {summary['action']}, {summary['reason']}")
-    follow = [f"- `{code}`: {e['count']} — {e['message_ru']}" for code, e in sorted(summary["failures"].items())]
-    if follow:
-        create_markdown_artifact("\n".join(["### Заявки, выпавшие из пакета", *follow, "",
-                                            f"Список по одной: `vozvrat events follow-ups {event_id}`"]),
-                                 key=artifact_key(event_id) + "-follow-ups")
+    key = artifact_key(event_id)
+    event_artifacts.publish_table(rows, key=key, description=f"Мероприятие № {event_id}: {summary['action']}, {summary['reason']}")
+    event_artifacts.publish_follow_ups(summary["failures"], key=key, hint=f"Список по одной: `vozvrat events follow-ups {event_id}`")
 
 
 DEPLOYMENT = "mass-cancellation/mass-cancellation"

@@ -143,9 +143,9 @@ def sales_order(number: str = "K-1000001", *, barcodes: tuple[str, ...] = ("BC-1
     }
 
 def mass_event(conn: Connection, *, starts_at: datetime, card: int, cash: int = 0, bso: int = 0, scanned: int = 0, **kw) -> dict:
-    """An event with many tickets of mixed payment channels (cli.bench_mass.seed_mass_event, shared with
+    """An event with many tickets of mixed payment channels (cli.bench_seed.seed_mass_event, shared with
     the benchmark and the demo). Returns {"event_id", "tickets", "payments": {payment id: kopecks paid}}."""
-    from cli.bench_mass import seed_mass_event
+    from cli.bench_seed import seed_mass_event
 
     if "seed" not in kw:
         kw["seed"] = next(_seq)

@@ -122,12 +122,12 @@ def test_from_the_api_every_ticket_is_refunded_or_followed_up_and_the_mail_waits
 
 def test_a_run_that_dies_after_a_chunk_resumes_and_a_rerun_creates_nothing_twice(stack, people, monkeypatch):
     from flows.mass_cancellation import mass_cancellation
-    from tasks import mass_steps
+    from tasks import event_artifacts
 
     data = event_with_tickets(stack, card=90, cash=10)
     event_id = data["event_id"]
     calls = {"n": 0}
-    real_update = mass_steps.update_progress_artifact
+    real_update = event_artifacts.report_progress
 
     def dies_after_two_chunks(*args, **kw):
         calls["n"] += 1
@@ -135,11 +135,11 @@ def test_a_run_that_dies_after_a_chunk_resumes_and_a_rerun_creates_nothing_twice
             raise SystemError("worker lost after chunk 3 committed")
         return real_update(*args, **kw)
 
-    monkeypatch.setattr(mass_steps, "update_progress_artifact", dies_after_two_chunks)
+    monkeypatch.setattr(event_artifacts, "report_progress", dies_after_two_chunks)
     with pytest.raises(SystemError):
         mass_cancellation(event_id=event_id, action="cancelled", reason="Площадка закрыта", started_by="staff:supervisor:anna.mass@example.ru",
                           chunk_size=25)
-    monkeypatch.setattr(mass_steps, "update_progress_artifact", real_update)
+    monkeypatch.setattr(event_artifacts, "report_progress", real_update)
     with get_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(claim_t).where(claim_t.c.event_id == event_id)).scalar_one() == 75
 

@@ -1,6 +1,9 @@
-"""The chunked event flows' artifact helpers (tasks/event_artifacts.py): keys, percent, summary rows.
-Creating the artifacts themselves is exercised on the real stack by tests/flows/test_regimes_e2e.py."""
+"""The chunked event flows' artifact helpers (tasks/event_artifacts.py): keys, percent, summary rows, and the
+mass cancellation's artifacts made with them. Creating the artifacts themselves is exercised on the real stack by
+tests/flows/test_regimes_e2e.py."""
 from __future__ import annotations
+
+from uuid import UUID
 
 import pytest
 
@@ -35,3 +38,55 @@ def test_progress_in_percent_and_an_empty_run_is_done(done, total, shown):
 def test_summary_rows_keep_the_order_show_text_and_take_labels():
     rows = ea.summary_rows({"orders": 5, "notices_written": 0, "rule": None}, labels={"orders": "заказов"})
     assert rows == [{"what": "заказов", "value": "5"}, {"what": "notices_written", "value": "0"}, {"what": "rule", "value": "None"}]
+
+
+@pytest.fixture
+def created(monkeypatch) -> list[tuple[str, tuple, dict]]:
+    """The artifacts the helpers create, caught at Prefect's own functions (no server needed)."""
+    import uuid
+
+    import prefect.artifacts
+
+    calls: list[tuple[str, tuple, dict]] = []
+    for name in ("create_table_artifact", "create_markdown_artifact", "create_progress_artifact", "update_progress_artifact"):
+        monkeypatch.setattr(prefect.artifacts, name, lambda *a, _name=name, **kw: calls.append((_name, a, kw)) or uuid.UUID(int=1))
+    return calls
+
+
+def test_the_mass_cancellation_keeps_its_keys_table_and_follow_ups_on_the_shared_helpers(created):
+    """Used to be its own copy in tasks/mass_steps.py: the same keys, rows and markdown as that copy made."""
+    from tasks import mass_steps
+
+    summary = {"event_id": 5, "action": "cancelled", "reason": "Артист заболел", "tickets": 220, "claims": 217,
+               "states": {"paid": 176, "needs_bank_details": 41}, "amounts": {"card": 6776000},
+               "refunds": {"asked": 177, "succeeded": 176, "failed": 1},
+               "failures": {"no_bank_details": {"count": 40, "message_ru": "Нужны реквизиты.", "examples": [f"M-{i}" for i in range(7)]}},
+               "mass_sends": [3, 4], "exported": 0, "export_batch_file": None}
+    mass_steps.start_progress.fn(5, 9)
+    mass_steps.report_progress.fn(UUID(int=1), 9, 9)
+    mass_steps.publish_summary.fn(summary)
+    (_, start_args, start_kw), (_, done_args, done_kw), (_, (rows,), table_kw), (_, (markdown,), md_kw) = created
+    assert start_args == (0.0,) and start_kw == {"key": "mass-cancellation-event-5-progress", "description": "Мероприятие № 5: 9 частей по билетам"}
+    assert done_args[1] == 100.0 and done_kw == {"description": "готово частей: 9 из 9"}
+    assert table_kw == {"key": "mass-cancellation-event-5", "description": "Мероприятие № 5: cancelled, Артист заболел"}
+    assert rows == [
+        {"что": "билетов", "значение": 220},
+        {"что": "заявок", "значение": 217},
+        {"что": "заявок «needs_bank_details»", "значение": 41},
+        {"что": "заявок «paid»", "значение": 176},
+        {"что": "к возврату: карта (эквайер)", "значение": "67760.00 ₽"},
+        {"что": "возвраты на карты", "значение": "запрошено 177, успешно 176, не прошло 1"},
+        {"что": "выпали из пакета: no_bank_details (40)", "значение": "Нужны реквизиты. Примеры: M-0, M-1, M-2, M-3, M-4"},
+        {"что": "массовые рассылки ждут второго сотрудника", "значение": "№ 3, № 4 (vozvrat mass-sends show ID)"},
+    ]
+    assert md_kw == {"key": "mass-cancellation-event-5-follow-ups"}
+    assert markdown == ("### Заявки, выпавшие из пакета\n- `no_bank_details`: 40 — Нужны реквизиты.\n\n"
+                        "Список по одной: `vozvrat events follow-ups 5`")
+
+
+def test_nothing_left_the_batch_so_no_follow_ups_artifact(created):
+    from tasks import mass_steps
+
+    mass_steps.publish_summary.fn({"event_id": 6, "action": "replaced", "reason": "", "tickets": 0, "claims": 0, "states": {}, "amounts": {},
+                                   "refunds": {}, "failures": {}, "mass_sends": []})
+    assert [name for name, _, _ in created] == ["create_table_artifact"]
