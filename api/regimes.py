@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import Buyerish, OrganizerOrStaff, Staff, requires
@@ -23,7 +23,7 @@ from api.errors import MAX_ID, ErrorResponse, Text, errors
 from models.db import get_engine
 from tasks.auth import Principal
 from tasks.postponement import event_history, notify_postponement, record_postponement
-from tasks.regimes import add_regime, end_regime, list_regimes
+from tasks.regimes import RegimeInputError, add_regime, end_regime, list_regimes
 from tasks.vouchers import issue_event_vouchers, read_voucher, redeem_voucher, take_voucher
 
 router = APIRouter(tags=["regimes"])
@@ -119,8 +119,12 @@ def finish_regime(regime_id: Annotated[int, Path(gt=0, le=MAX_ID)], body: Regime
 
 
 @router.get("/regimes", responses=responses(503))
-def regimes(principal: Staff, region: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
-    return [r.to_json() for r in list_regimes(get_engine(), region=region)]
+def regimes(principal: Staff, region: Annotated[str | None, Query(max_length=100, description="Только этот регион: 77 или RU-MOW.")] = None,
+            ) -> list[dict[str, Any]]:
+    try:
+        return [r.to_json() for r in list_regimes(get_engine(), region=region)]
+    except RegimeInputError as exc:  # a query parameter, not the body
+        raise HTTPException(422, detail=[{"loc": ["query", "region"], "msg": exc.message_ru, "type": exc.code}]) from None
 
 
 @router.post("/vouchers", status_code=201, responses=responses(404, 409, 422, 503))

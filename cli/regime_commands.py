@@ -178,12 +178,15 @@ def regimes_end(regime_id: int = typer.Argument(..., min=1), on: str = typer.Opt
 
 
 @regimes_app.command("list")
-def regimes_list(region: str | None = typer.Option(None, "--region"), as_json: bool = typer.Option(False, "--json"),
+def regimes_list(region: str | None = typer.Option(None, "--region", help="Only this region: 77 or RU-MOW, as for `regimes add`"), as_json: bool = typer.Option(False, "--json"),
                  db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Every regime, oldest first."""
     from tasks.regimes import list_regimes
 
-    views = list_regimes(_engine(db), region=region)
+    try:
+        views = list_regimes(_engine(db), region=region)
+    except IntakeError as exc:
+        _refused(exc)
     _out([v.to_json() for v in views], as_json,
          [f"{v.id}\t{v.region}\t{v.starts_on}\t{v.ends_on or '(in force)'}" for v in views] or ["no regimes"])
 

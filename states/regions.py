@@ -5,7 +5,12 @@ docs/sales-feed.md), and a regime matches venues by that code, so a regime is st
 regime may be declared with that code or with the subject's ISO 3166-2:RU code (`RU-MOW`); both are
 checked against ISO 3166-2:RU as the `pycountry` package ships it (a maintained copy of the standard):
 every code here maps to a subdivision it lists, and the test proves the two lists are the same.
-Anything else (a typo, a name, a code of no subject) is refused.
+
+The codes themselves follow the Russian list of federal subjects used in Russian law, which is what
+Decree 442 regimes are issued under and what the operators' venues store. That list has subjects
+ISO 3166-2:RU does not: `91` (Республика Крым) and `92` (Севастополь) are accepted by their numeric
+code (`RUSSIAN_LIST_ONLY`); they have no ISO form here. Anything else (a typo, a name, a code of no
+subject) is refused.
 """
 from __future__ import annotations
 
@@ -27,6 +32,13 @@ ISO_TO_SUBJECT: dict[str, str] = {
 }
 SUBJECT_TO_ISO = {subject: iso for iso, subject in ISO_TO_SUBJECT.items()}
 
+# Subjects of the Russian list of federal subjects (the one Russian law, and so Decree 442 regimes, use)
+# that ISO 3166-2:RU and pycountry do not list: accepted by their numeric code, as venues store them.
+RUSSIAN_LIST_ONLY: dict[str, str] = {
+    "91": "Республика Крым",
+    "92": "Севастополь",
+}
+
 
 class UnknownRegion(ValueError):
     """Not a subject's code nor an ISO 3166-2:RU code; the message is for the user, in Russian."""
@@ -41,8 +53,10 @@ def iso_subdivisions() -> frozenset[str]:
 
 
 def subject_code(region: str) -> str:
-    """The subject's two-digit code for `77`, `7`, `RU-MOW` or `ru-mow`; UnknownRegion otherwise."""
+    """The subject's two-digit code for `77`, `7`, `RU-MOW`, `ru-mow` or `92`; UnknownRegion otherwise."""
     value = region.strip().upper()
+    if value.isdigit() and len(value) <= 2 and value.zfill(2) in RUSSIAN_LIST_ONLY:
+        return value.zfill(2)
     if value.isdigit() and len(value) <= 2:
         value = SUBJECT_TO_ISO.get(value.zfill(2), value)
     elif not value.startswith("RU-"):

@@ -70,11 +70,29 @@ def _client_key(address: str) -> str:
     return hmac.new(link_secret(), f"client\x00{address}".encode(), hashlib.sha256).hexdigest()
 
 
+# PostgreSQL advisory locks of the per-address limit: (this namespace, 32 bits of the address's key).
+CLIENT_LOCK_NAMESPACE = 0x766F7A01
+
+
+def _lock_client(conn, key: str) -> None:
+    """One request per address at a time, until its transaction ends: the count in `_check_client`
+    then sees every request committed before it, so concurrent API workers cannot together pass the
+    limit (count-then-insert alone lets each of them count the same rows under READ COMMITTED).
+    PostgreSQL: a transaction-scoped advisory lock on the address's key (an address hash sharing 32
+    bits with another only makes the two wait for each other). SQLite: nothing to do, every
+    transaction is BEGIN IMMEDIATE (models/db.py), so writers already go one at a time."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(CLIENT_LOCK_NAMESPACE, int.from_bytes(bytes.fromhex(key[:8]), "big", signed=True))))
+
+
 def _check_client(conn, address: str, now: datetime) -> None:
     """Count this address's code requests in the window (a table: the limit holds across API workers);
-    refuse past the limit, else record this one. Its own rows older than the window are dropped."""
+    refuse past the limit, else record this one. Its own rows older than the window are dropped.
+    Atomic: the address is locked first (`_lock_client`) and the lock is held until the caller's
+    transaction commits, with this request's row in it."""
     limit = get_settings().buyer_code_requests_per_ip
     key, since = _client_key(address), now - RATE_WINDOW
+    _lock_client(conn, key)
     conn.execute(delete(client_t).where(client_t.c.client == key, client_t.c.at <= since))
     recent = conn.execute(select(func.count(), func.min(client_t.c.at)).where(client_t.c.client == key, client_t.c.at > since)).one()
     if limit > 0 and recent[0] >= limit:

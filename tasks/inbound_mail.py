@@ -299,17 +299,21 @@ def _process(engine: Engine, row: Any, *, now: datetime, config: InboundConfig) 
     if letter.malformed is not None:
         log.info("letter %s: malformed (%s)", letter_id, letter.malformed)
         return finish("malformed", common)
+    # A refusal names every problem of the letter: the files are judged before the order number, so a
+    # letter without a number (or with one we cannot match) is told about its refused files too. The
+    # files depend on the letter alone: an unknown order and a forged From still get the same words.
+    refused = _refused_attachments(letter.attachments)
+    files = {"refused_files": refused} if refused else {}
     candidates = order_number_candidates(letter.subject, letter.text)
     if not candidates:
-        return finish("no_order_number", common)
+        return finish("no_order_number", common | files)
     order = _find_order(engine, candidates)
     # An unknown order and a From that is not the order's email get the same words: the reply never
     # tells whether an order exists, or whose it is.
     if order is None or order.buyer_email.strip().casefold() != letter.from_address.casefold():
-        return finish("not_matched", common)
-    refused = _refused_attachments(letter.attachments)
+        return finish("not_matched", common | files)
     if refused:
-        return finish("bad_attachment", common | {"refused_files": refused})
+        return finish("bad_attachment", common | files)
     with engine.connect() as conn:
         tickets = conn.execute(select(ticket_t.c.id, ticket_t.c.barcode, event_t.c.status, event_t.c.title)
                                .join(event_t, event_t.c.id == ticket_t.c.event_id).where(ticket_t.c.order_id == order.id)

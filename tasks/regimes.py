@@ -54,15 +54,21 @@ def _view(row: Any) -> RegimeView:
 _COLUMNS = (regime_t.c.id, regime_t.c.region, regime_t.c.starts_on, regime_t.c.ends_on, regime_t.c.created_by, regime_t.c.ended_by)
 
 
-def add_regime(engine: Engine, *, region: str, starts_on: date, ends_on: date | None = None, actor: str, now: datetime) -> RegimeView:
-    """Declare a regime in a region (Decree 442 applies to events there while it is in force)."""
+def region_code(region: str) -> str:
+    """A region as typed (`77`, `7`, `RU-MOW`, `92`) as venues and regimes store it: the subject's code
+    (states/regions.py); RegimeInputError("region") otherwise."""
     region = region.strip()
     if not region:
         raise RegimeInputError("region", "Укажите регион.")
     try:
-        region = subject_code(region)  # stored as venues store it: the subject's code (states/regions.py)
+        return subject_code(region)
     except UnknownRegion as exc:
         raise RegimeInputError("region", str(exc)) from None
+
+
+def add_regime(engine: Engine, *, region: str, starts_on: date, ends_on: date | None = None, actor: str, now: datetime) -> RegimeView:
+    """Declare a regime in a region (Decree 442 applies to events there while it is in force)."""
+    region = region_code(region)  # stored as venues store it
     try:
         RegimeSpan(None, region, starts_on, ends_on)
     except RegimeError:
@@ -102,9 +108,11 @@ def end_regime(engine: Engine, *, regime_id: int, ends_on: date, actor: str, now
 
 
 def list_regimes(engine: Engine, *, region: str | None = None) -> list[RegimeView]:
+    """Every regime, oldest first; of one region when given, in any form `region_code` accepts
+    (`RU-MOW` finds the regimes stored as `77`). An unknown region is RegimeInputError("region")."""
     query = select(*_COLUMNS).order_by(regime_t.c.starts_on, regime_t.c.id)
-    if region:
-        query = query.where(regime_t.c.region == region)
+    if region is not None:
+        query = query.where(regime_t.c.region == region_code(region))
     with engine.connect() as conn:
         return [_view(r) for r in conn.execute(query)]
 

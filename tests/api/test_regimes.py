@@ -78,6 +78,13 @@ def test_regimes_are_staff_only_and_validated(client, world):
     ended = client.post(f"/regimes/{made.json()['id']}/end", json={"ends_on": "2026-04-30"}, headers=world["staff"])
     assert ended.json()["ends_on"] == "2026-04-30"
     assert [r["id"] for r in client.get("/regimes", params={"region": "77"}, headers=world["staff"]).json()] == [made.json()["id"]]
+    assert [r["id"] for r in client.get("/regimes", params={"region": "RU-MOW"}, headers=world["staff"]).json()] == [made.json()["id"]]
+    assert [r["id"] for r in client.get("/regimes", params={"region": "MOS"}, headers=world["staff"]).json()] == [iso.json()["id"]]
+    wrong = client.get("/regimes", params={"region": "Москва"}, headers=world["staff"])
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["query", "region"]
+    assert wrong.json()["detail"][0]["msg"].startswith("Неизвестный регион «Москва»")
+    sevastopol = client.post("/regimes", json={"region": "92", "starts_on": "2026-03-16"}, headers=world["staff"])
+    assert sevastopol.status_code == 201 and sevastopol.json()["region"] == "92"
 
 
 def test_the_organizer_postpones_their_event_buyers_are_told_the_audit_names_the_principal(client, world):

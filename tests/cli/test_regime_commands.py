@@ -48,6 +48,13 @@ def test_regimes_add_end_list(world):
     assert f"refund cancelled events by {TODAY + timedelta(days=180)}" in ended.output
     listed = run("regimes", "list", "--db", db)
     assert listed.output.split() == [str(regime["id"]), "77", str(TODAY - timedelta(days=10)), str(TODAY)]
+    by_iso = run("regimes", "list", "--region", "RU-MOW", "--json", "--db", db)
+    assert by_iso.exit_code == 0, by_iso.output
+    assert [r["id"] for r in json.loads(by_iso.output)] == [regime["id"]]  # stored as 77, found by its ISO code
+    assert run("regimes", "list", "--region", "50", "--db", db).output.strip() == "no regimes"
+    crimea = run("regimes", "add", "--region", "91", "--from", str(TODAY), "--json", "--db", db)
+    assert crimea.exit_code == 0, crimea.output
+    assert json.loads(crimea.output)["region"] == "91"
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -58,6 +65,9 @@ def test_regimes_add_end_list(world):
      "или код ISO 3166-2:RU (например RU-MOW)."),
     (("regimes", "add", "--region", "99", "--from", "2026-01-01"),
      "error: region: Неизвестный регион «99»: укажите код субъекта РФ, как у площадок (например 77 — Москва, 50 — Московская область), "
+     "или код ISO 3166-2:RU (например RU-MOW)."),
+    (("regimes", "list", "--region", "Мск"),
+     "error: region: Неизвестный регион «Мск»: укажите код субъекта РФ, как у площадок (например 77 — Москва, 50 — Московская область), "
      "или код ISO 3166-2:RU (например RU-MOW)."),
     (("regimes", "end", "999", "--on", "2026-01-01"), "error: regime_id: Режим не найден."),
     (("events", "postpone", "999", "--to", "2030-01-01T19:00"), "error: event 999 not found"),

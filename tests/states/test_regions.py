@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from states.regions import ISO_TO_SUBJECT, UnknownRegion, iso_subdivisions, subject_code
+from states.regions import ISO_TO_SUBJECT, RUSSIAN_LIST_ONLY, UnknownRegion, iso_subdivisions, subject_code
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,15 @@ def test_a_subject_code_or_an_iso_code_is_stored_as_venues_store_it(given, store
     assert subject_code(given) == stored
 
 
-@pytest.mark.parametrize("given", ["Регион 1", "99", "00", "RU-XX", "UA-43", "Москва", "777", "RU-", "bench"])
+@pytest.mark.parametrize(("given", "stored"), [("91", "91"), ("92", "92"), (" 92 ", "92")])
+def test_crimea_and_sevastopol_are_accepted_by_their_code_in_the_russian_list(given, stored):
+    """The Russian list of federal subjects (Russian law, Decree 442) has them; ISO 3166-2:RU does not."""
+    assert subject_code(given) == stored
+    assert RUSSIAN_LIST_ONLY == {"91": "Республика Крым", "92": "Севастополь"}
+    assert not set(RUSSIAN_LIST_ONLY) & set(ISO_TO_SUBJECT.values())  # no code means two subjects
+
+
+@pytest.mark.parametrize("given", ["Регион 1", "99", "93", "091", "RU-91", "Севастополь", "00", "RU-XX", "UA-43", "Москва", "777", "RU-", "bench"])
 def test_anything_else_is_refused_in_russian(given):
     with pytest.raises(UnknownRegion, match="Неизвестный регион"):
         subject_code(given)

@@ -58,3 +58,51 @@ def test_a_page_header_names_the_signed_in_person_not_the_audit_form():
     assert Principal(kind="organizer", audit="organizer:3:user:ivan@org.ru", organizer_id=3, user_id=7).shown_as == "ivan@org.ru"
     assert Principal(kind="staff", audit="staff:supervisor:anna", role="supervisor", user_id=2).shown_as == "anna (старший смены)"
     assert Principal(kind="organizer", audit="organizer:3", organizer_id=3).shown_as == "организатор (ключ API)"
+
+
+@pytest.fixture
+def per_ip_limit(monkeypatch):
+    from models.settings import get_settings
+
+    monkeypatch.setenv("VOZVRAT_BUYER_CODE_REQUESTS_PER_IP", "3")
+    get_settings.cache_clear()
+    yield 3
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_the_per_address_limit_holds_when_requests_arrive_at_once(engine, per_ip_limit):
+    """API workers ask at the same moment from one address: no more than the limit pass, on SQLite and
+    on PostgreSQL (threads, each with its own connection, released together by a barrier)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.tables import CodeRequest
+    from tasks.buyer_auth import TooManyCodeRequests
+
+    with engine.begin() as conn:
+        order_id = f.order(conn, created_at=NOW - timedelta(days=3), buyer_email="anna@example.ru")
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order_id)).scalar_one()
+    workers = 12
+    for round_ in range(3):  # three windows: each starts empty, each must stop at the limit
+        now = NOW + timedelta(hours=2 * round_)
+        barrier = threading.Barrier(workers)
+
+        def ask(i: int, now: datetime = now, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait(timeout=30)
+            try:
+                request_code(engine, order_number=number if i % 2 else f"ORD-{i:06d}", email="anna@example.ru", now=now,
+                             client="203.0.113.7")
+            except TooManyCodeRequests as refused:
+                assert refused.retry_after == 3600
+                return "refused"
+            return "asked"
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            answers = list(pool.map(ask, range(workers)))
+        assert answers.count("asked") == per_ip_limit, answers
+        assert answers.count("refused") == workers - per_ip_limit
+        with engine.connect() as conn:
+            assert len(conn.execute(select(CodeRequest.__table__.c.id)).all()) == per_ip_limit  # the last window's only
+    # another address has its own limit
+    request_code(engine, order_number=number, email="anna@example.ru", now=NOW + timedelta(hours=4), client="198.51.100.1")

@@ -53,6 +53,20 @@ def test_every_refusal_says_why_in_russian(outcome, words):
         assert "a.doc: Принимаем только PDF, JPEG и PNG." in text
 
 
+@pytest.mark.parametrize("outcome, words", [
+    ("no_order_number", "не нашли в письме номер заказа"),
+    ("not_matched", "почтового ящика, указанного при оформлении заказа"),
+])
+def test_a_refusal_names_the_refused_files_too(outcome, words):
+    context = {"letter_ref": "000042", "outcome": outcome, "refunds_address": "vozvrat@example.ru",
+               "refused_files": [{"filename": "virus.exe", "reason": "Принимаем только PDF, JPEG и PNG; этот файл не из них или повреждён."}]}
+    subject, text, html = bodies("inbound_refused", context)
+    assert subject == "Ваше письмо № 000042: заявка на возврат не подана"
+    for body in (text, html):
+        assert words in body and "не все файлы из письма удалось принять" in body
+        assert "virus.exe: Принимаем только PDF, JPEG и PNG" in body
+
+
 @pytest.mark.parametrize("template, context", [
     ("inbound_confirm", CONFIRM),
     ("inbound_refused", {"letter_ref": "000042", "outcome": "bad_attachment", "refunds_address": "vozvrat@example.ru",

@@ -215,6 +215,33 @@ def test_no_order_number_is_explained(room):
     assert "не нашли в письме номер заказа" in body(reply)
 
 
+def test_a_letter_without_an_order_number_and_with_a_refused_file_is_told_both(room):
+    room.send(letter(subject="Возврат", text="Верните деньги за концерт!",
+                     attachments=(("virus.exe", b"MZ\x90\x00\x03\x00\x00\x00", "application", "octet-stream"),
+                                  ("справка.pdf", PDF, "application", "pdf"))))
+    [reply] = room.deliver_replies()
+    assert room.letters()[0].outcome == "no_order_number"
+    text = body(reply)
+    assert "не нашли в письме номер заказа" in text
+    assert "не все файлы из письма удалось принять" in text
+    assert "virus.exe: Принимаем только PDF, JPEG и PNG" in text and "справка.pdf" not in text
+    html = reply.get_body(preferencelist=("html",)).get_content()
+    assert "не нашли в письме номер заказа" in html and "virus.exe" in html
+
+
+def test_an_unknown_order_with_a_refused_file_is_told_both_and_the_same_as_a_forged_sender(room):
+    exe = (("virus.exe", b"MZ\x90\x00", "application", "octet-stream"),)
+    room.send(letter(subject="Заказ № ORD-999999", text="Верните деньги", attachments=exe))
+    room.send(letter(subject=f"Заказ № {room.order_number}", text="Верните деньги", sender="Мошенник <fraud@example.org>",
+                     attachments=exe))
+    unknown, forged = room.deliver_replies()
+    assert [r.outcome for r in room.letters()] == ["not_matched", "not_matched"]
+    for reply in (unknown, forged):
+        assert "почтового ящика, указанного при оформлении заказа" in body(reply)
+        assert "virus.exe: Принимаем только PDF, JPEG и PNG" in body(reply)
+    assert re.sub(r"\d{6}", "N", body(forged)) == re.sub(r"\d{6}", "N", body(unknown))
+
+
 def test_an_unreadable_attachment_is_refused_with_its_reason(room):
     room.send(letter(subject=f"Заказ {room.order_number}", text="Болею, справка во вложении.",
                      attachments=(("справка.pdf", b"MZ\x90\x00 not a pdf at all", "application", "pdf"),

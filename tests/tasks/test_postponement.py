@@ -11,7 +11,7 @@ from models.claim_store import event_t, outbox_t
 from models.tables import EventChange
 from tasks.intake import IntakeError, file_buyer_claim
 from tasks.postponement import event_history, notify_postponement, record_postponement
-from tasks.regimes import RegimeInputError, add_regime, end_regime, send_to_buyers
+from tasks.regimes import RegimeInputError, add_regime, end_regime, list_regimes, send_to_buyers
 from tests import factories as f
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -147,3 +147,26 @@ def test_regimes_in_one_region_do_not_overlap(engine):
         add_regime(engine, region="77", starts_on=date(2026, 4, 1), actor="x", now=NOW)
     assert refused.value.status == 409
     add_regime(engine, region="78", starts_on=date(2026, 4, 1), actor="x", now=NOW)  # another region is fine
+
+
+@pytest.mark.parametrize("region", ["91", "92"])
+def test_a_venue_in_crimea_or_sevastopol_falls_under_its_regions_regime(engine, region):
+    """91 (Республика Крым) and 92 (Севастополь), as venues store them (the Russian list of federal subjects)."""
+    event, _ = _event(engine, region=region, policy={"regime_postponed_refunds": False, "vouchers_offered": True})
+    regime = add_regime(engine, region=region, starts_on=date(2026, 3, 16), actor="staff:supervisor:s@example.ru", now=NOW)
+    assert regime.region == region
+    here = record_postponement(engine, event_id=event, new_starts_at=ORIGINAL + timedelta(days=365), claims_until=None, actor="x", now=NOW)
+    assert here.regime_id == regime.id and here.ruling.rule == "decree_442_postponed_within_18_months"
+
+
+def test_the_region_filter_accepts_every_form_and_refuses_an_unknown_one(engine):
+    moscow = add_regime(engine, region="77", starts_on=date(2026, 3, 16), actor="x", now=NOW)
+    add_regime(engine, region="RU-MOS", starts_on=date(2026, 3, 16), actor="x", now=NOW)
+    sevastopol = add_regime(engine, region="92", starts_on=date(2026, 3, 16), actor="x", now=NOW)
+    for given in ("77", " 77 ", "RU-MOW", "ru-mow", "MOW"):
+        assert [r.id for r in list_regimes(engine, region=given)] == [moscow.id]
+    assert [r.id for r in list_regimes(engine, region="92")] == [sevastopol.id]
+    assert len(list_regimes(engine)) == 3
+    with pytest.raises(RegimeInputError) as refused:
+        list_regimes(engine, region="Москва")
+    assert refused.value.field == "region" and refused.value.message_ru.startswith("Неизвестный регион «Москва»")
