@@ -115,7 +115,7 @@ async def _smtp_baseline(port: int, *, messages: int, connections: int) -> float
     return messages / (time.perf_counter() - t0)
 
 
-def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 4, dispatchers: int = 2,
+def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 8, dispatchers: int = 2,
                           cash_share: float = 0.12, bso_share: float = 0.08, replies: int = 2000, keep: bool = False) -> dict:
     from sqlalchemy import delete, func, insert, select
 
@@ -199,7 +199,9 @@ def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: 
         with engine.connect() as conn:
             claims = conn.execute(select(func.count()).select_from(claim_t).where(claim_t.c.event_id == data["event_id"])).scalar_one()
             states = dict(conn.execute(select(claim_t.c.state, func.count()).group_by(claim_t.c.state)).all())
-            unsent = conn.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.status != "sent")).scalar_one()
+            unsent = conn.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.status.not_in(("sent", "superseded")))).scalar_one()
+            # held approvals replaced by the claim's «деньги отправлены» / «нужны реквизиты» (states.lifecycle.SUPERSEDES)
+            superseded = conn.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.status == "superseded")).scalar_one()
         delivered = len(list(stack.mail_dir.glob("*.eml")))
 
         # Cash and BSO: buyers who replied with bank details are paid by one 1C export (not in end to end).
@@ -253,6 +255,7 @@ def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: 
         "emails_sent": emails_sent,
         "emails_delivered": delivered,
         "emails_unsent": unsent,
+        "emails_superseded": superseded,
         "refund_calls": refunds_asked,
         "mass_sends_approved": len(summary.mass_sends),
         "bank_details_replies": len(waiting),
@@ -269,7 +272,7 @@ def bench_mass_cancel(
     tickets: int = typer.Option(60000, "--tickets", min=1, help="Tickets of the cancelled event"),
     chunk_size: int = typer.Option(2000, "--chunk-size", min=1),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Card refunds in flight (VOZVRAT_ACQUIRER_CONCURRENCY)"),
-    connections: int = typer.Option(4, "--connections", min=1, help="SMTP connections in all (and of the baseline)"),
+    connections: int = typer.Option(8, "--connections", min=1, help="SMTP connections in all (and of the baseline)"),
     dispatchers: int = typer.Option(2, "--dispatchers", min=1, help="Dispatcher processes sharing the connections"),
     replies: int = typer.Option(2000, "--replies", min=0, help="Cash/BSO buyers who reply with bank details (then one 1C export)"),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON line only"),

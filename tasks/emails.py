@@ -254,7 +254,10 @@ _LINK_RE = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S+")
 
 def nolinks(text: Any) -> str:
     """Remove links from free text (no message may point to an external domain)."""
-    return _LINK_RE.sub("[ссылка удалена]", str(text))
+    text = str(text)
+    if "://" not in text and "www." not in text.lower():  # what every link _LINK_RE removes contains: most text has none
+        return text
+    return _LINK_RE.sub("[ссылка удалена]", text)
 
 
 # --- rendering -------------------------------------------------------------------------------
