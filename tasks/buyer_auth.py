@@ -85,6 +85,17 @@ def _lock_client(conn, key: str) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(CLIENT_LOCK_NAMESPACE, int.from_bytes(bytes.fromhex(key[:8]), "big", signed=True))))
 
 
+ORDER_LOCK_NAMESPACE = 0x766F7A02
+
+
+def _lock_order(conn, order_number: str) -> None:
+    """One code request per order number at a time (the per-order count below, CODE_REQUESTS, is then
+    exact across API workers, as the per-address one is); taken whether the order exists or not."""
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(order_number.encode()).digest()[:4]
+        conn.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK_NAMESPACE, int.from_bytes(digest, "big", signed=True))))
+
+
 def _check_client(conn, address: str, now: datetime) -> None:
     """Count this address's code requests in the window (a table: the limit holds across API workers);
     refuse past the limit, else record this one. Its own rows older than the window are dropped.
@@ -118,6 +129,7 @@ def request_code(engine: Engine, *, order_number: str, email: str, now: datetime
     with engine.begin() as conn:
         if client is not None:
             _check_client(conn, client, now)
+        _lock_order(conn, order_number)
         order = conn.execute(select(order_t.c.number, order_t.c.buyer_email, order_t.c.buyer_name)
                              .where(order_t.c.number == order_number)).one_or_none()
         matches = _same_email(email, order.buyer_email if order is not None else email + "\x00")

@@ -106,3 +106,30 @@ def test_the_per_address_limit_holds_when_requests_arrive_at_once(engine, per_ip
             assert len(conn.execute(select(CodeRequest.__table__.c.id)).all()) == per_ip_limit  # the last window's only
     # another address has its own limit
     request_code(engine, order_number=number, email="anna@example.ru", now=NOW + timedelta(hours=4), client="198.51.100.1")
+
+
+def test_an_order_is_sent_no_more_codes_than_its_limit_when_requests_arrive_at_once(engine):
+    """Several API workers asked for one order's code at the same moment (from different addresses): no
+    more than CODE_REQUESTS codes are queued in the window, on SQLite and on PostgreSQL."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.tables import BuyerCode
+    from tasks.buyer_auth import CODE_REQUESTS
+
+    with engine.begin() as conn:
+        order_id = f.order(conn, created_at=NOW - timedelta(days=3), buyer_email="anna@example.ru")
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order_id)).scalar_one()
+    workers = 3 * CODE_REQUESTS
+    barrier = threading.Barrier(workers)
+
+    def ask(i: int) -> str | None:
+        barrier.wait(timeout=30)
+        return request_code(engine, order_number=number, email="anna@example.ru", now=NOW, client=f"198.51.100.{i + 1}")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        keys = list(pool.map(ask, range(workers)))
+    assert sum(k is not None for k in keys) == CODE_REQUESTS
+    with engine.connect() as conn:
+        assert len(conn.execute(select(BuyerCode.__table__.c.id).where(BuyerCode.__table__.c.order_number == number)).all()) == CODE_REQUESTS
+        assert len(conn.execute(select(outbox_t.c.id).where(outbox_t.c.template == "buyer_code")).all()) == CODE_REQUESTS
