@@ -115,7 +115,7 @@ async def _smtp_baseline(port: int, *, messages: int, connections: int) -> float
     return messages / (time.perf_counter() - t0)
 
 
-def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 8, dispatchers: int = 2,
+def run_mass_cancel_bench(*, tickets: int, chunk_size: int = 2000, concurrency: int = 16, connections: int = 8, dispatchers: int = 1,
                           cash_share: float = 0.12, bso_share: float = 0.08, replies: int = 2000, keep: bool = False) -> dict:
     from sqlalchemy import delete, func, insert, select
 
@@ -273,7 +273,7 @@ def bench_mass_cancel(
     chunk_size: int = typer.Option(2000, "--chunk-size", min=1),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Card refunds in flight (VOZVRAT_ACQUIRER_CONCURRENCY)"),
     connections: int = typer.Option(8, "--connections", min=1, help="SMTP connections in all (and of the baseline)"),
-    dispatchers: int = typer.Option(2, "--dispatchers", min=1, help="Dispatcher processes sharing the connections"),
+    dispatchers: int = typer.Option(1, "--dispatchers", min=1, help="Dispatcher processes sharing the connections (on SQLite two contend for its one writer)"),
     replies: int = typer.Option(2000, "--replies", min=0, help="Cash/BSO buyers who reply with bank details (then one 1C export)"),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON line only"),
     regime: bool = typer.Option(False, "--regime", help="Decree 442: a regime cancellation and a postponement with vouchers (cli/bench_regime.py)"),

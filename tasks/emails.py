@@ -395,16 +395,15 @@ _WORD_BYTES = 39
 def _encoded_words(value: str) -> str:
     """A non-ASCII header value as base64 UTF-8 encoded words, folded one word a line; a character is
     never split between two words (RFC 2047 5)."""
+    data = value.encode("utf-8")
     words: list[bytes] = []
-    chunk = bytearray()
-    for char in value:
-        data = char.encode("utf-8")
-        if len(chunk) + len(data) > _WORD_BYTES:
-            words.append(bytes(chunk))
-            chunk.clear()
-        chunk += data
-    if chunk:
-        words.append(bytes(chunk))
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte: the cut falls inside a character
+            end -= 1
+        words.append(data[start:end])
+        start = end
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
@@ -447,7 +446,9 @@ _PART_HEAD = 'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0
 
 
 def _base64_body(text: str) -> str:
-    return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    """base64 in lines of 76 characters, each ending CRLF (what base64.encodebytes gives, with CRLF), from one encoding."""
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return "".join(encoded[i : i + 76] + "\r\n" for i in range(0, len(encoded), 76))
 
 
 def render_email_bytes(
