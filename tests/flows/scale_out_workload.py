@@ -62,7 +62,7 @@ class Workload:
     def unsent(self, engine: Engine) -> int:
         with engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.claim_id.in_(self._claim_ids()), OutboxMessage.status != "sent")).scalar_one()
+                OutboxMessage.claim_id.in_(self._claim_ids()), OutboxMessage.status.not_in(("sent", "superseded")))).scalar_one()
 
     def finished(self, engine: Engine) -> bool:
         """Every ticket's claim where it ends (card: paid; cash, BSO: bank details asked), the mass
@@ -84,7 +84,8 @@ class Workload:
     def sent(self, engine: Engine) -> list[tuple[str, str]]:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.execute(select(OutboxMessage.message_id, OutboxMessage.status).where(
-                OutboxMessage.claim_id.in_(self._claim_ids()), OutboxMessage.kind == "email")).all()]
+                OutboxMessage.claim_id.in_(self._claim_ids()), OutboxMessage.kind == "email",
+                OutboxMessage.status != "superseded")).all()]  # an approval replaced by the claim's later letter never leaves
 
 
 def mass_cancellation_workload(engine: Engine, register_payments: Callable[[dict[str, int]], None], size: int, now: datetime) -> Workload:
