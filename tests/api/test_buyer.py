@@ -269,6 +269,20 @@ def test_the_status_says_the_state_in_plain_words_who_holds_it_the_deadline_and_
     assert s["can_upload_documents"] and s["can_withdraw"] and not s["can_give_bank_details"]
 
 
+
+def test_the_status_page_names_who_acts_now_in_grammatical_russian(client):
+    """Used to read «Ход за: вы, покупатель» / «Ход за: организатор» (the nominative after «ход за» is not Russian)."""
+    from tasks.buyer_links import status_link_token
+
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    created = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness"}).json()
+    with get_engine().begin() as conn:
+        apply_trigger(conn, claim_id=created["id"], trigger="assess", actor="system", now=NOW)
+    page = client.get(f"/s/{status_link_token(created['number'], now=NOW)}")
+    assert page.status_code == 200
+    assert 'Кто сейчас действует: <strong id="holder">вы, покупатель</strong>' in page.text and "Ход за" not in page.text
+
 def test_bank_details_are_taken_only_when_waited_for_validated_and_shown_masked(client):
     engine = get_engine()
     with engine.begin() as conn:
