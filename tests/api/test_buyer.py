@@ -392,6 +392,38 @@ def test_a_stale_form_on_the_buyer_pages_is_said_on_a_page_and_does_nothing(clie
     assert client.get("/buyer").status_code == 200 and world["order"] in client.get("/buyer").text  # still signed in
 
 
+
+def test_the_order_page_offers_a_cancelled_events_own_reason_and_files_it_at_100_percent(client):
+    """Used to go wrong: for a ticket of a cancelled event (two days away) the page offered only the buyer's
+    own reasons; «По собственной инициативе» was filed and quoted 0 % (d < 3), though the cancellation pays 100 %."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        cancelled = f.event(conn, starts_at=NOW + timedelta(days=2), title="Щелкунчик", status="cancelled")
+        scheduled = f.event(conn, starts_at=NOW + timedelta(days=20), title="Лебединое озеро")
+        postponed = f.event(conn, starts_at=NOW + timedelta(days=40), title="Жизель", status="postponed")
+        order = f.order(conn, created_at=NOW - timedelta(days=30), buyer_email=EMAIL, buyer_name="Петрова Анна Сергеевна")
+        gone, kept, moved = (f.ticket(conn, event_id=e, order_id=order) for e in (cancelled, scheduled, postponed))
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order)).scalar_one()
+    client.cookies.set("vz_buyer", sign_in(client, number)["Authorization"].removeprefix("Bearer "))
+    client.cookies.set("vz_csrf", "test-csrf")
+    page = client.get("/buyer").text
+
+    def offered(ticket: int) -> list[str]:
+        form = page.split(f'name="ticket_id" value="{ticket}"')[1].split("</select>")[0]
+        return [o.split('"')[0] for o in form.split('<option value="')[1:]]
+
+    assert offered(gone) == ["cancelled"]
+    assert offered(kept) == ["voluntary", "illness", "death", "other"]
+    assert offered(moved) == ["postponed", "voluntary", "illness", "death", "other"]
+    assert "Мероприятие отменено: стоимость билета вернём полностью (причина «Отмена мероприятия»)." in page
+    assert "Мероприятие перенесено: билет действует на новую дату" in page
+    assert page.count('class="notice"') == 2  # none for the scheduled event
+    r = client.post("/buyer/claims", data={"csrf": "test-csrf", "ticket_id": str(gone), "reason": "cancelled"}, follow_redirects=False)
+    assert r.status_code == 303
+    with engine.connect() as conn:
+        filed = conn.execute(select(claim_t.c.reason, claim_t.c.amount).where(claim_t.c.ticket_id == gone)).one()
+    assert filed.reason == "cancelled" and filed.amount == 350000  # the factory's 3 500,00 ₽, in full
+
 def test_one_address_gets_at_most_the_limit_of_code_requests_per_hour_then_429(client, monkeypatch):
     """The per-address limit (kept in a table, so every API worker counts the same requests): past it
     the JSON and the page both answer 429 in Russian with Retry-After; another address is unaffected."""
