@@ -113,8 +113,12 @@ _mass_command("replace", "replaced", "Replace an event (the programme changed): 
 def follow_ups(event_id: int = typer.Argument(..., help="The event's id"), db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """The event's claims that left the mass batch, one by one, with what happens next."""
     from tasks.mass import follow_ups as rows
+    from tasks.mass import progress
 
-    found = rows(engine_for(db), event_id)
+    engine = engine_for(db)
+    if progress(engine, event_id) is None:  # a wrong id (or an event never cancelled in a batch) is not an empty list
+        fail(f"event {event_id} has no mass cancellation: no such event, or it was never cancelled with `vozvrat events cancel`")
+    found = rows(engine, event_id)
     table = new_table(f"Event {event_id}: claims followed up one by one ({len(found)})", ("claim", "state", "buyer", "paid by", "why / next"))
     for r in found:
         table.add_row(r["number"], r["state"], r["buyer_email"], r["payment_method"], r["why"])
