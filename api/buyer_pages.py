@@ -60,6 +60,7 @@ BUYER_REASONS = ("voluntary", "illness", "death", "other")
 # An event cancelled or replaced is refunded in full for that reason (Art. 52.1): a personal reason
 # would pay less (voluntary: 0 % in the last three days), so the page offers only the event's own.
 # A postponed event's ticket is still valid: its reason comes first, the buyer's own ones stay.
+REFILE_AFTER = frozenset({"rejected", "withdrawn"})
 EVENT_NOTICE_RU = {
     "cancelled": "Мероприятие отменено: стоимость билета вернём полностью (причина «{reason}»).",
     "replaced": "Мероприятие заменено: стоимость билета вернём полностью (причина «{reason}»).",
@@ -321,7 +322,10 @@ def _order_page(request: Request, principal: Principal, now: datetime, errors: d
     reasons = {t.ticket_id: _reasons_for(statuses.get(t.ticket_id, "scheduled")) for t in tickets}
     notices = {t.ticket_id: EVENT_NOTICE_RU[st].format(reason=reason_ru(st)) for t in tickets
                if (st := statuses.get(t.ticket_id, "scheduled")) in EVENT_NOTICE_RU}
-    return page(request, "order.html", {"order_number": principal.order_number, "tickets": tickets, "links": links,
+    # A ticket takes a new claim only when none of its claims is in work or done (the rules refuse it anyway:
+    # an open claim, a ticket refunded once); after a refusal or a withdrawal the form is offered again.
+    can_file = {t.ticket_id: all(c["state"] in REFILE_AFTER for c in t.claims) for t in tickets}
+    return page(request, "order.html", {"order_number": principal.order_number, "tickets": tickets, "links": links, "can_file": can_file,
                                         "reasons": reasons, "notices": notices, "errors": errors or {}}, status=status)
 
 

@@ -424,6 +424,22 @@ def test_the_order_page_offers_a_cancelled_events_own_reason_and_files_it_at_100
         filed = conn.execute(select(claim_t.c.reason, claim_t.c.amount).where(claim_t.c.ticket_id == gone)).one()
     assert filed.reason == "cancelled" and filed.amount == 350000  # the factory's 3 500,00 ₽, in full
 
+
+def test_the_order_page_offers_no_new_claim_for_a_ticket_with_one_in_work_and_again_after_a_withdrawal(client):
+    """Used to go wrong: a ticket refunded by a mass cancellation (or with a claim in work) still showed
+    «Подать заявку на возврат»; the buyer filled it in and got «уже одобрен или выплачен»."""
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    client.cookies.set("vz_buyer", headers["Authorization"].removeprefix("Bearer "))
+    form = f'name="ticket_id" value="{world["ticket"]}"'
+    assert form in client.get("/buyer").text
+    number = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness"}).json()["number"]
+    page = client.get("/buyer").text
+    assert number in page and form not in page and "Подать заявку на возврат" not in page
+    assert client.post(f"/claims/{number}/withdrawal", headers=headers, json={}).status_code == 200
+    page = client.get("/buyer").text
+    assert number in page and form in page  # withdrawn: the buyer may file again
+
 def test_one_address_gets_at_most_the_limit_of_code_requests_per_hour_then_429(client, monkeypatch):
     """The per-address limit (kept in a table, so every API worker counts the same requests): past it
     the JSON and the page both answer 429 in Russian with Retry-After; another address is unaffected."""
