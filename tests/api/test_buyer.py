@@ -418,6 +418,7 @@ def test_the_order_page_offers_a_cancelled_events_own_reason_and_files_it_at_100
     assert "Мероприятие отменено: стоимость билета вернём полностью (причина «Отмена мероприятия»)." in page
     assert "Мероприятие перенесено: билет действует на новую дату" in page
     assert page.count('class="notice"') == 2  # none for the scheduled event
+    assert page.count("При болезни или смерти близкого документ") == 2  # not under the cancelled event's form
     r = client.post("/buyer/claims", data={"csrf": "test-csrf", "ticket_id": str(gone), "reason": "cancelled"}, follow_redirects=False)
     assert r.status_code == 303
     with engine.connect() as conn:
