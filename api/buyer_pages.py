@@ -57,6 +57,15 @@ templates.env.filters.update(ru_date=ru_date, rub=rub, working_days_ru=working_d
 CSRF_COOKIE = "vz_csrf"
 SESSION_COOKIE = "vz_buyer"
 BUYER_REASONS = ("voluntary", "illness", "death", "other")
+# An event cancelled or replaced is refunded in full for that reason (Art. 52.1): a personal reason
+# would pay less (voluntary: 0 % in the last three days), so the page offers only the event's own.
+# A postponed event's ticket is still valid: its reason comes first, the buyer's own ones stay.
+REFILE_AFTER = frozenset({"rejected", "withdrawn"})
+EVENT_NOTICE_RU = {
+    "cancelled": "Мероприятие отменено: стоимость билета вернём полностью (причина «{reason}»).",
+    "replaced": "Мероприятие заменено: стоимость билета вернём полностью (причина «{reason}»).",
+    "postponed": "Мероприятие перенесено: билет действует на новую дату; если вы не сможете прийти, стоимость билета вернём полностью (причина «{reason}»).",
+}
 MAX_FORM_BYTES = 64 * 1024  # a form without a file
 T = TypeVar("T")
 
@@ -281,12 +290,43 @@ def _session(request: Request, now: datetime) -> Principal | None:
     return resolve_buyer_token(get_engine(), token, now=now) if token else None
 
 
+def _event_statuses(ticket_ids: list[int]) -> dict[int, str]:
+    """Each ticket's event status (scheduled, cancelled, replaced, postponed)."""
+    from sqlalchemy import select
+
+    from models.tables import Event, Ticket
+
+    ticket_t, event_t = Ticket.__table__, Event.__table__  # type: ignore[attr-defined]
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(ticket_t.c.id, event_t.c.status).join(event_t, event_t.c.id == ticket_t.c.event_id)
+                            .where(ticket_t.c.id.in_(ticket_ids or [0]))).all()
+    return {r.id: r.status for r in rows}
+
+
+def _reasons_for(event_status: str) -> list[tuple[str, str]]:
+    """The reasons the claim form offers for a ticket, the event's own first (see EVENT_NOTICE_RU)."""
+    if event_status in ("cancelled", "replaced"):
+        codes: tuple[str, ...] = (event_status,)
+    elif event_status == "postponed":
+        codes = ("postponed", *BUYER_REASONS)
+    else:
+        codes = BUYER_REASONS
+    return [(r, reason_ru(r)) for r in codes]
+
+
 def _order_page(request: Request, principal: Principal, now: datetime, errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
     assert principal.order_number is not None
     tickets = order_tickets(get_engine(), principal.order_number)
     links = {c["number"]: status_link_token(c["number"], now=now) for t in tickets for c in t.claims}
-    return page(request, "order.html", {"order_number": principal.order_number, "tickets": tickets, "links": links,
-                                        "reasons": [(r, reason_ru(r)) for r in BUYER_REASONS], "errors": errors or {}}, status=status)
+    statuses = _event_statuses([t.ticket_id for t in tickets])
+    reasons = {t.ticket_id: _reasons_for(statuses.get(t.ticket_id, "scheduled")) for t in tickets}
+    notices = {t.ticket_id: EVENT_NOTICE_RU[st].format(reason=reason_ru(st)) for t in tickets
+               if (st := statuses.get(t.ticket_id, "scheduled")) in EVENT_NOTICE_RU}
+    # A ticket takes a new claim only when none of its claims is in work or done (the rules refuse it anyway:
+    # an open claim, a ticket refunded once); after a refusal or a withdrawal the form is offered again.
+    can_file = {t.ticket_id: all(c["state"] in REFILE_AFTER for c in t.claims) for t in tickets}
+    return page(request, "order.html", {"order_number": principal.order_number, "tickets": tickets, "links": links, "can_file": can_file,
+                                        "reasons": reasons, "notices": notices, "errors": errors or {}}, status=status)
 
 
 async def _order_form(request: Request, now: datetime) -> dict[str, Any] | Response:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from models.db import get_engine
 from models.settings import get_settings
+from tasks.outbox import email_enabled_now
 
 CHECK_TIMEOUT_S = 0.7
 
@@ -38,6 +39,8 @@ class HealthReport(BaseModel):
         description="ok: всё доступно; degraded: база доступна, недоступно что-то ещё; unavailable: база данных недоступна.")
     message: str = Field(description="Сводка на русском.")
     dependencies: dict[str, DependencyHealth]
+    outbound_email: Literal["sending", "held"] = Field(
+        description="held: выключатель исходящей почты (VOZVRAT_OUTBOUND_EMAIL_ENABLED=false) включён, письма ждут в очереди.")
 
 
 def _ping_database() -> None:
@@ -146,4 +149,8 @@ async def check_health() -> HealthReport:
     else:
         status = "degraded" if down else "ok"
     message = "Все зависимости доступны." if not down else "Недоступны: " + ", ".join(NAMES_RU[n] for n in down) + "."
-    return HealthReport(status=status, message=message, dependencies=deps)
+    # The kill switch is no dependency, but an operator who forgot it sees «all up» while no mail leaves.
+    sending = email_enabled_now()
+    if not sending:
+        message += " Исходящая почта остановлена (VOZVRAT_OUTBOUND_EMAIL_ENABLED=false): письма ждут в очереди."
+    return HealthReport(status=status, message=message, dependencies=deps, outbound_email="sending" if sending else "held")

@@ -56,6 +56,7 @@ from states.policy import Reason
 from tasks.accounts import authenticate, get_user, user_principal
 from tasks.auth import Principal
 from tasks.bulk_decisions import (
+    DECIDED_STATES,
     MAX_CLAIMS,
     REJECT_REASONS,
     BulkRequest,
@@ -584,9 +585,16 @@ async def confirm_page(request: Request, principal: PageUser) -> HTMLResponse:
         return _render(request, "organizer/error.html", {"error": error}, status=422)
     with get_engine().connect() as conn:
         found = claims_by_number(conn, list(bulk.numbers), organizer_id=read_scope(principal))
-    total = sum(amount for _, _, amount in found.values())
+    # Only claims still open for a decision count: a claim decided already (say, in another tab) moves no money now.
+    open_ = {n: v for n, v in found.items() if v[1] not in DECIDED_STATES}
+    missing, decided = len(bulk.numbers) - len(found), len(found) - len(open_)
+    if not open_:
+        why = ", ".join(part for part in (f"не найдено: {missing}" if missing else "", f"решение уже принято: {decided}" if decided else "") if part)
+        return _render(request, "organizer/error.html", {"error": f"Среди выбранных нет заявок, по которым можно принять решение ({why})."},
+                       status=422)
+    total = sum(amount for _, _, amount in open_.values())
     return _render(request, "organizer/confirm.html", {
-        "bulk": bulk, "count": len(found), "missing": len(bulk.numbers) - len(found), "total_kopecks": total,
+        "bulk": bulk, "count": len(open_), "missing": missing, "decided": decided, "total_kopecks": total,
         "idempotency_key": str(uuid.uuid4()),
     })
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from cli.console import console
+from cli.console import table as new_table
 from cli.errors import fail
 from cli.event_commands import events_app
 from cli.mass_send_commands import AS_HELP, DB_HELP, PASSWORD_FILE_HELP, engine_for, signed_in
@@ -57,10 +57,10 @@ def _follow(engine, event_id: int, run_id: str) -> None:
     """A progress bar from the mass record (chunks done of total) until the run is final."""
     from tasks.mass import progress
 
-    console = Console()
+    out = console()
     state = None
     with Progress(TextColumn("[bold]event {task.fields[event]}[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
-                  TimeElapsedColumn(), console=console) as bar:
+                  TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("mass", total=None, event=event_id)
         while True:
             record = progress(engine, event_id)
@@ -72,13 +72,13 @@ def _follow(engine, event_id: int, run_id: str) -> None:
             time.sleep(1.0)  # polling a run another process executes
     record = progress(engine, event_id) or {}
     summary = record.get("summary") or {}
-    console.print(f"run {run_id}: {state}")
+    out.print(f"run {run_id}: {state}")
     if summary:
-        console.print(f"tickets {summary['tickets']}, claims {summary['claims']}, states {summary['states']}")
+        out.print(f"tickets {summary['tickets']}, claims {summary['claims']}, states {summary['states']}")
         for code, entry in sorted(summary["failures"].items()):
-            console.print(f"  left the batch: {code} × {entry['count']}: {entry['message_ru']}")
+            out.print(f"  left the batch: {code} × {entry['count']}: {entry['message_ru']}")
         if summary["mass_sends"]:
-            console.print(f"mass sends waiting for a second person: {summary['mass_sends']} (vozvrat mass-sends show ID)")
+            out.print(f"mass sends waiting for a second person: {summary['mass_sends']} (vozvrat mass-sends show ID)")
     if state != "COMPLETED":
         raise typer.Exit(1)
 
@@ -113,11 +113,13 @@ _mass_command("replace", "replaced", "Replace an event (the programme changed): 
 def follow_ups(event_id: int = typer.Argument(..., help="The event's id"), db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """The event's claims that left the mass batch, one by one, with what happens next."""
     from tasks.mass import follow_ups as rows
+    from tasks.mass import progress
 
-    found = rows(engine_for(db), event_id)
-    table = Table(title=f"Event {event_id}: claims followed up one by one ({len(found)})")
-    for col in ("claim", "state", "buyer", "paid by", "why / next"):
-        table.add_column(col)
+    engine = engine_for(db)
+    if progress(engine, event_id) is None:  # a wrong id (or an event never cancelled in a batch) is not an empty list
+        fail(f"event {event_id} has no mass cancellation: no such event, or it was never cancelled with `vozvrat events cancel`")
+    found = rows(engine, event_id)
+    table = new_table(f"Event {event_id}: claims followed up one by one ({len(found)})", ("claim", "state", "buyer", "paid by", "why / next"))
     for r in found:
         table.add_row(r["number"], r["state"], r["buyer_email"], r["payment_method"], r["why"])
-    Console().print(table)
+    console().print(table)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cli.app import app
+from cli.console import console
+from cli.console import table as new_table
 from cli.errors import fail, hidden_prompt
 
 mass_sends_app = typer.Typer(help="Mass sends: see, approve or reject mail to many recipients (two-person rule).", no_args_is_help=True)
@@ -51,21 +52,21 @@ def signed_in(engine, login: str | None, password_file: Path | None):
     return user.principal
 
 
-def _show_view(console: Console, view) -> None:
-    console.print(f"[bold]mass send № {view.id}[/bold]: template {view.template}, {view.recipient_count} recipient(s), "
+def _show_view(out: Console, view) -> None:
+    out.print(f"[bold]mass send № {view.id}[/bold]: template {view.template}, {view.recipient_count} recipient(s), "
                   f"status {view.status} ({view.to_json()['status_ru']})")
-    console.print(f"started by {view.started_by} at {view.created_at:%Y-%m-%d %H:%M} UTC"
+    out.print(f"started by {view.started_by} at {view.created_at:%Y-%m-%d %H:%M} UTC"
                   + (f"; event № {view.event_id}" if view.event_id else ""))
     if view.approved_by:
-        console.print(f"approved by {view.approved_by} at {view.approved_at:%Y-%m-%d %H:%M} UTC; sent {view.sent}, waiting {view.waiting}")
+        out.print(f"approved by {view.approved_by} at {view.approved_at:%Y-%m-%d %H:%M} UTC; sent {view.sent}, waiting {view.waiting}")
     if view.resend_of:
-        console.print(f"a resend of rejected mass send № {view.resend_of}")
+        out.print(f"a resend of rejected mass send № {view.resend_of}")
     if view.rejected_by:
-        console.print(f"rejected by {view.rejected_by} at {view.rejected_at:%Y-%m-%d %H:%M} UTC: {view.note or '(no reason given)'}")
+        out.print(f"rejected by {view.rejected_by} at {view.rejected_at:%Y-%m-%d %H:%M} UTC: {view.note or '(no reason given)'}")
     if view.resent_as:
-        console.print(f"resent as № {', '.join(map(str, view.resent_as))}")
+        out.print(f"resent as № {', '.join(map(str, view.resent_as))}")
     if view.buyer_not_told:
-        console.print(f"[bold red]buyer not told[/bold red]: {len(view.buyer_not_told)} claim(s): {', '.join(view.buyer_not_told)}"
+        out.print(f"[bold red]buyer not told[/bold red]: {len(view.buyer_not_told)} claim(s): {', '.join(view.buyer_not_told)}"
                       f" (`vozvrat mass-sends resend {view.id}` queues them again for a second person to approve)")
 
 
@@ -78,13 +79,11 @@ def list_sends(status: str = typer.Option(None, "--status", help="held | approve
     if status is not None and status not in STATUSES:
         fail(f"--status is one of {', '.join(STATUSES)}, not {status!r}")
     views = list_mass_sends(engine_for(db), status=status)
-    table = Table(title="Mass sends")
-    for col in ("id", "template", "event", "recipients", "status", "started by", "approved by", "sent", "buyer not told"):
-        table.add_column(col)
+    table = new_table("Mass sends", ("id", "template", "event", "recipients", "status", "started by", "approved by", "sent", "buyer not told"))
     for v in views:
         table.add_row(str(v.id), v.template, str(v.event_id or ""), str(v.recipient_count), v.status, v.started_by,
                       v.approved_by or v.rejected_by or "", str(v.sent), str(len(v.buyer_not_told) or ""))
-    Console().print(table)
+    console().print(table)
 
 
 @mass_sends_app.command("show")
@@ -96,14 +95,14 @@ def show(mass_send_id: int = typer.Argument(..., help="The mass send's number"),
     view = get_mass_send(engine, mass_send_id)
     if view is None:
         fail(f"no mass send {mass_send_id}")
-    console = Console()
-    _show_view(console, view)
+    out = console()
+    _show_view(out, view)
     sample = render_sample(engine, mass_send_id)
     if sample is not None:
-        console.rule(f"sample: to {sample.recipient}")
-        console.print(f"Subject: {sample.subject}\n")
-        console.print(sample.text, markup=False, highlight=False)
-        console.rule()
+        out.rule(f"sample: to {sample.recipient}")
+        out.print(f"Subject: {sample.subject}\n")
+        out.print(sample.text, markup=False, highlight=False)
+        out.rule()
 
 
 def _decide(mass_send_id: int, login: str | None, password_file: Path | None, db: str | None, *, approve: bool, note: str | None) -> None:
@@ -168,9 +167,7 @@ def untold(event_id: int = typer.Option(None, "--event", help="Only this event's
     from tasks.mass_sends import buyer_not_told
 
     rows = buyer_not_told(engine_for(db), event_id=event_id)
-    table = Table(title=f"Buyer not told: {len(rows)} claim(s)")
-    for col in ("claim", "rejected mass send"):
-        table.add_column(col)
+    table = new_table(f"Buyer not told: {len(rows)} claim(s)", ("claim", "rejected mass send"))
     for _claim_id, number, mass_send_id in rows:
         table.add_row(number, str(mass_send_id))
-    Console().print(table)
+    console().print(table)

@@ -58,6 +58,38 @@ class PaymentMirror:
                 console.print(f"[yellow]{message}[/yellow]")
 
 
+SAMPLE_HINT = "The database starts empty; load the sample sales data:  .venv/bin/vozvrat sales import docs/sample-sales.jsonl"
+KILL_SWITCH_ON = ("[bold yellow]outbound mail is HELD[/bold yellow] (VOZVRAT_OUTBOUND_EMAIL_ENABLED={value}): every message waits in the"
+                  " outbox, nothing reaches the SMTP sink; restart without it to send")
+
+
+def _has_orders(database_url: str) -> bool:
+    from sqlalchemy import text
+
+    from models.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM ticket_order LIMIT 1")).first() is not None
+    except Exception:  # noqa: BLE001 - a database the stack could not read is as good as empty for this hint
+        return False
+    finally:
+        engine.dispose()
+
+
+def notes(database_url: str) -> list[str]:
+    """The lines after the banner: the sample data hint while the database has no orders (a restarted
+    stack keeps its data: no «starts empty»), and the kill switch when it holds all mail (the parts
+    inherit this environment, and read the switch as tasks/outbox.py does)."""
+    from tasks.outbox import email_enabled_now
+
+    out = [] if _has_orders(database_url) else [SAMPLE_HINT]
+    if not email_enabled_now():
+        out.append(KILL_SWITCH_ON.format(value=os.environ.get("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "")))
+    return out
+
+
 def main() -> None:
     root = Path(os.environ.get("VOZVRAT_VAR", "var")).absolute()
     stack = Stack(
@@ -105,9 +137,11 @@ def main() -> None:
   database        {env['VOZVRAT_DATABASE_URL']}
   bank details    encrypted with {env.get('VOZVRAT_SECRET_KEY_FILE') or 'VOZVRAT_SECRET_KEY'} (rotate: vozvrat secrets rotate)
   logs            {root}/*.log
-To use the CLI against it:  export PREFECT_API_URL={stack.prefect_api_url} VOZVRAT_DATABASE_URL={env['VOZVRAT_DATABASE_URL']}{key_export}
-The database starts empty; load the sample sales data:  .venv/bin/vozvrat sales import docs/sample-sales.jsonl
-Ctrl+C stops everything.""", soft_wrap=True)
+To use the CLI against it:  export PREFECT_API_URL={stack.prefect_api_url} VOZVRAT_DATABASE_URL={env['VOZVRAT_DATABASE_URL']}{key_export}""",
+                  soft_wrap=True)
+    for line in notes(env["VOZVRAT_DATABASE_URL"]):
+        console.print(line, soft_wrap=True)
+    console.print("Ctrl+C stops everything.")
     stopping = False
 
     def _stop(*_):

@@ -269,6 +269,20 @@ def test_the_status_says_the_state_in_plain_words_who_holds_it_the_deadline_and_
     assert s["can_upload_documents"] and s["can_withdraw"] and not s["can_give_bank_details"]
 
 
+
+def test_the_status_page_names_who_acts_now_in_grammatical_russian(client):
+    """Used to read «Ход за: вы, покупатель» / «Ход за: организатор» (the nominative after «ход за» is not Russian)."""
+    from tasks.buyer_links import status_link_token
+
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    created = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness"}).json()
+    with get_engine().begin() as conn:
+        apply_trigger(conn, claim_id=created["id"], trigger="assess", actor="system", now=NOW)
+    page = client.get(f"/s/{status_link_token(created['number'], now=NOW)}")
+    assert page.status_code == 200
+    assert 'Кто сейчас действует: <strong id="holder">вы, покупатель</strong>' in page.text and "Ход за" not in page.text
+
 def test_bank_details_are_taken_only_when_waited_for_validated_and_shown_masked(client):
     engine = get_engine()
     with engine.begin() as conn:
@@ -377,6 +391,55 @@ def test_a_stale_form_on_the_buyer_pages_is_said_on_a_page_and_does_nothing(clie
         assert conn.execute(select(claim_t.c.id)).first() is None
     assert client.get("/buyer").status_code == 200 and world["order"] in client.get("/buyer").text  # still signed in
 
+
+
+def test_the_order_page_offers_a_cancelled_events_own_reason_and_files_it_at_100_percent(client):
+    """Used to go wrong: for a ticket of a cancelled event (two days away) the page offered only the buyer's
+    own reasons; «По собственной инициативе» was filed and quoted 0 % (d < 3), though the cancellation pays 100 %."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        cancelled = f.event(conn, starts_at=NOW + timedelta(days=2), title="Щелкунчик", status="cancelled")
+        scheduled = f.event(conn, starts_at=NOW + timedelta(days=20), title="Лебединое озеро")
+        postponed = f.event(conn, starts_at=NOW + timedelta(days=40), title="Жизель", status="postponed")
+        order = f.order(conn, created_at=NOW - timedelta(days=30), buyer_email=EMAIL, buyer_name="Петрова Анна Сергеевна")
+        gone, kept, moved = (f.ticket(conn, event_id=e, order_id=order) for e in (cancelled, scheduled, postponed))
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order)).scalar_one()
+    client.cookies.set("vz_buyer", sign_in(client, number)["Authorization"].removeprefix("Bearer "))
+    client.cookies.set("vz_csrf", "test-csrf")
+    page = client.get("/buyer").text
+
+    def offered(ticket: int) -> list[str]:
+        form = page.split(f'name="ticket_id" value="{ticket}"')[1].split("</select>")[0]
+        return [o.split('"')[0] for o in form.split('<option value="')[1:]]
+
+    assert offered(gone) == ["cancelled"]
+    assert offered(kept) == ["voluntary", "illness", "death", "other"]
+    assert offered(moved) == ["postponed", "voluntary", "illness", "death", "other"]
+    assert "Мероприятие отменено: стоимость билета вернём полностью (причина «Отмена мероприятия»)." in page
+    assert "Мероприятие перенесено: билет действует на новую дату" in page
+    assert page.count('class="notice"') == 2  # none for the scheduled event
+    assert page.count("При болезни или смерти близкого документ") == 2  # not under the cancelled event's form
+    r = client.post("/buyer/claims", data={"csrf": "test-csrf", "ticket_id": str(gone), "reason": "cancelled"}, follow_redirects=False)
+    assert r.status_code == 303
+    with engine.connect() as conn:
+        filed = conn.execute(select(claim_t.c.reason, claim_t.c.amount).where(claim_t.c.ticket_id == gone)).one()
+    assert filed.reason == "cancelled" and filed.amount == 350000  # the factory's 3 500,00 ₽, in full
+
+
+def test_the_order_page_offers_no_new_claim_for_a_ticket_with_one_in_work_and_again_after_a_withdrawal(client):
+    """Used to go wrong: a ticket refunded by a mass cancellation (or with a claim in work) still showed
+    «Подать заявку на возврат»; the buyer filled it in and got «уже одобрен или выплачен»."""
+    world = order_with_ticket()
+    headers = sign_in(client, world["order"])
+    client.cookies.set("vz_buyer", headers["Authorization"].removeprefix("Bearer "))
+    form = f'name="ticket_id" value="{world["ticket"]}"'
+    assert form in client.get("/buyer").text
+    number = client.post("/claims", headers=headers, json={"ticket_id": world["ticket"], "reason": "illness"}).json()["number"]
+    page = client.get("/buyer").text
+    assert number in page and form not in page and "Подать заявку на возврат" not in page
+    assert client.post(f"/claims/{number}/withdrawal", headers=headers, json={}).status_code == 200
+    page = client.get("/buyer").text
+    assert number in page and form in page  # withdrawn: the buyer may file again
 
 def test_one_address_gets_at_most_the_limit_of_code_requests_per_hour_then_429(client, monkeypatch):
     """The per-address limit (kept in a table, so every API worker counts the same requests): past it

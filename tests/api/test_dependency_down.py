@@ -153,3 +153,16 @@ def test_cli_exits_2_with_one_line_when_the_database_is_unreachable(kind, tmp_pa
     start = "error: database unavailable: " if kind.startswith("postgresql") else "error: no database here (unable to open database file)"
     assert line.startswith(start) and line.endswith("check VOZVRAT_DATABASE_URL or --db"), line
     assert ("Connection refused" if kind.startswith("postgresql") else "unable to open database file") in line
+
+
+def test_health_says_when_the_kill_switch_holds_outbound_mail(sqlite_url, tmp_path):
+    """Used to go wrong: with VOZVRAT_OUTBOUND_EMAIL_ENABLED=false `make up` and /health said «all up» while
+    no message left: an operator who forgot the switch had nothing telling them why buyers got no mail."""
+    env = {"VOZVRAT_DATABASE_URL": sqlite_url, **NOTHING_ELSE}
+    with api_server(env | {"VOZVRAT_OUTBOUND_EMAIL_ENABLED": "false"}, tmp_path / "held.log") as base_url:
+        held = httpx.get(base_url + "/health", timeout=10).json()
+    with api_server(env | {"VOZVRAT_OUTBOUND_EMAIL_ENABLED": "true"}, tmp_path / "sending.log") as base_url:
+        sending = httpx.get(base_url + "/health", timeout=10).json()
+    assert held["outbound_email"] == "held"
+    assert held["message"].endswith("Исходящая почта остановлена (VOZVRAT_OUTBOUND_EMAIL_ENABLED=false): письма ждут в очереди.")
+    assert sending["outbound_email"] == "sending" and "почта" not in sending["message"]

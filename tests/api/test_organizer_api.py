@@ -220,3 +220,23 @@ def test_a_stale_page_form_is_an_error_page_in_russian_and_decides_nothing(world
                           data={"csrf": "stale", "numbers": [number], "decision": "approve", "idempotency_key": "k-stale"})
     assert r.status_code == 403 and "Форма устарела" in r.text
     assert [t for t, _, _ in _audit(claim_id)] == ["file", "assess"]
+
+
+def test_the_confirmation_counts_only_claims_still_open_and_refuses_when_none_is(world):
+    """Used to go wrong: a claim decided already (another tab, another colleague) was counted in the
+    confirmation's count and money, and a selection with nothing left to decide still offered
+    «Подтвердить» under «Заявок: 0»."""
+    a = world.callers["organizer_a"]
+    (_, done), (waiting_id, waiting) = world.claim("a"), world.claim("a")
+    r = world.client.post("/organizer/decisions", headers=_auth(world, "organizer_a"), json={"numbers": [done], "decision": "approve"})
+    assert r.json()["decided"] == 1
+    confirm = world.client.post("/organizer/confirm", headers=a.headers,
+                                data=a.with_csrf({"numbers": [done, waiting, "VZ-9999999-1"], "decision": "approve"}))
+    assert confirm.status_code == 200
+    assert '<strong id="confirm-count">1</strong>' in confirm.text and "3 500,00 ₽" in confirm.text and "7 000,00 ₽" not in confirm.text
+    assert "ещё 1 не найдены" in confirm.text and "ещё 1 — решение уже принято" in confirm.text
+    nothing = world.client.post("/organizer/confirm", headers=a.headers, data=a.with_csrf({"numbers": [done, "VZ-9999999-1"], "decision": "approve"}))
+    assert nothing.status_code == 422 and nothing.headers["content-type"].startswith("text/html")
+    assert "нет заявок, по которым можно принять решение (не найдено: 1, решение уже принято: 1)" in nothing.text
+    assert 'action="/organizer/decide"' not in nothing.text
+    assert [t for t, _, _ in _audit(waiting_id)] == ["file", "assess"]  # confirming decides nothing

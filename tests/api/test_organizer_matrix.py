@@ -43,6 +43,8 @@ BULK_A = cells(200, 200, 403, 200, 403, 403, 403, 401, 401)
 PAGE_LIST = cells(200, 200, 200, 200, 403, 303, 303, 303, 303)
 PAGE_CLAIM_A = cells(200, 404, 200, 200, 403, 303, 303, 303, 303)
 PAGE_DECIDE_A = cells(200, 200, 403, 200, 403, 303, 303, 303, 303)
+# The confirmation of A's claim for B: nothing B may decide is selected, so an error page (422), not «Заявок: 0».
+PAGE_CONFIRM_A = cells(200, 422, 403, 200, 403, 303, 303, 303, 303)
 
 
 @dataclass
@@ -319,7 +321,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/organizer/logout"): Row(cells(303, 303, 303, 303, 303, 403, 403, 403, 403), _logout),
     ("GET", "/organizer"): Row(PAGE_LIST, _get("/organizer")),
     ("GET", "/organizer/claim/{number}"): Row(PAGE_CLAIM_A, _page_claim),
-    ("POST", "/organizer/confirm"): Row(PAGE_DECIDE_A, _page_confirm),
+    ("POST", "/organizer/confirm"): Row(PAGE_CONFIRM_A, _page_confirm),
     ("POST", "/organizer/decide"): Row(PAGE_DECIDE_A, _page_decide),
 }
 

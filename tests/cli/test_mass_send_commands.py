@@ -59,3 +59,26 @@ def test_a_rejected_send_shows_who_was_not_told_and_is_resent(sqlite_url, tmp_pa
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "повторять нечего" in r.output, r.output
     r = runner.invoke(app, ["mass-sends", "resend", str(again), "--as", "sam@example.ru", "--password-file", str(pw), "--db", sqlite_url])
     assert r.exit_code == 2 and "только отклонённую" in r.output, r.output
+
+
+def test_into_a_pipe_the_list_and_a_send_are_printed_whole_not_cut_at_80_columns(sqlite_url, monkeypatch):
+    """Used to go wrong: `vozvrat mass-sends list | less` (no terminal, no COLUMNS) cut every cell to
+    «refund…», «organi…», so the approver could not read the template or who started the send."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    engine = make_engine(sqlite_url)
+    outbox_t = OutboxMessage.__table__
+    starter = "organizer:1:user:maria.ivanova-petrova@sever-concert.example.ru"
+    with engine.begin() as conn:
+        event_id = f.event(conn, starts_at=NOW + timedelta(days=30))
+        ids = [f.claim_in_payout(conn, payment_method="cash", now=NOW, event_id=event_id) for _ in range(3)]
+        conn.execute(outbox_t.delete().where(outbox_t.c.claim_id.in_(ids), outbox_t.c.template != "bank_details_needed"))
+        conn.execute(outbox_t.update().where(outbox_t.c.claim_id.in_(ids)).values(status="held"))
+        (mass_send_id,) = hold_event_mail(conn, event_id=event_id, started_by=starter, now=NOW)
+    r = runner.invoke(app, ["mass-sends", "list", "--db", sqlite_url])
+    assert r.exit_code == 0, r.output
+    assert "bank_details_needed" in r.output and starter in r.output and "…" not in r.output
+    r = runner.invoke(app, ["mass-sends", "show", str(mass_send_id), "--db", sqlite_url])
+    assert r.exit_code == 0, r.output
+    assert f"started by {starter} at" in r.output and "status held (ждёт одобрения)" in r.output
+    r = runner.invoke(app, ["mass-sends", "list", "--db", sqlite_url], env={"COLUMNS": "60"})  # a narrow terminal: folded, still whole
+    assert r.exit_code == 0 and "…" not in r.output, r.output

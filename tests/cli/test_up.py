@@ -79,3 +79,29 @@ def test_make_up_mirrors_card_orders_to_the_acquirer_stand_in(tmp_path):
     stack.seen.clear()
     mirror.sync()
     assert stack.seen == {"p4": 700}, "only new orders are sent"
+
+
+def test_the_banner_says_empty_only_while_it_is_and_says_when_the_kill_switch_holds_mail(tmp_path, monkeypatch):
+    """Used to go wrong: a restarted `make up` said «The database starts empty» over a database full of
+    orders, and with VOZVRAT_OUTBOUND_EMAIL_ENABLED=false it announced itself up without a word about
+    every message waiting in the outbox."""
+    from datetime import UTC, datetime
+
+    from cli.up import SAMPLE_HINT, notes
+    from models.db import make_engine
+    from models.migrate import upgrade
+    from tests import factories as f
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    upgrade(url)
+    monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "true")
+    assert notes(url) == [SAMPLE_HINT]
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        f.order(conn, created_at=datetime(2026, 11, 1, tzinfo=UTC))
+    engine.dispose()
+    assert notes(url) == []
+    monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "false")
+    (held,) = notes(url)
+    assert "outbound mail is HELD" in held and "VOZVRAT_OUTBOUND_EMAIL_ENABLED=false" in held
+    assert notes(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")[0] == SAMPLE_HINT  # unreadable: the hint, no crash
