@@ -27,6 +27,7 @@ from models.tables import (
     ClaimTransition,
     Document,
     Event,
+    MassCancellation,
     Order,
     Organizer,
     OutboxMessage,
@@ -56,6 +57,7 @@ claim_t = Claim.__table__
 ticket_t = Ticket.__table__
 order_t = Order.__table__
 event_t = Event.__table__
+mass_cancellation_t = MassCancellation.__table__
 venue_t = Venue.__table__
 organizer_t = Organizer.__table__
 regime_t = Regime.__table__
@@ -419,6 +421,9 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
         ("fallback_kopecks", _int(fallback_kopecks)),
         ("note", _text(note)),
         ("includes", _text(includes)),  # a held letter this one replaced (supersede_held): say what it said
+        # Why the event was cancelled or replaced, as its organizer or staff gave it (shown to buyers; a claim
+        # of another reason gets none).
+        ("event_change_note", case((claim_t.c.reason.in_(("cancelled", "replaced")), mass_cancellation_t.c.reason), else_=None)),
     ])
     dedup = (
         _text("claim:") + cast(claim_t.c.id, String) + _text(":v") + cast(claim_t.c.version - 1, String) + _text(f":{template}")
@@ -434,6 +439,7 @@ def _insert_notifications(conn: Connection, ids: Sequence[int], *, template: str
             .join(ticket_t, ticket_t.c.id == claim_t.c.ticket_id)
             .join(order_t, order_t.c.id == ticket_t.c.order_id)
             .join(event_t, event_t.c.id == claim_t.c.event_id)
+            .outerjoin(mass_cancellation_t, mass_cancellation_t.c.event_id == claim_t.c.event_id)
             .where(id_in(conn, claim_t.c.id, ids)),
         )
     )

@@ -63,12 +63,14 @@ OPTIONAL_CONTEXT: Mapping[str, frozenset[str]] = {
                                  "decision_working_days", "decision_deadline", "documents_deadline", "documents_received"}),
     "documents_needed": frozenset({"buyer_name"}),
     # an organizer is named only when one decided (illness, death, «Прочее»); no reason: as before
-    "decision_approved": frozenset({"buyer_name", "reason"}),
+    # event_change_note: why the event was cancelled or replaced (models.claim_store; shown for those reasons only)
+    "decision_approved": frozenset({"buyer_name", "reason", "event_change_note"}),
     # the fallback offer is shown only when both are present
     "decision_rejected": frozenset({"buyer_name", "fallback_percent", "fallback_kopecks", "decided_by", "refusal_code"}),
     # "includes": the held "approved" letter this one replaced (states.lifecycle.SUPERSEDES), said here too
-    "refund_sent": frozenset({"buyer_name", "account_masked", "includes", "reason"}),
-    "bank_details_needed": frozenset({"buyer_name", "refund_kopecks", "includes", "reason", "payout_deadline", "regime_refund_due"}),
+    "refund_sent": frozenset({"buyer_name", "account_masked", "includes", "reason", "event_change_note"}),
+    "bank_details_needed": frozenset({"buyer_name", "refund_kopecks", "includes", "reason", "payout_deadline", "regime_refund_due",
+                                      "event_change_note"}),
     "review_extended": frozenset({"buyer_name"}),
     "escalation_notice": frozenset({"event_date", "organizer_name", "reason", "kind"}),
     # a withdrawn illness, death or «Прочее» claim may be followed only by a voluntary one (FALLBACK_ONLY)

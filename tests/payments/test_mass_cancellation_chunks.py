@@ -79,6 +79,12 @@ def test_every_valid_ticket_is_claimed_paid_or_followed_up_and_a_rerun_creates_n
     assert sends == {"refund_sent": 37}
     assert sorted(n for _, n in letters) == [1] * 47 + [2]  # the declined card: approval, then the request for bank details
     assert sum(1 for _, payload in includes if payload.get("includes") == "decision_approved") == 47
+    # The buyers are told the event was cancelled and why, in the words given when it was cancelled.
+    assert {payload.get("event_change_note") for _, payload in includes} == {"Артист заболел"}
+    from tasks.emails import render_parts
+
+    template, payload = includes[0]
+    assert "отменено. Причина: Артист заболел." in render_parts(template, payload)[1]
     assert count(engine, outbox_t, outbox_t.c.template == "bank_details_needed", outbox_t.c.status == "pending") == 11
     assert count(engine, outbox_t, outbox_t.c.template == "decision_approved", outbox_t.c.status == "pending") == 1
     before = (count(engine, claim_t), count(engine, audit_t), count(engine, outbox_t), count(engine, payout_t))
