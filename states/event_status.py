@@ -12,6 +12,15 @@ from states.policy import Reason
 MASS_ACTIONS: dict[str, Reason] = {"cancelled": Reason.CANCELLED, "replaced": Reason.REPLACED}
 # From which statuses each action may be taken: a postponed event may still be cancelled or replaced.
 _ALLOWED_FROM = {"cancelled": ("scheduled", "postponed"), "replaced": ("scheduled", "postponed")}
+#: The event-level actions as ops and organizers read them (never the internal code).
+ACTIONS_RU = {"cancelled": "отмена", "replaced": "замена", "postponed": "перенос"}
+#: An event's status as ops and organizers read it.
+EVENT_STATUS_RU = {"scheduled": "по расписанию", "cancelled": "отменено", "replaced": "заменено", "postponed": "перенесено"}
+
+
+def action_ru(action: str) -> str:
+    """«отмена», «замена», «перенос»; an unknown code as it is."""
+    return ACTIONS_RU.get(action, action)
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,9 @@ class StatusStep:
 def mass_status_step(current: str, action: str) -> StatusStep:
     """scheduled|postponed -> cancelled|replaced; the same action again is a resumed run (nothing to write)."""
     if action not in MASS_ACTIONS:
-        return StatusStep(None, refusal=("UNKNOWN_ACTION", f"Неизвестное действие «{action}»: только cancelled или replaced."))
+        return StatusStep(None, refusal=("UNKNOWN_ACTION", f"Неизвестное действие «{action}»: только cancelled (отмена) или replaced (замена)."))
     if current == action:
         return StatusStep(None, already=True)
     if current not in _ALLOWED_FROM[action]:
-        return StatusStep(None, refusal=("EVENT_STATUS", f"Мероприятие уже в статусе «{current}»: действие «{action}» к нему не применяется."))
+        return StatusStep(None, refusal=("EVENT_STATUS", f"Мероприятие уже {EVENT_STATUS_RU.get(current, current)}: {action_ru(action)} к нему не применяется."))
     return StatusStep(action)

@@ -27,7 +27,7 @@ from models.settings import get_settings
 from models.tables import BuyerCode, BuyerToken, CodeRequest, Order
 from tasks.auth import BUYER_PREFIX, Principal, digest, new_secret
 from tasks.buyer_links import link_secret
-from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email
+from tasks.outbox import DispatchReport, dispatch_emails, enqueue_email, withdraw_pending
 from tasks.smtp import SmtpSettings
 
 CODE_TTL = timedelta(minutes=15)
@@ -112,6 +112,11 @@ def _check_client(conn, address: str, now: datetime) -> None:
     conn.execute(insert(client_t).values(client=key, at=now))
 
 
+def _code_key(code_id: int) -> str:
+    """The outbox dedup key of a code's letter."""
+    return f"buyer-code:{code_id}"
+
+
 def request_code(engine: Engine, *, order_number: str, email: str, now: datetime, client: str | None = None) -> str | None:
     """Queue a one-time code to the order's email when `email` is that email and the order is under its
     rate limit; the caller answers the same either way. Returns the queued message's outbox key (for
@@ -137,15 +142,19 @@ def request_code(engine: Engine, *, order_number: str, email: str, now: datetime
             code_t.c.order_number == order_number, code_t.c.created_at > now - RATE_WINDOW)).scalar_one()
         if order is None or not matches or recent >= CODE_REQUESTS:
             return None
-        conn.execute(update(code_t).where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None)).values(used_at=now))
+        spent = conn.execute(update(code_t).where(code_t.c.order_number == order_number, code_t.c.used_at.is_(None))
+                             .values(used_at=now).returning(code_t.c.id)).scalars().all()
         code_id = conn.execute(insert(code_t).values(order_number=order_number, code_hmac=code_hmac,
                                                      created_at=now, expires_at=now + CODE_TTL, attempts=0)).inserted_primary_key[0]
+        key = _code_key(code_id)
+        # Letters of the spent codes still waiting (the kill switch held them) never leave: only the newest code works.
+        withdraw_pending(conn, [_code_key(i) for i in spent], now=now, reason=f"superseded by a newer sign-in code ({key})")
         with Session(bind=conn) as session:
             # The code travels in the outbox row encrypted with the bank-details key (never in the clear
             # in the database, before or after it is sent); the dispatcher decrypts it only to render.
-            key = f"buyer-code:{code_id}"
+            # Past its expiry the letter is not sent at all (send_before), however long it was held.
             enqueue_email(session, dedup_key=key, claim_id=None, template="buyer_code", recipient=order.buyer_email,
-                          payload={**sealed, "buyer_name": order.buyer_name}, now=now)
+                          payload={**sealed, "buyer_name": order.buyer_name}, now=now, send_before=now + CODE_TTL)
             session.flush()
     return key
 

@@ -16,6 +16,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
+from states.event_status import action_ru
+from tasks.emails import rub
+from tasks.intake import STATE_LABELS_RU
+
+
+def state_ru(state: str) -> str:
+    """A claim state as ops read it («деньги выплачены», not `paid`): the staff pages' labels."""
+    return STATE_LABELS_RU.get(state, state)
+
+
+def money_ru(kopecks: int) -> str:
+    """Integer kopecks as ops and buyers read them: 58500000 -> «585 000,00 ₽»."""
+    return rub(int(kopecks))
+
 
 def event_key(prefix: str, ident: int) -> str:
     """The summary artifact's key of one event-level run: lower-case, dashes (Prefect's key rule)."""
@@ -64,10 +78,10 @@ def publish_table(rows: Iterable[Mapping[str, Any]], *, key: str, description: s
 
 
 def summary_rows(summary: Mapping[str, Any], *, labels: Mapping[str, str] | None = None) -> list[dict[str, str]]:
-    """A flat summary (name -> value) as `what` / `value` rows, in the summary's order; `labels`
-    renames the names shown (Russian labels for ops)."""
+    """A flat summary (name -> value) as `что` / `значение` rows (the columns of the mass cancellation's
+    table too), in the summary's order; `labels` renames the names shown (Russian labels for ops)."""
     labels = labels or {}
-    return [{"what": labels.get(k, k), "value": str(v)} for k, v in summary.items()]
+    return [{"что": labels.get(k, k), "значение": str(v)} for k, v in summary.items()]
 
 
 def publish_follow_ups(failures: Mapping[str, Mapping[str, Any]], *, key: str, hint: str,
@@ -82,5 +96,5 @@ def publish_follow_ups(failures: Mapping[str, Mapping[str, Any]], *, key: str, h
     return create_markdown_artifact("\n".join([f"### {title}", *lines, "", hint]), key=follow_ups_key(key))
 
 
-__all__ = ["event_key", "progress_key", "follow_ups_key", "percent", "start_progress", "report_progress", "publish_table", "summary_rows",
+__all__ = ["action_ru", "state_ru", "money_ru", "event_key", "progress_key", "follow_ups_key", "percent", "start_progress", "report_progress", "publish_table", "summary_rows",
            "publish_follow_ups"]

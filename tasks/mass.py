@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from models.claim_store import apply_batch_in, claim_rows, id_in, insert_claims, unclaimable_tickets
 from models.payouts import Payout
 from models.tables import Claim, Event, MassCancellation, MassChunk, MassSend, Order, Ticket
-from states.event_status import MASS_ACTIONS, mass_status_step
+from states.event_status import MASS_ACTIONS, action_ru, mass_status_step
 from states.lifecycle import OPEN_STATES, ClaimState
 from states.policy import Reason
 from tasks.acquirer import AcquirerPort
@@ -109,7 +109,7 @@ def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by
             raise MassRefused("EVENT_NOT_FOUND", f"Мероприятие № {event_id} не найдено.", 404)
         existing = conn.execute(select(mass_t).where(mass_t.c.event_id == event_id)).mappings().first()
         if existing is not None and existing["action"] != action:
-            raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{existing['action']}».")
+            raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{action_ru(existing['action'])}».")
         step = mass_status_step(status, action)
         if step.refusal:
             code, message = step.refusal
@@ -150,7 +150,7 @@ def check_start(engine: Engine, *, event_id: int, action: str, reason: str, prin
     if not allowed:
         raise MassRefused("FORBIDDEN", "Отменить или заменить мероприятие может его организатор или старший смены (supervisor).", 403)
     if existing is not None and existing != action:
-        raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{existing}».")
+        raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{action_ru(existing)}».")
     step = mass_status_step(event.status, action)
     if step.refusal:
         code, message = step.refusal

@@ -21,7 +21,6 @@ from prefect.runtime import flow_run
 
 from models.db import get_engine
 from models.settings import get_settings
-from states.money import format_rub
 from tasks import event_artifacts, mass
 from tasks.acquirer import YooKassaAcquirer
 
@@ -184,8 +183,8 @@ def publish_summary(summary: dict) -> None:
         {"что": "билетов", "значение": summary["tickets"]},
         {"что": "заявок", "значение": summary["claims"]},
     ]
-    rows += [{"что": f"заявок «{state}»", "значение": n} for state, n in sorted(summary["states"].items())]
-    rows += [{"что": f"к возврату: {CHANNEL_RU.get(ch, ch)}", "значение": f"{format_rub(k)} ₽"} for ch, k in sorted(summary["amounts"].items())]
+    rows += [{"что": f"заявок «{event_artifacts.state_ru(state)}»", "значение": n} for state, n in sorted(summary["states"].items())]
+    rows += [{"что": f"к возврату: {CHANNEL_RU.get(ch, ch)}", "значение": event_artifacts.money_ru(k)} for ch, k in sorted(summary["amounts"].items())]
     refunds = summary["refunds"]
     rows.append({"что": "возвраты на карты", "значение": f"запрошено {refunds.get('asked', 0)}, успешно {refunds.get('succeeded', 0)}, "
                                                      f"не прошло {refunds.get('failed', 0)}"})
@@ -198,7 +197,7 @@ def publish_summary(summary: dict) -> None:
     if summary.get("export_batch_file"):
         rows.append({"что": "выгрузка 1С", "значение": f"{summary['exported']} п/п: {summary['export_batch_file']}"})
     key = artifact_key(event_id)
-    event_artifacts.publish_table(rows, key=key, description=f"Мероприятие № {event_id}: {summary['action']}, {summary['reason']}")
+    event_artifacts.publish_table(rows, key=key, description=f"Мероприятие № {event_id}: {event_artifacts.action_ru(summary['action'])}, {summary['reason']}")
     event_artifacts.publish_follow_ups(summary["failures"], key=key, hint=f"Список по одной: `vozvrat events follow-ups {event_id}`")
 
 

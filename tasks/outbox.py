@@ -60,6 +60,9 @@ BACKOFF_CAP = timedelta(hours=1)
 #: rest of its batch) well before its lease ends, so a live dispatcher never loses a row it sends.
 LEASE = timedelta(minutes=5)
 LEASE_BATCH = 50
+#: The payload key of a message worthless from a given moment (``enqueue_email(send_before=...)``, e.g. a
+#: sign-in code's expiry): held past it (the kill switch, an SMTP outage) it is marked `failed`, not sent.
+SEND_BEFORE = "send_before"
 
 outbox_t = OutboxMessage.__table__
 mail_audit_t = MailAudit.__table__
@@ -159,14 +162,18 @@ def enqueue_email(
     recipient: str,
     payload: Mapping[str, Any],
     now: datetime,
+    send_before: datetime | None = None,
 ) -> bool:
     """Insert one pending email in the caller's transaction (no commit). A repeated dedup_key is
-    ignored. Returns True when a row was inserted."""
+    ignored. Returns True when a row was inserted. ``send_before``: the moment the message becomes
+    worthless (kept in the payload as SEND_BEFORE); a dispatcher reaching it later marks it `failed`."""
     if template not in TEMPLATES:
         raise UnknownTemplate(f"no email template {template!r}")
     if not recipient:
         raise ValueError("an email needs a recipient")
     now = _utc(now)
+    if send_before is not None:
+        payload = {**payload, SEND_BEFORE: _utc(send_before)}
     values = dict(
         kind="email", dedup_key=dedup_key, claim_id=claim_id, template=template, recipient=recipient,
         payload=json.loads(json.dumps(dict(payload), default=_json_default, ensure_ascii=False)),
@@ -567,11 +574,46 @@ def _status_links(now: datetime) -> Callable[[str], str] | None:
         return None
 
 
+def _stale(email: LeasedEmail, now: datetime) -> str | None:
+    """Why the message must not leave any more (its SEND_BEFORE has passed), or None."""
+    value = email.payload.get(SEND_BEFORE)
+    if value is None:
+        return None
+    try:
+        deadline = datetime.fromisoformat(str(value))
+    except ValueError:
+        return f"bad {SEND_BEFORE} {value!r}: not sent"
+    if deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=UTC)
+    if now >= deadline:
+        return f"expired {email.template}: not sent (valid until {deadline.astimezone(UTC).isoformat()})"
+    return None
+
+
+def withdraw_pending(conn: Connection, dedup_keys: Sequence[str], *, now: datetime, reason: str) -> list[str]:
+    """Mark the pending messages ``dedup_keys`` `superseded` (``reason`` as last_error), in the caller's
+    transaction, unless a dispatcher holds them (a row being sent may already be on the wire).
+    Returns the keys withdrawn."""
+    if not dedup_keys:
+        return []
+    now = _utc(now)
+    return list(conn.execute(
+        update(outbox_t)
+        .where(outbox_t.c.dedup_key.in_(list(dedup_keys)), outbox_t.c.status == "pending",
+               or_(outbox_t.c.leased_until.is_(None), outbox_t.c.leased_until <= now))
+        .values(status="superseded", last_error=reason, lease_owner=None, leased_until=None)
+        .returning(outbox_t.c.dedup_key)
+    ).scalars())
+
+
 async def _deliver(
     email: LeasedEmail, *, connection: SmtpConnection, now: datetime, mail_from: str, smtp_down: str | None,
     link: Callable[[str], str] | None = None,
 ) -> tuple[str, str | None]:
     """("sent" | "retry" | "failed", error)."""
+    stale = _stale(email, now)
+    if stale is not None:
+        return "failed", stale
     try:
         if not email.recipient:
             raise ValueError("no recipient")

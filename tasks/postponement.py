@@ -236,8 +236,13 @@ def report_progress(artifact_id: UUID, done: int, total: int) -> float:
     return event_artifacts.report_progress(artifact_id, done, total)
 
 
+#: The summary's names as ops read them in the run's table (flows/event_postponement.py writes the summary).
+SUMMARY_LABELS_RU = {"change_id": "перенос №", "event_id": "мероприятие №", "orders": "заказов", "notices_written": "оповещений записано",
+                     "tickets": "билетов", "vouchers_issued": "выдано ваучеров", "chunks": "частей"}
+
+
 @task(name="publish-postponement-summary", cache_policy=NO_CACHE)
 def publish_summary(change_id: int, summary: dict[str, Any]) -> None:
     """The run's summary as a table artifact, one key per change (the newest run of a change replaces it)."""
-    event_artifacts.publish_table(event_artifacts.summary_rows(summary), key=artifact_key(change_id),
+    event_artifacts.publish_table(event_artifacts.summary_rows(summary, labels=SUMMARY_LABELS_RU), key=artifact_key(change_id),
                                   description=f"Перенос № {change_id}: покупатели оповещены, ваучеры выданы")

@@ -76,7 +76,15 @@ def test_a_finished_status_is_not_cancelled_again(client, event):
     with get_engine().begin() as conn:
         conn.execute(update(Event.__table__).where(Event.__table__.c.id == event["id"]).values(status="replaced"))
     r = client.post(f"/events/{event['id']}/cancellation", json={"reason": "Отмена"}, headers=event["own"])
-    assert r.status_code == 409 and "replaced" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 409 and r.json()["detail"][0]["msg"] == "Мероприятие уже заменено: отмена к нему не применяется."
+
+
+def test_another_action_already_started_is_named_in_russian(client, event):
+    from tasks import mass
+
+    mass.begin(get_engine(), event_id=event["id"], action="cancelled", reason="Артист заболел", started_by="organizer:1", now=NOW)
+    r = client.post(f"/events/{event['id']}/cancellation", json={"action": "replaced", "reason": "Замена"}, headers=event["own"])
+    assert r.status_code == 409 and r.json()["detail"][0]["msg"] == "Для мероприятия уже запущено действие «отмена»."
 
 
 def test_a_mass_send_is_approved_only_by_another_supervisor(client):

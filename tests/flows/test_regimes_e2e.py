@@ -116,10 +116,10 @@ def test_the_event_postponement_flow_tells_every_buyer_and_issues_vouchers_in_ch
     def summary(run) -> dict:
         (table,) = [a for a in artifacts if a.flow_run_id == run.id and a.key == f"event-postponement-{change.change_id}"]
         data = json.loads(table.data) if isinstance(table.data, str) else table.data
-        return {row["what"]: row["value"] for row in data}
+        return {row["что"]: row["значение"] for row in data}
 
-    assert (summary(first)["notices_written"], summary(first)["vouchers_issued"], summary(first)["chunks"]) == ("5", "5", "6")
-    assert (summary(second)["notices_written"], summary(second)["vouchers_issued"]) == ("0", "0")  # re-run: nothing twice
+    assert (summary(first)["оповещений записано"], summary(first)["выдано ваучеров"], summary(first)["частей"]) == ("5", "5", "6")
+    assert (summary(second)["оповещений записано"], summary(second)["выдано ваучеров"]) == ("0", "0")  # re-run: nothing twice
     progress = [a for a in artifacts if a.flow_run_id == first.id and a.type == "progress"]
     assert len(progress) == 1 and float(progress[0].data) == 100.0
     with engine.connect() as conn:

@@ -133,3 +133,69 @@ def test_an_order_is_sent_no_more_codes_than_its_limit_when_requests_arrive_at_o
     with engine.connect() as conn:
         assert len(conn.execute(select(BuyerCode.__table__.c.id).where(BuyerCode.__table__.c.order_number == number)).all()) == CODE_REQUESTS
         assert len(conn.execute(select(outbox_t.c.id).where(outbox_t.c.template == "buyer_code")).all()) == CODE_REQUESTS
+
+
+def _held_code(engine, *, email="anna@example.ru", at=NOW):
+    """An order and a code requested for it while the kill switch is on (the dispatcher sends nothing)."""
+    import asyncio
+
+    with engine.begin() as conn:
+        order_id = f.order(conn, created_at=at - timedelta(days=3), buyer_email=email)
+        number = conn.execute(select(order_t.c.number).where(order_t.c.id == order_id)).scalar_one()
+    key = request_code(engine, order_number=number, email=email, now=at)
+    held = asyncio.run(dispatch_emails(engine=engine, smtp=SmtpSettings(host="127.0.0.1", port=9, timeout=1), now=at,
+                                       mail_from="v@example.ru", enabled=False))
+    assert held.held_by_kill_switch and held.held >= 1
+    return number, key
+
+
+def _row(engine, key):
+    with engine.connect() as conn:
+        return conn.execute(select(outbox_t.c.status, outbox_t.c.last_error, outbox_t.c.sent_at).where(outbox_t.c.dedup_key == key)).one()
+
+
+def test_a_code_held_by_the_kill_switch_past_its_expiry_is_not_sent(engine, sink):
+    """The switch is lifted 16 minutes later: the code (valid 15) is marked failed, nothing reaches the buyer."""
+    import asyncio
+
+    from tasks.buyer_auth import CODE_TTL
+
+    _, key = _held_code(engine)
+    smtp = SmtpSettings(host=sink.host, port=sink.port, timeout=5)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=NOW + CODE_TTL, mail_from="v@example.ru"))
+    assert (report.sent, report.failed) == (0, 1)
+    assert sink.messages() == []
+    status, error, sent_at = _row(engine, key)
+    assert status == "failed" and sent_at is None
+    assert error.startswith("expired buyer_code: not sent") and "2026-11-25T09:45:00+00:00" in error
+
+
+def test_a_code_held_less_than_its_validity_is_still_sent(engine, sink):
+    import asyncio
+
+    number, key = _held_code(engine)
+    smtp = SmtpSettings(host=sink.host, port=sink.port, timeout=5)
+    later = NOW + timedelta(minutes=14)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=later, mail_from="v@example.ru"))
+    assert report.sent == 1 and len(sink.messages()) == 1
+    assert _row(engine, key).status == "sent"
+
+
+def test_a_held_code_superseded_by_a_newer_one_is_not_sent(engine, sink):
+    """Two codes asked while the switch is on: once it is lifted the buyer gets the newer one only, and it works."""
+    import asyncio
+
+    number, first = _held_code(engine)
+    second = request_code(engine, order_number=number, email="anna@example.ru", now=NOW + timedelta(minutes=2))
+    assert second is not None and second != first
+    status, error, _ = _row(engine, first)
+    assert status == "superseded" and error == f"superseded by a newer sign-in code ({second})"
+
+    smtp = SmtpSettings(host=sink.host, port=sink.port, timeout=5)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=smtp, now=NOW + timedelta(minutes=5), mail_from="v@example.ru"))
+    assert (report.sent, report.failed) == (1, 0)
+    (mail,) = sink.messages()
+    assert _row(engine, second).status == "sent"
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    code = next(word for word in body.replace(".", " ").replace(":", " ").split() if word.isdigit() and len(word) == 6)
+    assert verify_code(engine, order_number=number, code=code, now=NOW + timedelta(minutes=6)) is not None

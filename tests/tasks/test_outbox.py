@@ -141,3 +141,26 @@ def test_a_claim_dispatch_sends_only_that_claims_mail_and_the_kill_switch_counts
     assert dispatch(engine, sink.port, NOW, claim_id=2).sent == 1
     assert [m["To"] for m in sink.messages()] == ["buyer2@example.org"]
     assert [r.status for r in rows(engine)] == ["pending", "sent", "pending"]
+
+
+def test_a_message_past_its_send_before_is_failed_not_sent_nor_retried(engine, sink):
+    """An enqueuer's send_before (a sign-in code's expiry): reached while the message waited, it is failed
+    with the reason; one still in time is sent; an SMTP outage does not keep the expired one for retries."""
+    with Session(engine) as session:
+        for claim_id, minutes in ((1, 10), (2, 60)):
+            enqueue_email(session, dedup_key=f"k{claim_id}", claim_id=claim_id, template="decision_approved",
+                          recipient=f"buyer{claim_id}@example.org", payload=approved(claim_id), now=NOW,
+                          send_before=NOW + timedelta(minutes=minutes))
+        session.commit()
+    down = SmtpSettings(host="127.0.0.1", port=free_port(), timeout=1)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=down, now=NOW + timedelta(minutes=10), mail_from=MAIL_FROM))
+    assert (report.sent, report.retried, report.failed) == (0, 1, 1)
+    first, second = rows(engine)
+    assert first.status == "failed" and first.last_error == "expired decision_approved: not sent (valid until 2026-11-25T09:40:00+00:00)"
+    assert second.status == "pending"
+
+    up = SmtpSettings(host=sink.host, port=sink.port, timeout=5)
+    report = asyncio.run(dispatch_emails(engine=engine, smtp=up, now=NOW + timedelta(minutes=30), mail_from=MAIL_FROM))
+    assert (report.sent, report.failed) == (1, 0)
+    assert [m["To"] for m in sink.messages()] == ["buyer2@example.org"]
+    assert [r.status for r in rows(engine)] == ["failed", "sent"]
