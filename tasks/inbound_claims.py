@@ -154,7 +154,7 @@ def create_pending_claim(conn: Connection, *, letter_id: int, order_id: int, tic
                                "files": [{"filename": name, "size": f.size} for name, f in files], "code": code,
                                "confirm_url": confirm_url(confirm_token(pending_id, now=now)), "code_url": f"{public_base()}/inbound/confirm",
                                "expires_at": expires},
-                      now=now)
+                      now=now, send_before=expires)  # a confirmation held past its deadline would ask for the impossible
         session.flush()
     return pending_id
 

@@ -431,3 +431,19 @@ def test_a_letter_about_a_ticket_that_already_has_a_claim_in_work_is_answered_wi
     assert read_status_link(link, now=NOW) == number  # the link opens that claim's page
     with room.engine.connect() as conn:
         assert conn.execute(select(pending_t.c.id)).first() is None  # nothing to confirm
+
+
+def test_a_confirmation_held_past_its_deadline_is_not_sent(room):
+    """A confirmation held (the kill switch, an outage) until its link and code have expired would ask the
+    buyer for the impossible: it is not sent (outbox `send_before`), and nothing was filed."""
+    from models.tables import OutboxMessage
+
+    outbox_t = OutboxMessage.__table__
+    room.send(letter(subject=f"Заказ {room.order_number}", text="Прошу вернуть деньги, обстоятельства изменились."))
+    late = NOW + timedelta(hours=get_settings().inbound_confirm_hours, minutes=1)
+    asyncio.run(dispatch_emails(engine=room.engine, smtp=SmtpSettings(port=room.sink.port, timeout=5), now=late, mail_from=MAIL_FROM))
+    assert room.sink.messages() == []
+    with room.engine.connect() as conn:
+        status, error = conn.execute(select(outbox_t.c.status, outbox_t.c.last_error).where(outbox_t.c.template == "inbound_confirm")).one()
+        assert status == "failed" and "not sent" in error
+        assert conn.execute(select(claim_t.c.id)).first() is None
