@@ -29,6 +29,7 @@ __all__ = [
     "PolicyError",
     "ReasonNotAllowed",
     "check_reason_for_event",
+    "reasons_for_event",
     "DECISION_DEADLINE_RULE",
     "OrganizerPolicy",
     "LEGAL_POLICY",
@@ -138,6 +139,20 @@ def check_reason_for_event(
             "CLAIMS_CLOSED",
             f"Заявки на возврат билетов на перенесённое мероприятие принимались до {claims_until:%d.%m.%Y} включительно.",
         )
+
+
+_BUYERS_OWN: tuple[Reason, ...] = (Reason.VOLUNTARY, Reason.ILLNESS, Reason.DEATH, Reason.OTHER)
+
+
+def reasons_for_event(event_status: str) -> tuple[Reason, ...]:
+    """The reasons a claim form offers for an event of this status, the event's own first: exactly
+    those `check_reason_for_event` lets through (a cancelled or replaced event: its own reason only;
+    postponed: its own reason, then the buyer's own; scheduled: the buyer's own)."""
+    if event_status in _EVENT_REASON_ONLY_RU:
+        return (Reason(event_status),)
+    if event_status == "postponed":
+        return (Reason.POSTPONED, *_BUYERS_OWN)
+    return _BUYERS_OWN
 
 
 # Refusal codes and the buyer-facing Russian text (wording from the operators' seed text).

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from states.policy import EVENT_REASONS, PolicyError, Reason, ReasonNotAllowed, check_reason_for_event
+from states.policy import EVENT_REASONS, PolicyError, Reason, ReasonNotAllowed, check_reason_for_event, reasons_for_event
 
 MSK = ZoneInfo("Europe/Moscow")
 VVO = ZoneInfo("Asia/Vladivostok")
@@ -77,3 +77,17 @@ def test_the_last_day_is_the_venues_day():
     with pytest.raises(ReasonNotAllowed):
         check_reason_for_event(reason="postponed", event_status="postponed", filed_at=filed,
                                event_start=EVENT.astimezone(VVO), claims_until=date(2026, 6, 1))
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_the_reasons_offered_are_exactly_those_taken(status):
+    """The claim form (reasons_for_event) and the filing rule (check_reason_for_event) never disagree."""
+    offered = reasons_for_event(status)
+    for reason in Reason:
+        if reason in offered:
+            check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT)
+        else:
+            with pytest.raises(ReasonNotAllowed):
+                check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT)
+    if status != "scheduled":
+        assert offered[0] == Reason(status)  # the event's own reason first
