@@ -31,7 +31,7 @@ from api.buyer_common import BankDetails, ClaimCreate, DocumentCreate, ask_for_c
 from api.clock import Now
 from models.db import get_engine
 from models.settings import get_settings
-from states.policy import DOCUMENT_KINDS
+from states.policy import DOCUMENT_KINDS, reasons_for_event
 from tasks.auth import Principal
 from tasks.buyer_auth import (
     CODE_TTL,
@@ -56,10 +56,6 @@ templates.env.filters.update(ru_date=ru_date, rub=rub, working_days_ru=working_d
 
 CSRF_COOKIE = "vz_csrf"
 SESSION_COOKIE = "vz_buyer"
-BUYER_REASONS = ("voluntary", "illness", "death", "other")
-# An event cancelled or replaced is refunded in full for that reason (Art. 52.1): a personal reason
-# would pay less (voluntary: 0 % in the last three days), so the page offers only the event's own.
-# A postponed event's ticket is still valid: its reason comes first, the buyer's own ones stay.
 REFILE_AFTER = frozenset({"rejected", "withdrawn"})
 EVENT_NOTICE_RU = {
     "cancelled": "Мероприятие отменено: стоимость билета вернём полностью (причина «{reason}»).",
@@ -304,14 +300,10 @@ def _event_statuses(ticket_ids: list[int]) -> dict[int, str]:
 
 
 def _reasons_for(event_status: str) -> list[tuple[str, str]]:
-    """The reasons the claim form offers for a ticket, the event's own first (see EVENT_NOTICE_RU)."""
-    if event_status in ("cancelled", "replaced"):
-        codes: tuple[str, ...] = (event_status,)
-    elif event_status == "postponed":
-        codes = ("postponed", *BUYER_REASONS)
-    else:
-        codes = BUYER_REASONS
-    return [(r, reason_ru(r)) for r in codes]
+    """The reasons the claim form offers for a ticket, the event's own first (see EVENT_NOTICE_RU):
+    states.policy.reasons_for_event, the same rule that refuses the others at filing (a cancelled or
+    replaced event: its own reason only, 100 %; a postponed one: its own first, the buyer's own stay)."""
+    return [(r.value, reason_ru(r.value)) for r in reasons_for_event(event_status)]
 
 
 def _order_page(request: Request, principal: Principal, now: datetime, errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:

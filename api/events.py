@@ -43,7 +43,8 @@ _DESCRIPTIONS = {
     401: "Нет ключа или он не распознан.",
     403: "Недостаточно прав: нужен организатор мероприятия или старший смены (supervisor).",
     404: "Мероприятие или рассылка не найдены.",
-    409: "Конфликт: действие не применяется к текущему статусу, или одобрить рассылку должен другой сотрудник.",
+    409: "Конфликт: действие не применяется к текущему статусу, мероприятие уже состоялось или уже отменено (массовый возврат завершён), "
+         "или одобрить рассылку должен другой сотрудник.",
     422: "Неверные данные: ошибка по каждому полю, сообщения на русском.",
     503: "Оркестратор (Prefect) или база данных недоступны; ничего не запущено.",
 }
@@ -83,10 +84,10 @@ class CancellationStarted(BaseModel):
 
 @router.post("/events/{event_id}/cancellation", status_code=202, response_model=CancellationStarted,
              responses=errors(401, 403, 404, 409, 422, 503))
-async def cancel_event(event_id: EventId, body: Cancellation, principal: OrganizerOrStaff) -> CancellationStarted:
+async def cancel_event(event_id: EventId, body: Cancellation, principal: OrganizerOrStaff, now: Now) -> CancellationStarted:
     """Cancel or replace an event: one mass-cancellation run refunds every valid ticket (202: started)."""
     try:
-        check_start(get_engine(), event_id=event_id, action=body.action, reason=body.reason, principal=principal)
+        check_start(get_engine(), event_id=event_id, action=body.action, reason=body.reason, principal=principal, now=now)
     except MassRefused as exc:
         loc = ["body", "reason"] if exc.code == "REASON_MISSING" else ["path", "event_id"]
         raise _refused(exc.status, loc, exc.message_ru, exc.code.lower()) from None

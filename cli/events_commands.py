@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -22,6 +23,11 @@ from cli.mass_send_commands import AS_HELP, DB_HELP, PASSWORD_FILE_HELP, engine_
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+def _now() -> datetime:
+    """The command's clock: the event's date is judged against it (states.event_status)."""
+    return datetime.now(UTC)
+
+
 def _start(action: str, event_id: int, reason: str, login: str | None, password_file: Path | None, wait: bool, chunk_size: int | None,
            db: str | None) -> None:
     from tasks.mass import MassRefused, check_start
@@ -32,7 +38,7 @@ def _start(action: str, event_id: int, reason: str, login: str | None, password_
     engine = engine_for(db)
     principal = signed_in(engine, login, password_file)
     try:
-        check_start(engine, event_id=event_id, action=action, reason=reason, principal=principal)
+        check_start(engine, event_id=event_id, action=action, reason=reason, principal=principal, now=_now())
     except MassRefused as exc:
         fail(exc.message_ru)
     try:

@@ -68,13 +68,20 @@ class RecognisedReason:
 
 
 def recognise_reason(subject: str, text: str, *, event_status: str) -> RecognisedReason:
-    """The claim's reason from the letter's words: death, illness, then the event's own change (only
-    when the event's status says so: Art. 52.1, a buyer's word is not enough), then a voluntary refund
+    """The claim's reason from the letter's words: a cancelled or replaced event's own reason whatever
+    the words (no other reason is taken for it); else death, illness, then postponement (only when the
+    event's status says so: Art. 52.1, a buyer's word is not enough), then a voluntary refund
     (only when the letter says so: «передумал», «не смогу пойти»), «Прочее» otherwise.
 
     Death before illness: a letter about a relative's death often says they were ill first.
     """
     words = f"{subject or ''}\n{text or ''}"
+    # A cancelled or replaced event takes only its own reason (states.policy.check_reason_for_event):
+    # 100 % whatever the letter says, so it is not filed as illness or voluntary and refused.
+    if event_status == "cancelled":
+        return RecognisedReason(Reason.CANCELLED, "мероприятие отменено")
+    if event_status == "replaced":
+        return RecognisedReason(Reason.REPLACED, "мероприятие заменено")
     if _mentions(_DEATH, words):
         return RecognisedReason(Reason.DEATH, "в письме говорится о смерти близкого")
     if _mentions(_ILLNESS, words):

@@ -29,6 +29,7 @@ __all__ = [
     "PolicyError",
     "ReasonNotAllowed",
     "check_reason_for_event",
+    "reasons_for_event",
     "DECISION_DEADLINE_RULE",
     "OrganizerPolicy",
     "LEGAL_POLICY",
@@ -101,13 +102,24 @@ _NOT_SO_RU = {
 }
 
 
+# Art. 52.1: a cancelled or replaced event is refunded in full by the event's own reason; a buyer's
+# own reason (voluntary, illness, death, «Прочее») would price it by days before or make it wait for
+# the organizer. A postponed event leaves the buyer the choice (the tickets stay valid for the new date).
+_EVENT_REASON_ONLY_RU = {
+    "cancelled": "Мероприятие отменено: выберите причину возврата «Отмена мероприятия», и мы вернём 100 % стоимости билета.",
+    "replaced": "Мероприятие заменено: выберите причину возврата «Замена мероприятия», и мы вернём 100 % стоимости билета.",
+}
+
+
 def check_reason_for_event(
     *, reason: Reason | str, event_status: str, filed_at: datetime, event_start: datetime, claims_until: date | None = None
 ) -> None:
     """Raise ReasonNotAllowed when the claim may not be filed for this reason.
 
     DESIGN.md, "Event cancelled, replaced, or postponed": `cancelled`, `postponed` and `replaced` are
-    claim reasons only when the event's status says so. A postponed event's last day for such claims
+    claim reasons only when the event's status says so, and a cancelled or replaced event takes no
+    other reason (EVENT_CANCELLED, EVENT_REPLACED: the buyer is pointed to the event's reason, 100 %).
+    A postponed event's last day for such claims
     (`claims_until`, set by the organizer: Park Live took them until 1 June 2022) counts to 24:00 of
     that day in the venue's zone (the zone of `event_start`).
     """
@@ -116,6 +128,8 @@ def check_reason_for_event(
     except ValueError:
         raise PolicyError(f"unknown reason {reason!r}") from None
     if reason not in EVENT_REASONS:
+        if event_status in _EVENT_REASON_ONLY_RU:
+            raise ReasonNotAllowed(f"EVENT_{event_status.upper()}", _EVENT_REASON_ONLY_RU[event_status])
         return
     if event_status != _STATUS_FOR_REASON[reason.value]:
         raise ReasonNotAllowed(f"EVENT_NOT_{reason.value.upper()}", _NOT_SO_RU[reason.value])
@@ -125,6 +139,20 @@ def check_reason_for_event(
             "CLAIMS_CLOSED",
             f"Заявки на возврат билетов на перенесённое мероприятие принимались до {claims_until:%d.%m.%Y} включительно.",
         )
+
+
+_BUYERS_OWN: tuple[Reason, ...] = (Reason.VOLUNTARY, Reason.ILLNESS, Reason.DEATH, Reason.OTHER)
+
+
+def reasons_for_event(event_status: str) -> tuple[Reason, ...]:
+    """The reasons a claim form offers for an event of this status, the event's own first: exactly
+    those `check_reason_for_event` lets through (a cancelled or replaced event: its own reason only;
+    postponed: its own reason, then the buyer's own; scheduled: the buyer's own)."""
+    if event_status in _EVENT_REASON_ONLY_RU:
+        return (Reason(event_status),)
+    if event_status == "postponed":
+        return (Reason.POSTPONED, *_BUYERS_OWN)
+    return _BUYERS_OWN
 
 
 # Refusal codes and the buyer-facing Russian text (wording from the operators' seed text).

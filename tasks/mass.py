@@ -36,15 +36,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from models.claim_store import apply_batch_in, claim_rows, id_in, insert_claims, unclaimable_tickets
 from models.payouts import Payout
-from models.tables import Claim, Event, MassCancellation, MassChunk, MassSend, Order, Ticket
-from states.event_status import MASS_ACTIONS, action_ru, mass_status_step
+from models.tables import Claim, Event, MassCancellation, MassChunk, MassSend, Order, Ticket, Venue
+from states.event_status import MASS_ACTIONS, EventDate, action_ru, mass_status_step
 from states.lifecycle import OPEN_STATES, ClaimState
 from states.policy import Reason
 from tasks.acquirer import AcquirerPort
 from tasks.auth import Principal
 from tasks.mass_sends import hold_event_mail
 from tasks.payouts import export_bank_transfers, open_payouts, submit_card_refunds_concurrently
-from tasks.regimes import attach_regime
+from tasks.regimes import attach_regime, regime_for_event
 
 event_t = Event.__table__
 ticket_t = Ticket.__table__
@@ -54,6 +54,7 @@ payout_t = Payout.__table__
 mass_t = MassCancellation.__table__
 chunk_t = MassChunk.__table__
 mass_send_t = MassSend.__table__
+venue_t = Venue.__table__
 
 S = ClaimState
 # Claims that left the batch and what follows for each (the summary's failures, with reasons).
@@ -96,6 +97,24 @@ def _upsert(conn: Connection, table):
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+def event_date(conn: Connection, event_id: int) -> EventDate | None:
+    """When the event takes place, for states.event_status (None: no such event): the date its
+    tickets are valid for in the venue's zone, whether a postponed event has a new date, and whether a
+    regime of its region was in force on that day (Decree 442: it could not take place)."""
+    from zoneinfo import ZoneInfo
+
+    ev = conn.execute(
+        select(event_t.c.status, event_t.c.starts_at, event_t.c.new_starts_at, venue_t.c.timezone)
+        .join(venue_t, venue_t.c.id == event_t.c.venue_id).where(event_t.c.id == event_id)
+    ).one_or_none()
+    if ev is None:
+        return None
+    starts_at = ev.starts_at.astimezone(ZoneInfo(ev.timezone))
+    day = starts_at.date()
+    return EventDate(starts_at, dated=not (ev.status == "postponed" and ev.new_starts_at is None),
+                     regime_on_the_day=regime_for_event(conn, event_id=event_id, original_day=day, changed_on=day) is not None)
+
+
 def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by: str, now: datetime,
           flow_run_id: str | None = None) -> MassRun:
     """Set the event's status (guarded: states.event_status) and open, or find, its mass record."""
@@ -110,7 +129,9 @@ def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by
         existing = conn.execute(select(mass_t).where(mass_t.c.event_id == event_id)).mappings().first()
         if existing is not None and existing["action"] != action:
             raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{action_ru(existing['action'])}».")
-        step = mass_status_step(status, action)
+        when = event_date(conn, event_id)
+        assert when is not None  # the event's row was read above, in this transaction
+        step = mass_status_step(status, action, when=when, now=now)
         if step.refusal:
             code, message = step.refusal
             raise MassRefused(code, message, 422 if code == "UNKNOWN_ACTION" else 409)
@@ -136,14 +157,19 @@ def begin(engine: Engine, *, event_id: int, action: str, reason: str, started_by
     return MassRun(row["id"], event_id, row["action"], row["reason"], row["started_by"])
 
 
-def check_start(engine: Engine, *, event_id: int, action: str, reason: str, principal: Principal) -> None:
+def check_start(engine: Engine, *, event_id: int, action: str, reason: str, principal: Principal, now: datetime) -> None:
     """Before a run is created (API, CLI): the event exists, the caller may act on it (its organizer,
-    or a staff supervisor), the action applies to its status and a reason is given. Raises MassRefused."""
+    or a staff supervisor), the action applies to its status and date (states.event_status: not an
+    event that has already taken place), its mass cancellation is not done already, and a reason is
+    given. Raises MassRefused."""
+    now = _utc(now)
     if not " ".join((reason or "").split()):
         raise MassRefused("REASON_MISSING", "Укажите причину отмены или замены мероприятия.", 422)
     with engine.connect() as conn:
         event = conn.execute(select(event_t.c.status, event_t.c.organizer_id).where(event_t.c.id == event_id)).first()
-        existing = conn.execute(select(mass_t.c.action).where(mass_t.c.event_id == event_id)).scalar_one_or_none()
+        existing_row = conn.execute(select(mass_t.c.action, mass_t.c.status).where(mass_t.c.event_id == event_id)).first()
+        when = event_date(conn, event_id)
+    existing = existing_row.action if existing_row is not None else None
     allowed = principal.is_staff("supervisor") or (principal.kind == "organizer" and event is not None and principal.organizer_id == event.organizer_id)
     if event is None or not (allowed or principal.kind == "staff"):
         raise MassRefused("EVENT_NOT_FOUND", f"Мероприятие № {event_id} не найдено.", 404)
@@ -151,7 +177,9 @@ def check_start(engine: Engine, *, event_id: int, action: str, reason: str, prin
         raise MassRefused("FORBIDDEN", "Отменить или заменить мероприятие может его организатор или старший смены (supervisor).", 403)
     if existing is not None and existing != action:
         raise MassRefused("OTHER_ACTION", f"Для мероприятия уже запущено действие «{action_ru(existing)}».")
-    step = mass_status_step(event.status, action)
+    assert when is not None  # the event exists (checked above)
+    step = mass_status_step(event.status, action, when=when, now=now,
+                            run_done=existing_row is not None and existing_row.action == action and existing_row.status == "done")
     if step.refusal:
         code, message = step.refusal
         raise MassRefused(code, message, 422 if code == "UNKNOWN_ACTION" else 409)

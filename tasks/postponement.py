@@ -21,9 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 from models.claim_store import event_t, id_in, order_t, organizer_t, regime_rulings, ticket_t, venue_t
 from models.db import get_engine
 from models.tables import EventChange
+from states.event_status import postponement_refusal
 from states.policy import OrganizerPolicy
 from states.regimes import RegimeRuling
 from tasks import event_artifacts
+from tasks.mass import event_date
 from tasks.regimes import RegimeInputError, regime_for_event, send_to_buyers
 
 event_change_t = EventChange.__table__
@@ -85,8 +87,6 @@ def record_postponement(engine: Engine, *, event_id: int, new_starts_at: datetim
         ev = _event(conn, event_id, organizer_id, for_update=True)
         zone = ZoneInfo(ev.timezone)
         today = now.astimezone(zone).date()
-        if ev.status in ("cancelled", "replaced"):
-            raise RegimeInputError("event_id", "Мероприятие отменено или заменено: перенести его нельзя.", code="wrong_status", status=409)
         if new_starts_at is not None:
             if new_starts_at <= now:
                 raise RegimeInputError("new_starts_at", "Новая дата мероприятия должна быть в будущем.")
@@ -97,6 +97,13 @@ def record_postponement(engine: Engine, *, event_id: int, new_starts_at: datetim
                 raise RegimeInputError("claims_until", "Последний день приёма заявок не может быть в прошлом.")
             if new_starts_at is not None and claims_until > new_starts_at.astimezone(zone).date():
                 raise RegimeInputError("claims_until", "Последний день приёма заявок не может быть позже новой даты мероприятия.")
+        # Bad input first (422, above), then what the event's status and date allow (409).
+        when = event_date(conn, event_id)
+        assert when is not None  # the event's row was read above, in this transaction
+        refusal = postponement_refusal(ev.status, when=when, now=now)
+        if refusal is not None:
+            code, message = refusal
+            raise RegimeInputError("event_id", message, code="wrong_status" if code == "EVENT_STATUS" else code.lower(), status=409)
         original = ev.original_starts_at or ev.starts_at
         regime = regime_for_event(conn, event_id=event_id, original_day=original.astimezone(zone).date(), changed_on=today)
         regime_id = regime.id if regime is not None else ev.regime_id

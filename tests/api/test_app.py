@@ -120,3 +120,21 @@ def test_an_event_reason_for_a_scheduled_event_is_422_in_russian_not_100_percent
     assert "Мероприятие не" in detail["msg"] and "собственной инициативе" not in detail["msg"]
     with engine.connect() as conn:
         assert conn.exec_driver_sql("select count(*) from claim").scalar_one() == 0
+
+
+@pytest.mark.parametrize(("status", "label"), [("cancelled", "«Отмена мероприятия»"), ("replaced", "«Замена мероприятия»")])
+def test_a_voluntary_claim_on_a_cancelled_or_replaced_event_is_422_pointing_to_its_reason(client, status, label):
+    """Used to go wrong: a voluntary claim on an event cancelled two days ahead was 201 with a 0 % quote."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        event = f.event(conn, starts_at=NOW + timedelta(days=2), status=status)
+        ticket = f.ticket(conn, event_id=event, order_id=f.order(conn, created_at=NOW - timedelta(days=30)))
+    r = client.post("/claims", json={"ticket_id": ticket, "reason": "voluntary"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert len(detail) == 1 and detail[0]["loc"] == ["body", "reason"] and detail[0]["type"] == f"EVENT_{status.upper()}"
+    assert label in detail[0]["msg"] and "100 %" in detail[0]["msg"]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from claim").scalar_one() == 0
+    r = client.post("/claims", json={"ticket_id": ticket, "reason": status})
+    assert r.status_code == 201 and r.json()["quote"]["percent"] == 100

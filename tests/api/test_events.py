@@ -131,3 +131,57 @@ def test_a_rejected_send_lists_who_was_not_told_and_is_resent_for_a_second_perso
     assert r.status_code == 409 and r.json()["detail"][0]["loc"] == ["path", "mass_send_id"] and "повторять нечего" in r.json()["detail"][0]["msg"]
     assert client.post(f"/mass-sends/{again}/approve", headers=boris).json()["status"] == "approved"
     assert client.post("/mass-sends/999/resend", headers=sam).status_code == 404
+
+
+def _set_event(event_id: int, **values) -> None:
+    from sqlalchemy import update
+
+    from models.tables import Event
+
+    with get_engine().begin() as conn:
+        conn.execute(update(Event.__table__).where(Event.__table__.c.id == event_id).values(**values))
+
+
+@pytest.mark.parametrize("action", ["cancelled", "replaced"])
+def test_an_event_that_has_taken_place_is_not_cancelled_or_replaced(client, event, action):
+    """Regression: a `scheduled` event dated yesterday was cancelled (202) and every ticket refunded."""
+    from sqlalchemy import select
+
+    from models.tables import Event, MassCancellation
+
+    _set_event(event["id"], starts_at=NOW - timedelta(days=1))
+    r = client.post(f"/events/{event['id']}/cancellation", json={"action": action, "reason": "Отмена"}, headers=event["own"])
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert len(detail) == 1 and detail[0]["loc"] == ["path", "event_id"] and detail[0]["type"] == "event_taken_place"
+    assert detail[0]["msg"].startswith("Мероприятие уже состоялось (07.12.2026 12:00)")  # the venue's time (Moscow)
+    with get_engine().connect() as conn:
+        assert conn.execute(select(Event.__table__.c.status).where(Event.__table__.c.id == event["id"])).scalar_one() == "scheduled"
+        assert conn.execute(select(MassCancellation.__table__.c.id)).first() is None
+
+
+def test_a_done_mass_cancellation_is_not_started_again_but_an_unfinished_one_is(client, event, monkeypatch):
+    """Regression: cancelling an event whose mass cancellation was done started a new run that did nothing (202 each time)."""
+    from sqlalchemy import update
+
+    from api import events as events_api
+    from models.tables import MassCancellation
+    from tasks import mass
+
+    started: list[int] = []
+
+    async def start_run(*, event_id, **_):
+        started.append(event_id)
+        return "run-1", "http://prefect/runs/run-1"
+
+    monkeypatch.setattr(events_api, "start_run", start_run)
+    mass.begin(get_engine(), event_id=event["id"], action="cancelled", reason="Отмена", started_by="organizer:1", now=NOW)
+    url = f"/events/{event['id']}/cancellation"
+    r = client.post(url, json={"reason": "Отмена"}, headers=event["own"])  # still running (or died in the middle): resumable
+    assert r.status_code == 202 and started == [event["id"]]
+    with get_engine().begin() as conn:
+        conn.execute(update(MassCancellation.__table__).where(MassCancellation.__table__.c.event_id == event["id"]).values(status="done"))
+    r = client.post(url, json={"reason": "Отмена"}, headers=event["own"])
+    assert r.status_code == 409 and started == [event["id"]]
+    assert r.json()["detail"] == [{"loc": ["path", "event_id"], "type": "already_done", "msg": r.json()["detail"][0]["msg"]}]
+    assert r.json()["detail"][0]["msg"].startswith("Мероприятие уже отменено")

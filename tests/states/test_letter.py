@@ -34,6 +34,11 @@ def test_candidates_are_bounded_and_unique():
     ("Отец долго болел и умер", "scheduled", Reason.DEATH),  # death first: the illness came before it
     ("Концерт отменён, верните деньги", "cancelled", Reason.CANCELLED),
     ("Концерт отменён, верните деньги", "scheduled", Reason.OTHER),  # the buyer's word is not enough
+    # Regression: a cancelled or replaced event's letter was filed as illness / voluntary (and priced so).
+    ("Я заболела, больничный во вложении", "cancelled", Reason.CANCELLED),
+    ("Передумал, верните деньги", "cancelled", Reason.CANCELLED),
+    ("Верните деньги, пожалуйста", "replaced", Reason.REPLACED),
+    ("Передумал, верните деньги", "postponed", Reason.VOLUNTARY),  # a postponed event's buyer may still choose
     ("Перенос концерта, на новую дату не смогу", "postponed", Reason.POSTPONED),
     ("Передумал, верните деньги", "scheduled", Reason.VOLUNTARY),
     ("Не смогу пойти, верните деньги", "scheduled", Reason.VOLUNTARY),

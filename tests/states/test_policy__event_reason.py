@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from states.policy import EVENT_REASONS, PolicyError, Reason, ReasonNotAllowed, check_reason_for_event
+from states.policy import EVENT_REASONS, PolicyError, Reason, ReasonNotAllowed, check_reason_for_event, reasons_for_event
 
 MSK = ZoneInfo("Europe/Moscow")
 VVO = ZoneInfo("Asia/Vladivostok")
@@ -31,11 +31,22 @@ def test_an_event_reason_needs_the_event_status_that_says_so(reason, status):
     assert isinstance(refused.value, PolicyError)  # callers that map policy errors to 422 keep working
 
 
-@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("status", ["scheduled", "postponed"])
 @pytest.mark.parametrize("reason", [Reason.VOLUNTARY, Reason.ILLNESS, Reason.DEATH, Reason.OTHER])
-def test_the_buyers_own_reasons_do_not_depend_on_the_event_status(reason, status):
+def test_the_buyers_own_reasons_stand_while_the_event_is_on(reason, status):
+    """A postponed event's buyer may still choose (the tickets stay valid for the new date)."""
     assert check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT,
                                   claims_until=date(2026, 1, 1)) is None
+
+
+@pytest.mark.parametrize(("status", "label"), [("cancelled", "«Отмена мероприятия»"), ("replaced", "«Замена мероприятия»")])
+@pytest.mark.parametrize("reason", [Reason.VOLUNTARY, Reason.ILLNESS, Reason.DEATH, Reason.OTHER])
+def test_a_cancelled_or_replaced_event_takes_only_its_own_reason(reason, status, label):
+    """Regression: a voluntary claim on a cancelled event two days ahead was accepted and quoted 0 %."""
+    with pytest.raises(ReasonNotAllowed) as refused:
+        check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT)
+    assert (refused.value.field, refused.value.code) == ("reason", f"EVENT_{status.upper()}")
+    assert label in refused.value.message_ru and "100 %" in refused.value.message_ru
 
 
 @pytest.mark.parametrize(
@@ -66,3 +77,17 @@ def test_the_last_day_is_the_venues_day():
     with pytest.raises(ReasonNotAllowed):
         check_reason_for_event(reason="postponed", event_status="postponed", filed_at=filed,
                                event_start=EVENT.astimezone(VVO), claims_until=date(2026, 6, 1))
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_the_reasons_offered_are_exactly_those_taken(status):
+    """The claim form (reasons_for_event) and the filing rule (check_reason_for_event) never disagree."""
+    offered = reasons_for_event(status)
+    for reason in Reason:
+        if reason in offered:
+            check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT)
+        else:
+            with pytest.raises(ReasonNotAllowed):
+                check_reason_for_event(reason=reason, event_status=status, filed_at=FILED, event_start=EVENT)
+    if status != "scheduled":
+        assert offered[0] == Reason(status)  # the event's own reason first

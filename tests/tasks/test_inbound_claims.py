@@ -124,3 +124,21 @@ def test_codes_stop_after_five_wrong_attempts(client):
     assert answers == [422] * 5 + [429]
     with engine.connect() as conn:
         assert conn.execute(select(claim_t.c.id)).first() is None
+
+
+def test_an_email_claim_for_an_event_cancelled_before_confirmation_is_refused_with_the_event_reason(engine, data_dir):
+    """Regression: a «Прочее» claim by email, confirmed after the event was cancelled, was filed for the
+    organizer to decide instead of being pointed to «Отмена мероприятия» (100 %)."""
+    from sqlalchemy import update
+
+    from models.tables import Event
+
+    pending_id = pending(engine)
+    with engine.begin() as conn:
+        conn.execute(update(Event.__table__).values(status="cancelled"))
+    with pytest.raises(ConfirmationError) as refused:
+        confirm(engine, pending_id=pending_id, now=NOW)
+    assert refused.value.code == "refused" and "«Отмена мероприятия»" in str(refused.value)
+    with engine.connect() as conn:
+        assert conn.execute(select(claim_t.c.id)).first() is None
+        assert conn.execute(select(pending_t.c.status).where(pending_t.c.id == pending_id)).scalar_one() == "refused"

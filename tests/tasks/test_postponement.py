@@ -170,3 +170,20 @@ def test_the_region_filter_accepts_every_form_and_refuses_an_unknown_one(engine)
     with pytest.raises(RegimeInputError) as refused:
         list_regimes(engine, region="Москва")
     assert refused.value.field == "region" and refused.value.message_ru.startswith("Неизвестный регион «Москва»")
+
+
+def test_an_event_that_has_taken_place_is_not_postponed_unless_a_regime_stopped_it(engine):
+    """Regression: a `scheduled` event dated last week could be postponed (and its buyers offered 100 %)."""
+    event, _ = _event(engine)
+    after = ORIGINAL + timedelta(days=7)
+    with pytest.raises(RegimeInputError) as refused:
+        record_postponement(engine, event_id=event, new_starts_at=after + timedelta(days=30), claims_until=None, actor="x", now=after)
+    assert (refused.value.field, refused.value.status, refused.value.code) == ("event_id", 409, "event_taken_place")
+    assert refused.value.message_ru.startswith("Мероприятие уже состоялось (10.04.2026 19:00): перенести его нельзя")
+    with engine.connect() as conn:
+        assert conn.execute(select(EventChange.id)).all() == []
+        assert conn.execute(select(event_t.c.status).where(event_t.c.id == event)).scalar_one() == "scheduled"
+    # Decree 442: a regime in force on the event's day kept it from taking place; it is postponed afterwards.
+    add_regime(engine, region="77", starts_on=date(2026, 4, 1), ends_on=date(2026, 4, 15), actor="x", now=NOW)
+    done = record_postponement(engine, event_id=event, new_starts_at=after + timedelta(days=30), claims_until=None, actor="x", now=after)
+    assert done.regime_id is not None
