@@ -18,6 +18,7 @@ from api.clock import Now, clock  # noqa: F401 - tests override api.app.clock
 from api.errors import TEXT_MESSAGES, install_error_handlers, install_openapi
 from api.events import router as events_router
 from api.health import HealthReport, check_health
+from api.mail import router as mail_router
 from api.ops import router as ops_router
 from api.organizer import install as install_organizer
 from api.regimes import router as regimes_router
@@ -41,6 +42,7 @@ app.include_router(operator.router)  # the operator's sales feed (api/operator.p
 app.include_router(inbound.router)  # claims by email: the buyer's confirmation (api/inbound.py)
 app.include_router(ops_router)
 app.include_router(events_router)  # issue 12: /events/{id}/cancellation, /mass-sends…
+app.include_router(mail_router)  # the outbound-mail kill switch: /mail/switch (api/mail.py)
 
 
 RUSSIAN_VALIDATION = {

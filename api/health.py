@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from models.db import get_engine
 from models.settings import get_settings
+from tasks.mail_switch import SwitchState, mail_switch_state
 from tasks.outbox import email_enabled_now
 
 CHECK_TIMEOUT_S = 0.7
@@ -34,13 +36,23 @@ class DependencyHealth(BaseModel):
     error: str | None = Field(default=None, description="Почему зависимость считается недоступной.")
 
 
+class MailSwitchHealth(BaseModel):
+    held: bool
+    reason: str | None = Field(default=None, description="Почему почта остановлена (или возобновлена).")
+    changed_by: str | None = Field(default=None, description="Кто последним переключил (сотрудник).")
+    changed_at: datetime | None = Field(default=None, description="Когда.")
+
+
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "unavailable"] = Field(
         description="ok: всё доступно; degraded: база доступна, недоступно что-то ещё; unavailable: база данных недоступна.")
     message: str = Field(description="Сводка на русском.")
     dependencies: dict[str, DependencyHealth]
     outbound_email: Literal["sending", "held"] = Field(
-        description="held: выключатель исходящей почты (VOZVRAT_OUTBOUND_EMAIL_ENABLED=false) включён, письма ждут в очереди.")
+        description="held: выключатель исходящей почты включён (`vozvrat mail hold` или VOZVRAT_OUTBOUND_EMAIL_ENABLED=false), "
+                    "письма ждут в очереди.")
+    mail_switch: MailSwitchHealth | None = Field(
+        default=None, description="Выключатель почты в базе данных (`vozvrat mail hold/release`); null, если базу прочитать не удалось.")
 
 
 def _ping_database() -> None:
@@ -136,12 +148,21 @@ async def _timed(check) -> DependencyHealth:
     return DependencyHealth(status="up", latency_ms=round((time.perf_counter() - started) * 1000))
 
 
+async def _mail_switch() -> SwitchState | None:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(mail_switch_state, get_engine()), CHECK_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - the database's own check says why; the switch is then unknown
+        return None
+
+
 async def check_health() -> HealthReport:
     # What is ours to prepare is prepared before the clocks start: the timeouts measure dependencies.
     _prefect_api_url()
     _http()
     checks = {"database": _database, "prefect": _prefect, "smtp": _smtp, "acquirer": _acquirer, "inbound_mail": _inbound_mail}
+    switch_read = asyncio.ensure_future(_mail_switch())
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
+    switch = await switch_read
     deps = dict(zip(checks, results))
     down = [name for name, dep in deps.items() if dep.status == "down"]
     if deps["database"].status == "down":
@@ -150,7 +171,15 @@ async def check_health() -> HealthReport:
         status = "degraded" if down else "ok"
     message = "Все зависимости доступны." if not down else "Недоступны: " + ", ".join(NAMES_RU[n] for n in down) + "."
     # The kill switch is no dependency, but an operator who forgot it sees «all up» while no mail leaves.
-    sending = email_enabled_now()
-    if not sending:
+    env_sending = email_enabled_now()
+    if not env_sending:
         message += " Исходящая почта остановлена (VOZVRAT_OUTBOUND_EMAIL_ENABLED=false): письма ждут в очереди."
-    return HealthReport(status=status, message=message, dependencies=deps, outbound_email="sending" if sending else "held")
+    if switch is not None and switch.held:
+        when = f" {switch.changed_at:%Y-%m-%d %H:%M} UTC" if switch.changed_at else ""
+        message += (f" Исходящая почта остановлена выключателем (vozvrat mail hold): {switch.changed_by or 'неизвестно кем'}{when}"
+                    f"{', причина: ' + switch.reason if switch.reason else ''}. Письма ждут в очереди.")
+    sending = env_sending and not (switch is not None and switch.held)
+    public = None if switch is None else MailSwitchHealth(held=switch.held, reason=switch.reason, changed_by=switch.changed_by,
+                                                          changed_at=switch.changed_at)
+    return HealthReport(status=status, message=message, dependencies=deps, outbound_email="sending" if sending else "held",
+                        mail_switch=public)

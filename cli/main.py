@@ -12,6 +12,7 @@ from cli import (
     event_commands,  # noqa: F401  events cancel / replace / postpone
     events_commands,  # noqa: F401  events cancel / replace / follow-ups (issue 12)
     inbound_commands,  # noqa: F401  inbound list, drain, retry (claims by email)
+    mail_commands,  # noqa: F401  mail hold / release / status (the outbound-mail kill switch)
     mass_send_commands,  # noqa: F401  mass-sends list / show / approve / reject
     ops_commands,  # noqa: F401  ops automations
     organizer_commands,  # noqa: F401  organizers token

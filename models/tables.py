@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, UniqueConstraint, false, text
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, String, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from models.db import UtcDateTime
@@ -461,6 +461,30 @@ class MailAudit(SQLModel, table=True):
     count: int = 0
     outbox_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     message_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class MailSwitch(SQLModel, table=True):
+    """The outbound-mail kill switch ops throw on a running stack (`vozvrat mail hold`, `POST /mail/switch`):
+    one row (id 1), read by every dispatcher on every host (tasks/mail_switch.py). No row: not held."""
+
+    __tablename__ = "mail_switch"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_mail_switch_one_row"),)
+    id: int | None = Field(default=1, primary_key=True)
+    held: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    reason: str | None = None  # why it was held (or released), as the supervisor said it
+    changed_by: str | None = Field(default=None, sa_type=String(400))  # Principal.audit of the last change
+    changed_at: datetime | None = _ts()
+
+
+class MailSwitchChange(SQLModel, table=True):
+    """The switch's audit trail: one row per hold or release, with who (Principal.audit), when and why."""
+
+    __tablename__ = "mail_switch_change"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    principal: str = Field(sa_type=String(400))
+    held: bool = Field(sa_column=Column(Boolean, nullable=False))
+    reason: str | None = None
 
 
 class MassCancellation(SQLModel, table=True):

@@ -16,9 +16,11 @@ database thread while the next ones are sent (one commit in flight at most), so 
 "250"s and those commits resends at most ``3 * concurrency - 1`` messages (the same Message-IDs). The
 database thread also takes the next batch's lease while the current one is sent. While the
 SMTP server is down messages stay pending and are retried with exponential backoff: nothing is lost.
-The kill switch (``enabled=False``) sends nothing and leases nothing; thrown while a dispatcher
-sends (``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the
-``still_enabled`` check given), it stops before the next message and gives the rest back.
+The kill switch (``enabled=False``, or the database's switch held: `vozvrat mail hold`,
+tasks/mail_switch.py) sends nothing and leases nothing; thrown while a dispatcher sends
+(``VOZVRAT_OUTBOUND_EMAIL_ENABLED=false`` read again before every message, or the ``still_enabled``
+check given; the database's row read at the start of each leased batch and at most once a second),
+it stops before the next message and gives the rest back.
 
 Mass mail (tasks/mass_sends.py): rows `held` under a mass send are not due until a second person
 approves it; sending is paced (``rate_per_s``, VOZVRAT_MAIL_RATE_PER_S) and every batch sent leaves a
@@ -51,6 +53,7 @@ from models.crypto import SecretKeyError, open_sealed
 from models.tables import MailAudit, OutboxMessage
 from tasks.buyer_links import status_url, status_url_maker
 from tasks.emails import BUYER_CLAIM_TEMPLATES, TEMPLATES, MissingContext, UnknownTemplate, message_id_for, render_email_bytes
+from tasks.mail_switch import LiveMailSwitch
 from tasks.mass_sends import refresh_progress
 from tasks.smtp import SmtpConnection, SmtpRejected, SmtpSettings, SmtpUnavailable
 
@@ -336,6 +339,7 @@ async def dispatch_emails(
     still_enabled: Callable[[], bool] | None = email_enabled_now,
     pacer: Pacer | None = None,
     concurrency: int = 1,
+    mail_switch: LiveMailSwitch | None = None,
 ) -> DispatchReport:
     """Send due pending emails (oldest first, at most ``limit``; only ``claim_id``'s, or the one
     message ``dedup_key``, when given).
@@ -343,12 +347,16 @@ async def dispatch_emails(
     Rows are leased ``batch`` at a time and sent over ``concurrency`` SMTP sessions at once (one by
     default). With one session each outcome is committed on its own; with several, the outcomes
     are committed ``concurrency`` at a time. Safe to run in any number of processes at once.
+
+    The database's kill switch (``mail_switch``; by default this engine's, on the monotonic clock) holds
+    the mail whatever ``enabled`` and ``still_enabled`` say: no caller can pass it by.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     now = _utc(now)
     report = DispatchReport()
-    if not enabled:
+    switch = mail_switch or LiveMailSwitch(engine)
+    if not enabled or switch.held():
         with Session(engine) as session:
             report.held = session.exec(select(func.count()).select_from(outbox_t).where(_due(now, claim_id, dedup_key))).one()
         report.held_by_kill_switch = True
@@ -363,13 +371,21 @@ async def dispatch_emails(
             autocommit = resources.enter_context(engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
         return await _dispatch(engine, smtp=smtp, now=now, limit=limit, mail_from=mail_from, claim_id=claim_id, dedup_key=dedup_key,
                                owner=owner, batch=batch, lease=lease, autocommit=autocommit, report=report,
-                               pacer=pacer or Pacer(rate_per_s), still_enabled=still_enabled or (lambda: True),
-                               concurrency=concurrency)
+                               pacer=pacer or Pacer(rate_per_s), still_enabled=_also_unless_held(still_enabled, switch),
+                               concurrency=concurrency, on_batch=switch.expire)
+
+
+def _also_unless_held(still_enabled: Callable[[], bool] | None, switch: LiveMailSwitch) -> Callable[[], bool]:
+    """The caller's check (the environment's switch by default), then the database's (cached)."""
+    def check() -> bool:
+        return (still_enabled is None or still_enabled()) and not switch.held()
+    return check
 
 
 async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit: int, mail_from: str, claim_id: int | None,
                     dedup_key: str | None, owner: str, batch: int, lease: timedelta, autocommit: Connection | None,
-                    report: DispatchReport, pacer: Pacer, still_enabled: Callable[[], bool], concurrency: int = 1) -> DispatchReport:
+                    report: DispatchReport, pacer: Pacer, still_enabled: Callable[[], bool], concurrency: int = 1,
+                    on_batch: Callable[[], None] = lambda: None) -> DispatchReport:
     # Stop taking new sends while a slow SMTP conversation could still outlive the lease.
     budget = lease.total_seconds() - min(max(60.0, 6 * smtp.timeout), lease.total_seconds() / 2)
     started = time.monotonic()
@@ -399,6 +415,7 @@ async def _dispatch(engine: Engine, *, smtp: SmtpSettings, now: datetime, limit:
             if remaining > 0 and not run.stopped:
                 upcoming = lease_next(min(batch, remaining))  # the next batch is taken while this one is sent
             sending = _Batch(leased, db)
+            on_batch()  # the database's kill switch is read again before this batch's first message
             try:
                 await _all_or_none([sending.sender(c, engine=engine, now=now, mail_from=mail_from, owner=owner, started=started, budget=budget,
                                                    autocommit=autocommit, report=report, pacer=pacer, still_enabled=still_enabled,

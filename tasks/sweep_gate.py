@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from tasks.mail_switch import mail_switch_state
 from tasks.outbox import _due, _utc, outbox_t
 
 OUTBOX_DISPATCH_DEPLOYMENT = "outbox-dispatch/outbox-dispatch"
@@ -32,7 +33,7 @@ def dispatch_interval() -> timedelta:
 
 def mail_left_behind(engine: Engine, *, now: datetime, grace: timedelta = LEFT_BEHIND_AFTER, enabled: bool = True) -> bool:
     """An email due for longer than `grace` that nobody holds (one indexed look-up, LIMIT 1)."""
-    if not enabled:
+    if not enabled or mail_switch_state(engine).held:  # held mail is not behind: no run would send it
         return False
     now = _utc(now)
     with engine.connect() as conn:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlmodel import Session, SQLModel, select
 
-from models.tables import MailAudit, MassSend, OutboxMessage
+from models.tables import MailAudit, MailSwitch, MassSend, OutboxMessage
 from tasks.emails import message_id_for
 from tasks.outbox import backoff, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
@@ -21,7 +21,7 @@ MAIL_FROM = "Возврат билетов <vozvrat@example.ru>"
 @pytest.fixture
 def engine(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    SQLModel.metadata.create_all(engine, tables=[MassSend.__table__, OutboxMessage.__table__, MailAudit.__table__])
+    SQLModel.metadata.create_all(engine, tables=[MassSend.__table__, OutboxMessage.__table__, MailAudit.__table__, MailSwitch.__table__])
     yield engine
     engine.dispose()
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlmodel import Session, SQLModel
 
-from models.tables import MailAudit, MassSend, OutboxMessage
+from models.tables import MailAudit, MailSwitch, MassSend, OutboxMessage
 from tasks.emails import message_id_for
 from tasks.outbox import Pacer, dispatch_emails, enqueue_email
 from tasks.smtp import SmtpSettings
@@ -24,7 +24,7 @@ outbox_t, audit_t = OutboxMessage.__table__, MailAudit.__table__
 @pytest.fixture
 def engine(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    SQLModel.metadata.create_all(engine, tables=[MassSend.__table__, OutboxMessage.__table__, MailAudit.__table__])
+    SQLModel.metadata.create_all(engine, tables=[MassSend.__table__, OutboxMessage.__table__, MailAudit.__table__, MailSwitch.__table__])
     yield engine
     engine.dispose()
 
