@@ -140,6 +140,7 @@ class LiveMailSwitch:
         self.engine, self.every, self.clock = engine, every, clock
         self.read_at: float | None = None
         self.state = SwitchState()
+        self.reads = 0  # how many times the row was read (what the cache saves is visible)
 
     def expire(self) -> None:
         self.read_at = None
@@ -149,4 +150,5 @@ class LiveMailSwitch:
         if self.read_at is None or now - self.read_at >= self.every:
             self.state = mail_switch_state(self.engine)
             self.read_at = now
+            self.reads += 1
         return self.state.held

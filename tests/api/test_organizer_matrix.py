@@ -292,6 +292,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/vouchers/{number}"): Row(_with(SERVICE_OR_STAFF, 404), _get("/vouchers/VCH-NOPE-1")),
     ("POST", "/vouchers/{number}/redemption"): Row(_with(SERVICE_OR_STAFF, 404), lambda w, c: w.client.post(
         "/vouchers/VCH-NOPE-1/redemption", headers=w.callers[c].headers, json={"event_id": w.event_a})),
+    # The outbound-mail kill switch: staff supervisors (released here: holding it would hold the world's mail).
+    ("GET", "/mail/switch"): Row(SUPERVISOR, _get("/mail/switch")),
+    ("POST", "/mail/switch"): Row(SUPERVISOR, _post("/mail/switch", json={"held": False})),
     # Mass sends: staff supervisors; approved or rejected by a second one.
     ("GET", "/mass-sends"): Row(SUPERVISOR, _get("/mass-sends")),
     ("GET", "/mass-sends/{mass_send_id}"): Row(SUPERVISOR, lambda w, c: w.client.get(f"/mass-sends/{_fresh_mass_send(w)}", headers=w.callers[c].headers)),
