@@ -113,15 +113,16 @@ def set_mail_switch(engine: Engine, *, held: bool, principal: Principal, now: da
         # One statement decides: the row is written only if it says the opposite, so of two supervisors
         # throwing it at once exactly one changes it (and is audited).
         if held:
-            statement = (upsert(switch_t).values(id=1, **values)
-                         .on_conflict_do_update(index_elements=["id"], set_=values, where=switch_t.c.held.is_(False)))
+            changed = conn.execute(upsert(switch_t).values(id=1, **values)
+                                   .on_conflict_do_update(index_elements=["id"], set_=values, where=switch_t.c.held.is_(False))
+                                   .returning(switch_t.c.id)).first() is not None
         else:  # no row: never held, nothing to release
-            statement = update(switch_t).where(switch_t.c.id == 1, switch_t.c.held.is_(True)).values(**values)
-        changed = conn.execute(statement.returning(switch_t.c.id)).first() is not None
+            changed = conn.execute(update(switch_t).where(switch_t.c.id == 1, switch_t.c.held.is_(True)).values(**values)
+                                   .returning(switch_t.c.id)).first() is not None
         if not changed:
             return read_switch(conn), False
         conn.execute(insert(change_t).values(at=now, principal=principal.audit, held=held, reason=reason))
-    return SwitchState(**values), True
+    return SwitchState(held, reason, principal.audit, now), True
 
 
 def switch_history(engine: Engine, *, limit: int = 20) -> list[dict]:
