@@ -62,6 +62,24 @@ SAMPLE_HINT = "The database starts empty; load the sample sales data:  .venv/bin
 KILL_SWITCH_ON = ("[bold yellow]outbound mail is HELD[/bold yellow] (VOZVRAT_OUTBOUND_EMAIL_ENABLED={value}): every message waits in the"
                   " outbox, nothing reaches the SMTP sink; restart without it to send")
 
+DB_SWITCH_ON = ("[bold yellow]outbound mail is HELD[/bold yellow] by {by} since {at} UTC (vozvrat mail hold: {reason}): every message"
+                " waits in the outbox; `vozvrat mail release --as LOGIN` to send")
+
+
+def _switch_held(database_url: str):
+    """The database's kill switch when it holds mail (tasks/mail_switch.py), else None (also when unreadable)."""
+    from models.db import make_engine
+    from tasks.mail_switch import mail_switch_state
+
+    engine = make_engine(database_url)
+    try:
+        state = mail_switch_state(engine)
+    except Exception:  # noqa: BLE001 - a database the stack could not read: no word about a switch in it
+        return None
+    finally:
+        engine.dispose()
+    return state if state.held else None
+
 
 def _has_orders(database_url: str) -> bool:
     from sqlalchemy import text
@@ -87,6 +105,12 @@ def notes(database_url: str) -> list[str]:
     out = [] if _has_orders(database_url) else [SAMPLE_HINT]
     if not email_enabled_now():
         out.append(KILL_SWITCH_ON.format(value=os.environ.get("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "")))
+    held = _switch_held(database_url)
+    if held is not None:
+        from rich.markup import escape
+
+        at = f"{held.changed_at:%Y-%m-%d %H:%M}" if held.changed_at else "?"
+        out.append(DB_SWITCH_ON.format(by=escape(held.changed_by or "?"), at=at, reason=escape(held.reason or "")))
     return out
 
 

@@ -104,4 +104,16 @@ def test_the_banner_says_empty_only_while_it_is_and_says_when_the_kill_switch_ho
     monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "false")
     (held,) = notes(url)
     assert "outbound mail is HELD" in held and "VOZVRAT_OUTBOUND_EMAIL_ENABLED=false" in held
+    # The database's switch, thrown live (vozvrat mail hold), is said too, with who held it.
+    from tasks.accounts import create_user
+    from tasks.mail_switch import set_mail_switch
+
+    monkeypatch.setenv("VOZVRAT_OUTBOUND_EMAIL_ENABLED", "true")
+    engine = make_engine(url)
+    anna = create_user(engine, login="anna@example.ru", password="correct horse battery", kind="staff", role="supervisor",
+                       now=datetime(2026, 11, 1, tzinfo=UTC)).principal
+    set_mail_switch(engine, held=True, principal=anna, now=datetime(2026, 11, 2, 8, 15, tzinfo=UTC), reason="взлом [srv]")
+    engine.dispose()
+    (held,) = notes(url)
+    assert "outbound mail is HELD" in held and "staff:supervisor:anna@example.ru since 2026-11-02 08:15" in held and r"взлом \[srv]" in held
     assert notes(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")[0] == SAMPLE_HINT  # unreadable: the hint, no crash
