@@ -25,7 +25,9 @@ Supervisor = Annotated[Principal, Depends(requires("staff", roles=("supervisor",
 _DESCRIPTIONS = {
     401: "Нет ключа или он не распознан.",
     403: "Недостаточно прав: нужен старший смены (supervisor).",
+    409: "Выключатель переключали одновременно: повторите запрос.",
     422: "Неверные данные: ошибка по каждому полю, сообщения на русском.",
+    503: "База данных недоступна; ничего не изменено.",
 }
 
 
@@ -63,13 +65,13 @@ def _public(state: SwitchState, changed: bool = False) -> SwitchPublic:
                         env_held=not email_enabled_now(), changed=changed)
 
 
-@router.get("/mail/switch", response_model=SwitchPublic, responses=errors(401, 403))
+@router.get("/mail/switch", response_model=SwitchPublic, responses=errors(401, 403, 422, 503))
 def mail_switch(principal: Supervisor) -> SwitchPublic:
     """Whether outbound mail is held, by whom, since when and why."""
     return _public(mail_switch_state(get_engine()))
 
 
-@router.post("/mail/switch", response_model=SwitchPublic, responses=errors(401, 403, 422))
+@router.post("/mail/switch", response_model=SwitchPublic, responses=errors(401, 403, 409, 422, 503))
 def throw_mail_switch(body: SwitchChange, principal: Supervisor, now: Now) -> SwitchPublic:
     """Hold (`{"held": true, "reason": "..."}`) or release (`{"held": false}`) all outbound mail, live: every
     dispatcher stops before its next message within a second. Repeating the same position changes nothing."""
